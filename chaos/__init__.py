@@ -1,0 +1,1 @@
+"""Chaos validation: fault and scenario specs, backends (sim, local, Chaos Mesh), runner."""

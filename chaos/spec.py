@@ -1,0 +1,326 @@
+"""The scenario vocabulary: loads and faults, in Chaos Mesh's words. Pure data, no I/O.
+
+A scenario is a duration, a load and a list of faults. Fault kinds map one to one onto
+Chaos Mesh (``chaos-mesh.org/v1alpha1``) kinds and actions:
+
+=====================  ==============  ================  =============================
+fault kind             Chaos Mesh kind action            parameters
+=====================  ==============  ================  =============================
+network-delay          NetworkChaos    delay             latency_ms, jitter_ms, correlation
+network-loss           NetworkChaos    loss              loss_percent, correlation
+network-partition      NetworkChaos    partition         direction
+network-bandwidth      NetworkChaos    bandwidth         rate_mbps, limit_bytes, buffer_bytes
+cpu-stress             StressChaos     (cpu stressor)    workers, load_percent
+memory-stress          StressChaos     (memory stressor) workers, size_mib
+pod-kill               PodChaos        pod-kill          restart_delay_s (grace_period_s)
+pod-failure            PodChaos        pod-failure       (none)
+container-kill         PodChaos        container-kill    container
+io-latency             IOChaos         latency           delay_ms, percent, path, volume_path
+time-skew              TimeChaos       (time offset)     offset_ms
+fan-failure            (none)          simulator only    r_factor
+numa-misplacement      (none)          simulator only    remote_fraction
+=====================  ==============  ================  =============================
+
+Network faults may name a ``target`` selector: the peers whose traffic with the selected
+pods is affected (Chaos Mesh ``spec.target``). A partition needs one on Kubernetes; the
+simulator and the local backend ignore it.
+
+A fault with ``repeat`` recurs (a Chaos Mesh ``Schedule``); a ``sequence`` is a list of
+faults run one after another (a Chaos Mesh serial ``Workflow``). :meth:`Scenario.windows`
+expands both into concrete :class:`FaultWindow` s for the simulator and the local backend.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rlctl.contract import DEFAULT_SLO_P99_MS
+from rlctl.errors import ConfigError
+
+
+class FaultKind(StrEnum):
+    NETWORK_DELAY = "network-delay"
+    NETWORK_LOSS = "network-loss"
+    NETWORK_PARTITION = "network-partition"
+    NETWORK_BANDWIDTH = "network-bandwidth"
+    CPU_STRESS = "cpu-stress"
+    MEMORY_STRESS = "memory-stress"
+    POD_KILL = "pod-kill"
+    POD_FAILURE = "pod-failure"
+    CONTAINER_KILL = "container-kill"
+    IO_LATENCY = "io-latency"
+    TIME_SKEW = "time-skew"
+    FAN_FAILURE = "fan-failure"
+    NUMA_MISPLACEMENT = "numa-misplacement"
+
+
+#: Chaos Mesh kind and action for each fault kind; None for simulator-only faults.
+CHAOS_MESH_KIND: dict[FaultKind, tuple[str, str] | None] = {
+    FaultKind.NETWORK_DELAY: ("NetworkChaos", "delay"),
+    FaultKind.NETWORK_LOSS: ("NetworkChaos", "loss"),
+    FaultKind.NETWORK_PARTITION: ("NetworkChaos", "partition"),
+    FaultKind.NETWORK_BANDWIDTH: ("NetworkChaos", "bandwidth"),
+    FaultKind.CPU_STRESS: ("StressChaos", "cpu"),
+    FaultKind.MEMORY_STRESS: ("StressChaos", "memory"),
+    FaultKind.POD_KILL: ("PodChaos", "pod-kill"),
+    FaultKind.POD_FAILURE: ("PodChaos", "pod-failure"),
+    FaultKind.CONTAINER_KILL: ("PodChaos", "container-kill"),
+    FaultKind.IO_LATENCY: ("IOChaos", "latency"),
+    FaultKind.TIME_SKEW: ("TimeChaos", "time-offset"),
+    FaultKind.FAN_FAILURE: None,
+    FaultKind.NUMA_MISPLACEMENT: None,
+}
+
+SIM_ONLY: frozenset[FaultKind] = frozenset(k for k, v in CHAOS_MESH_KIND.items() if v is None)
+
+#: Fault kinds that act on traffic (Chaos Mesh NetworkChaos) and may name a ``target``.
+NETWORK_KINDS: frozenset[FaultKind] = frozenset(
+    k for k, v in CHAOS_MESH_KIND.items() if v is not None and v[0] == "NetworkChaos"
+)
+
+#: Parameters each fault kind accepts, with defaults. Anything else is an error.
+FAULT_PARAMS: dict[FaultKind, dict[str, Any]] = {
+    FaultKind.NETWORK_DELAY: {"latency_ms": 50.0, "jitter_ms": 10.0, "correlation": 25.0},
+    FaultKind.NETWORK_LOSS: {"loss_percent": 5.0, "correlation": 25.0},
+    FaultKind.NETWORK_PARTITION: {"direction": "to", "fraction": 1.0},
+    FaultKind.NETWORK_BANDWIDTH: {"rate_mbps": 10.0, "limit_bytes": 20971520, "buffer_bytes": 10000},
+    FaultKind.CPU_STRESS: {"workers": 1, "load_percent": 100},
+    FaultKind.MEMORY_STRESS: {"workers": 1, "size_mib": 256},
+    FaultKind.POD_KILL: {"restart_delay_s": 20.0, "grace_period_s": 0},
+    FaultKind.POD_FAILURE: {},
+    FaultKind.CONTAINER_KILL: {"container": "gosvc", "restart_delay_s": 10.0},
+    FaultKind.IO_LATENCY: {"delay_ms": 10.0, "percent": 100, "path": "/data/**", "volume_path": "/data"},
+    FaultKind.TIME_SKEW: {"offset_ms": -600000},
+    FaultKind.FAN_FAILURE: {"r_factor": 3.0},
+    FaultKind.NUMA_MISPLACEMENT: {"remote_fraction": 0.8},
+}
+
+_NONNEGATIVE = {
+    "latency_ms", "jitter_ms", "loss_percent", "rate_mbps", "limit_bytes", "buffer_bytes",
+    "workers", "load_percent", "size_mib", "restart_delay_s", "grace_period_s", "delay_ms",
+    "percent", "r_factor", "remote_fraction", "correlation", "fraction",
+}  # fmt: skip
+_PERCENT = {"loss_percent", "load_percent", "percent", "correlation"}
+
+
+class Selector(BaseModel):
+    """Which pods (Kubernetes) or replicas (local, sim) a fault hits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=lambda: {"app": "gosvc"})
+    mode: Literal["one", "all", "fixed", "fixed-percent", "random-max-percent"] = "one"
+    value: str | None = None
+
+
+class Repeat(BaseModel):
+    """Recurrence: the fault starts every ``every_s`` seconds, ``count`` times."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    every_s: float = Field(gt=0)
+    count: int = Field(default=3, ge=1)
+
+
+class FaultSpec(BaseModel):
+    """One fault: what, when (seconds from scenario start), for how long, on whom."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: FaultKind
+    start_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    selector: Selector = Field(default_factory=Selector)
+    params: dict[str, Any] = Field(default_factory=dict)
+    repeat: Repeat | None = None
+    name: str | None = None
+    #: Network faults only: the peers whose traffic with the selected pods is affected.
+    target: Selector | None = None
+
+    @model_validator(mode="after")
+    def _check_params(self) -> FaultSpec:
+        if self.target is not None and self.kind not in NETWORK_KINDS:
+            raise ValueError(
+                f"'target' applies to network faults only ({', '.join(sorted(k.value for k in NETWORK_KINDS))}), "
+                f"not to {self.kind.value!r}; remove it"
+            )
+        allowed = FAULT_PARAMS[self.kind]
+        unknown = set(self.params) - set(allowed)
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {sorted(unknown)} for fault kind {self.kind.value!r}; "
+                f"allowed: {sorted(allowed) or 'none'}"
+            )
+        for key, value in self.params.items():
+            if key in _NONNEGATIVE and (not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"parameter {key}={value!r} of {self.kind.value!r} must be a number >= 0")
+            if key in _PERCENT and value > 100:
+                raise ValueError(f"parameter {key}={value!r} of {self.kind.value!r} is a percentage: use 0..100")
+        if self.kind is FaultKind.NETWORK_PARTITION and self.params.get("direction", "to") not in (
+            "to",
+            "from",
+            "both",
+        ):
+            raise ValueError("parameter direction of 'network-partition' must be one of to, from, both")
+        return self
+
+    def param(self, key: str) -> Any:
+        """The parameter's value, or its documented default."""
+        return self.params.get(key, FAULT_PARAMS[self.kind][key])
+
+    @property
+    def sim_only(self) -> bool:
+        return self.kind in SIM_ONLY
+
+
+class FaultSequence(BaseModel):
+    """Faults run one after another from ``start_s`` (a serial Chaos Mesh Workflow)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "sequence"
+    start_s: float = Field(default=0.0, ge=0)
+    gap_s: float = Field(default=0.0, ge=0)
+    steps: list[FaultSpec] = Field(min_length=1)
+
+
+class LoadSpec(BaseModel):
+    """Offered load. ``kind`` picks a generator in :mod:`envs.loads`.
+
+    - ``constant``: ``qps``
+    - ``diurnal``: ``base_qps`` .. ``peak_qps`` over ``period_s`` (a day by default)
+    - ``ramp``: ``start_qps`` to ``end_qps`` linearly over the scenario
+    - ``step``: ``base_qps``, then ``step_qps`` from ``at_s``
+    - ``flash``: ``base_qps`` with a flash crowd to ``peak_qps`` at ``at_s``, rising over
+      ``rise_s`` and decaying with time constant ``decay_s``
+    - ``trace``: replay ``path`` (one value per line, requests per ``interval_s``) scaled
+      so its peak is ``peak_qps``, starting ``offset_s`` into the trace
+    ``noise`` adds Poisson noise to the per-step request count (on by default).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["constant", "diurnal", "ramp", "step", "flash", "trace"] = "constant"
+    qps: float = Field(default=1000.0, ge=0)
+    base_qps: float = Field(default=500.0, ge=0)
+    peak_qps: float = Field(default=2000.0, ge=0)
+    period_s: float = Field(default=86400.0, gt=0)
+    phase_s: float = 0.0
+    start_qps: float = Field(default=100.0, ge=0)
+    end_qps: float = Field(default=3000.0, ge=0)
+    step_qps: float = Field(default=2000.0, ge=0)
+    at_s: float = Field(default=600.0, ge=0)
+    rise_s: float = Field(default=30.0, gt=0)
+    decay_s: float = Field(default=300.0, gt=0)
+    path: str | None = None
+    interval_s: float = Field(default=60.0, gt=0)
+    offset_s: float = Field(default=0.0, ge=0)
+    time_scale: float = Field(default=1.0, gt=0)
+    noise: bool = True
+
+    @model_validator(mode="after")
+    def _check_trace(self) -> LoadSpec:
+        if self.kind == "trace" and not self.path:
+            raise ValueError("a 'trace' load needs 'path': a file with one request count per line")
+        return self
+
+
+ScenarioKind = Literal["steady", "bursty", "fault"]
+
+
+class Scenario(BaseModel):
+    """A load, faults and an SLO over ``duration_s`` seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    kind: ScenarioKind = "steady"
+    duration_s: float = Field(default=3600.0, gt=0)
+    slo_p99_ms: float = Field(default=DEFAULT_SLO_P99_MS, gt=0)
+    load: LoadSpec = Field(default_factory=LoadSpec)
+    faults: list[FaultSpec] = Field(default_factory=list)
+    sequences: list[FaultSequence] = Field(default_factory=list)
+
+    def windows(self) -> list[FaultWindow]:
+        """Every fault occurrence as a concrete window, repeats and sequences expanded."""
+        out: list[FaultWindow] = []
+        for f in self.faults:
+            reps = f.repeat.count if f.repeat else 1
+            every = f.repeat.every_s if f.repeat else 0.0
+            for i in range(reps):
+                start = f.start_s + i * every
+                if start < self.duration_s:
+                    out.append(FaultWindow(f, start, min(start + f.duration_s, self.duration_s)))
+        for seq in self.sequences:
+            t = seq.start_s
+            for step in seq.steps:
+                start = t + step.start_s
+                if start < self.duration_s:
+                    out.append(FaultWindow(step, start, min(start + step.duration_s, self.duration_s)))
+                t = start + step.duration_s + seq.gap_s
+        return sorted(out, key=lambda w: w.start_s)
+
+    def all_faults(self) -> list[FaultSpec]:
+        return [*self.faults, *(s for seq in self.sequences for s in seq.steps)]
+
+
+class FaultWindow:
+    """One occurrence of a fault: ``[start_s, end_s)`` seconds from scenario start."""
+
+    __slots__ = ("end_s", "spec", "start_s")
+
+    def __init__(self, spec: FaultSpec, start_s: float, end_s: float) -> None:
+        self.spec = spec
+        self.start_s = float(start_s)
+        self.end_s = float(end_s)
+
+    @property
+    def kind(self) -> FaultKind:
+        return self.spec.kind
+
+    def __repr__(self) -> str:
+        return f"FaultWindow({self.kind.value}, {self.start_s:g}-{self.end_s:g}s)"
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def scenario_from_dict(data: Any, *, source: str = "<scenario>") -> Scenario:
+    """Validate a scenario mapping; errors name ``source``, the field and the fix."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a scenario must be a mapping with name, duration_s, load, faults")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"field {_format_loc(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: invalid scenario: {problems}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario YAML file; a relative trace path is taken from the file's folder."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read scenario file ({exc.strerror}); check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    scenario = scenario_from_dict(data, source=str(p))
+    if scenario.load.path and not Path(scenario.load.path).is_absolute():
+        candidate = (p.parent / scenario.load.path).resolve()
+        if candidate.exists():
+            scenario = scenario.model_copy(update={"load": scenario.load.model_copy(update={"path": str(candidate)})})
+    return scenario

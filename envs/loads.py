@@ -1,0 +1,122 @@
+"""Offered-load generators: constant, diurnal, ramp, step, flash crowd, trace replay.
+
+Each returns requests/s for every step of an episode as one numpy array; Poisson noise
+on the per-step request count is added on request.
+"""
+
+from __future__ import annotations
+
+import gzip
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from chaos.spec import LoadSpec
+from rlctl.errors import ConfigError
+
+Array = npt.NDArray[np.float64]
+
+
+@lru_cache(maxsize=16)
+def _read_trace_cached(path: str, mtime: float) -> tuple[float, ...]:
+    p = Path(path)
+    opener = gzip.open if p.suffix == ".gz" else open
+    values: list[float] = []
+    try:
+        with opener(p, "rt") as fh:  # type: ignore[operator]
+            for lineno, line in enumerate(fh, start=1):
+                text = line.split("#", 1)[0].strip()
+                if not text:
+                    continue
+                try:
+                    v = float(text.split()[-1])
+                except ValueError:
+                    raise ConfigError(
+                        f"{p}:{lineno}: {text!r} is not a number; a trace has one request count per line "
+                        "('#' starts a comment)"
+                    ) from None
+                if not np.isfinite(v) or v < 0:
+                    raise ConfigError(f"{p}:{lineno}: request count {v!r} must be a finite number >= 0")
+                values.append(v)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read trace ({exc.strerror or exc}); check the path") from None
+    if not values:
+        raise ConfigError(f"{p}: the trace has no values; it needs one request count per line")
+    return tuple(values)
+
+
+def read_trace(path: str | Path) -> Array:
+    """One value per line (requests per interval), ``#`` comments, ``.gz`` allowed."""
+    p = Path(path)
+    try:
+        mtime = p.stat().st_mtime
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read trace ({exc.strerror}); check the path") from None
+    return np.array(_read_trace_cached(str(p.resolve()), mtime), dtype=np.float64)
+
+
+def trace_qps(
+    path: str | Path,
+    n_steps: int,
+    dt_s: float,
+    *,
+    interval_s: float = 60.0,
+    peak_qps: float = 1000.0,
+    offset_s: float = 0.0,
+    time_scale: float = 1.0,
+) -> Array:
+    """A trace replayed at ``dt_s`` resolution, scaled so its peak is ``peak_qps``.
+
+    ``time_scale`` > 1 plays the trace faster (one trace interval lasts
+    ``interval_s / time_scale`` seconds). The trace wraps around at its end.
+    """
+    values = read_trace(path)
+    peak = values.max()
+    if peak <= 0:
+        raise ConfigError(f"{path}: the trace is all zeros; it cannot be scaled to a peak")
+    t = offset_s + np.arange(n_steps) * dt_s * time_scale
+    pos = (t / interval_s) % len(values)
+    idx = np.floor(pos).astype(np.int64)
+    nxt = (idx + 1) % len(values)
+    frac = pos - idx
+    rate = (1.0 - frac) * values[idx] + frac * values[nxt]
+    return rate / peak * peak_qps
+
+
+def load_qps(spec: LoadSpec, n_steps: int, dt_s: float, rng: np.random.Generator | None = None) -> Array:
+    """Requests/s for each of ``n_steps`` steps of ``dt_s`` seconds."""
+    t = np.arange(n_steps) * dt_s
+    if spec.kind == "constant":
+        q = np.full(n_steps, spec.qps)
+    elif spec.kind == "diurnal":
+        phase = 2 * np.pi * (t + spec.phase_s) / spec.period_s
+        q = spec.base_qps + (spec.peak_qps - spec.base_qps) * 0.5 * (1 - np.cos(phase))
+    elif spec.kind == "ramp":
+        span = max(t[-1], dt_s) if n_steps else dt_s
+        q = spec.start_qps + (spec.end_qps - spec.start_qps) * t / span
+    elif spec.kind == "step":
+        q = np.where(t >= spec.at_s, spec.step_qps, spec.base_qps)
+    elif spec.kind == "flash":
+        dt_flash = t - spec.at_s
+        rise = np.clip(dt_flash / spec.rise_s, 0.0, 1.0)
+        decay = np.exp(-np.maximum(dt_flash - spec.rise_s, 0.0) / spec.decay_s)
+        q = spec.base_qps + (spec.peak_qps - spec.base_qps) * rise * decay * (dt_flash >= 0)
+    elif spec.kind == "trace":
+        assert spec.path is not None
+        q = trace_qps(
+            spec.path,
+            n_steps,
+            dt_s,
+            interval_s=spec.interval_s,
+            peak_qps=spec.peak_qps,
+            offset_s=spec.offset_s,
+            time_scale=spec.time_scale,
+        )
+    else:  # pragma: no cover - LoadSpec validates kind
+        raise ConfigError(f"unknown load kind {spec.kind!r}")
+    q = np.maximum(q, 0.0)
+    if spec.noise and rng is not None:
+        q = rng.poisson(q * dt_s) / dt_s
+    return q.astype(np.float64)

@@ -1,0 +1,237 @@
+"""The batched simulator core: N services stepped in one numpy call.
+
+:class:`ServiceBatch` owns the per-service state (knobs, replicas starting, the fault
+and load schedules of the current episode, the telemetry window) and turns actions
+into telemetry, rewards and cost figures. :class:`envs.GoServiceEnv` wraps it with
+N = 1; :class:`envs.GoServiceVecEnv` exposes it as a Stable-Baselines3 ``VecEnv``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from chaos.spec import Scenario
+from envs.loads import load_qps
+from envs.model.faults import EFFECTS, E, effects_table
+from envs.model.service import ServiceState, step_services
+from envs.profile import ServiceProfile, stack_profiles
+from rlctl.contract import (
+    COL,
+    DEFAULT_SLO_P99_MS,
+    DEFAULT_WINDOW,
+    KNOB_COL,
+    N_TELEMETRY,
+    KnobBounds,
+    Knobs,
+    apply_array,
+    clamp_array,
+    featurize,
+)
+from rlctl.errors import ConfigError
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class RewardWeights:
+    """Reward = -(slo * violation + replica * replicas + core * cores used + churn * knob moves).
+
+    Per 5-second step. The violation term is 1 when P99 is over the SLO, plus half the
+    log of how far over (so a 10x miss hurts more than a 1.1x miss), plus ``error`` times
+    the error rate. With these defaults one step over the SLO costs as much as about 20
+    replicas for one step: the policy pays for headroom only where it prevents misses.
+    """
+
+    slo: float = 1.0
+    error: float = 5.0
+    replica: float = 0.05
+    core: float = 0.01
+    churn: float = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class EnvConfig:
+    """How an environment runs: timing, SLO, reward, bounds, initial knobs."""
+
+    #: Seconds of service time per step.
+    dt_s: float = 5.0
+    #: Episode length in seconds of service time (720 steps by default).
+    episode_s: float = 3600.0
+    #: P99 objective, ms.
+    slo_p99_ms: float = DEFAULT_SLO_P99_MS
+    #: Telemetry samples the policy sees (``featurize`` window).
+    window: int = DEFAULT_WINDOW
+    reward: RewardWeights = field(default_factory=RewardWeights)
+    bounds: KnobBounds = field(default_factory=KnobBounds)
+    #: Knobs at the start of an episode.
+    initial_knobs: Knobs = field(default_factory=Knobs)
+    #: Domain randomisation of the service profile, 0 (none) to 1 (full ranges).
+    randomize_profile: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dt_s <= 0 or self.episode_s < self.dt_s:
+            raise ConfigError(f"dt_s={self.dt_s} must be > 0 and episode_s={self.episode_s} at least one step")
+        if self.window < 1:
+            raise ConfigError(f"window={self.window} must be at least 1 sample")
+
+    @property
+    def n_steps(self) -> int:
+        return round(self.episode_s / self.dt_s)
+
+
+def nominal_capacity_qps(profile: ServiceProfile, gomaxprocs: float | None = None) -> float:
+    """Rough requests/s one replica serves near its knee (for scaling loads)."""
+    cores = min(profile.cpu_quota_cores, gomaxprocs or profile.cpu_quota_cores)
+    s_ms = profile.s_cpu_ms + profile.s_mem_ms * (1 + profile.numa_remote_fraction * (profile.numa_ratio - 1))
+    cap = cores / (s_ms / 1000.0) / (1 + profile.usl_sigma * max(cores - 1, 0))
+    if profile.mutex_ms > 0:
+        cap = min(cap, 1000.0 / profile.mutex_ms)
+    return 0.8 * cap
+
+
+class ServiceBatch:
+    """N simulated services, each running its own scenario, stepped together."""
+
+    def __init__(self, n: int, config: EnvConfig) -> None:
+        if n < 1:
+            raise ConfigError(f"a batch needs at least one service, got n={n}")
+        self.n = n
+        self.config = config
+        self.t_step = np.zeros(n, dtype=np.int64)
+        self.knobs = np.tile(clamp_array(config.initial_knobs.to_array(), config.bounds), (n, 1))
+        self.ready = self.knobs[:, KNOB_COL["replicas"]].copy()
+        self._profiles: list[ServiceProfile] = [ServiceProfile()] * n
+        self.prof = stack_profiles(self._profiles)
+        self.state = ServiceState.initial(self.prof)
+        t = config.n_steps
+        self.offered = np.zeros((n, t + 1))
+        self.effects = np.zeros((n, t + 1, len(EFFECTS)))
+        self._pending_len = 32
+        self.pending = np.zeros((n, self._pending_len))
+        self.window = np.zeros((n, config.window, N_TELEMETRY))
+        self.last = np.zeros((n, N_TELEMETRY))
+        self.last_cores = np.zeros(n)
+
+    # -------------------------------------------------------------- episode set-up
+    def reset_rows(
+        self,
+        rows: npt.ArrayLike,
+        scenarios: list[Scenario],
+        profiles: list[ServiceProfile],
+        rngs: list[np.random.Generator],
+    ) -> None:
+        """Start new episodes on ``rows`` with the given scenarios and profiles."""
+        idx = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        cfg = self.config
+        t = cfg.n_steps + 1
+        for j, i in enumerate(idx):
+            self._profiles[i] = profiles[j]
+            self.offered[i] = load_qps(scenarios[j].load, t, cfg.dt_s, rngs[j])
+            self.effects[i] = effects_table(scenarios[j].windows(), t, cfg.dt_s)
+        self.prof = stack_profiles(self._profiles)
+        init = clamp_array(cfg.initial_knobs.to_array(), cfg.bounds)
+        self.knobs[idx] = init
+        self.ready[idx] = init[KNOB_COL["replicas"]]
+        self.pending[idx] = 0.0
+        self.t_step[idx] = 0
+        fresh = ServiceState.initial(self.prof)
+        self.state.temp_c[idx] = fresh.temp_c[idx]
+        self.state.backlog[idx] = 0.0
+        self.state.gc_cycles_per_s[idx] = 1.0
+        # Warm the window with a few no-change steps so the first observation is real.
+        tel = self._physics()
+        self.window[idx] = tel[idx][:, None, :]
+        self.last[idx] = tel[idx]
+
+    # --------------------------------------------------------------------- physics
+    def _physics(self) -> Array:
+        cfg = self.config
+        rows = np.arange(self.n)
+        k = np.minimum(self.t_step, cfg.n_steps)
+        eff = self.effects[rows, k]
+        serving = np.maximum(self.ready - eff[:, E["pods_failed"]], 0.0)
+        out = step_services(self.prof, self.knobs, serving, self.offered[rows, k], eff, self.state, 0.0, cfg.dt_s)
+        out.telemetry[:, COL["timestamp_s"]] = (k + 1) * cfg.dt_s
+        self.last_cores = out.cores_used
+        return out.telemetry
+
+    def _replica_dynamics(self, eff: Array) -> None:
+        """New replicas start after a delay; killed pods restart after theirs."""
+        cfg = self.config
+        rows = np.arange(self.n)
+        slot = self.t_step % self._pending_len
+        self.ready += self.pending[rows, slot]
+        self.pending[rows, slot] = 0.0
+        desired = self.knobs[:, KNOB_COL["replicas"]]
+        # Scale-down acts at once: cancel starting replicas first (newest first), then stop ready ones.
+        excess = self.ready + self.pending.sum(axis=1) - desired
+        if np.any(excess > 0):
+            order = (slot[:, None] - np.arange(1, self._pending_len)[None, :]) % self._pending_len
+            queued = np.take_along_axis(self.pending, order, axis=1)
+            before = np.cumsum(queued, axis=1) - queued
+            take = np.clip(np.maximum(excess, 0.0)[:, None] - before, 0.0, queued)
+            np.put_along_axis(self.pending, order, queued - take, axis=1)
+            excess = excess - take.sum(axis=1)
+            self.ready -= np.maximum(excess, 0.0)
+        # Scale-up: the new replicas serve after replica_start_s.
+        missing = desired - self.ready - self.pending.sum(axis=1)
+        delay = np.clip(np.ceil(self.prof["replica_start_s"] / cfg.dt_s), 1, self._pending_len - 1).astype(np.int64)
+        due = (self.t_step + delay) % self._pending_len
+        self.pending[rows, due] += np.maximum(missing, 0.0)
+        # Pod kills: the replica is gone until it restarts.
+        kills = np.minimum(eff[:, E["pod_kill"]], self.ready)
+        if np.any(kills > 0):
+            restart = np.clip(np.ceil(eff[:, E["pod_kill_restart_s"]] / cfg.dt_s), 1, self._pending_len - 1)
+            due_k = (self.t_step + restart.astype(np.int64)) % self._pending_len
+            self.ready -= kills
+            self.pending[rows, due_k] += kills
+
+    def step(self, actions: npt.ArrayLike) -> tuple[Array, Array, dict[str, Array]]:
+        """Apply actions, advance one step; returns ``(telemetry, reward, figures)``."""
+        return self.advance(apply_array(self.knobs, actions, self.config.bounds))
+
+    def advance(self, target_knobs: npt.ArrayLike) -> tuple[Array, Array, dict[str, Array]]:
+        """Set the knobs (clamped to the bounds) and advance one step."""
+        cfg = self.config
+        before = self.knobs
+        self.knobs = clamp_array(target_knobs, cfg.bounds)
+        changes = (self.knobs != before).sum(axis=1).astype(np.float64)
+        rows = np.arange(self.n)
+        eff = self.effects[rows, np.minimum(self.t_step, cfg.n_steps)]
+        self._replica_dynamics(eff)
+        tel = self._physics()
+        self.t_step += 1
+        self.window[:, :-1] = self.window[:, 1:]
+        self.window[:, -1] = tel
+        self.last = tel
+        p99 = tel[:, COL["p99_ms"]]
+        violated = p99 > cfg.slo_p99_ms
+        w = cfg.reward
+        over = np.log(np.maximum(p99, 1e-6) / cfg.slo_p99_ms)
+        slo_term = violated + 0.5 * np.clip(over, 0.0, 3.0) * violated + w.error * tel[:, COL["error_rate"]]
+        replicas = self.knobs[:, KNOB_COL["replicas"]]
+        reward = -(w.slo * slo_term + w.replica * replicas + w.core * self.last_cores + w.churn * changes)
+        figures = {
+            "p99_ms": p99,
+            "slo_violated": violated.astype(np.float64),
+            "replicas": replicas.copy(),
+            "ready_replicas": self.ready.copy(),
+            "cost": w.replica * replicas + w.core * self.last_cores,
+            "replica_seconds": replicas * cfg.dt_s,
+            "core_seconds": self.last_cores * cfg.dt_s,
+            "knob_changes": changes,
+            "faults_active": eff[:, E["faults_active"]].copy(),
+            "offered_qps": tel[:, COL["offered_qps"]].copy(),
+            "error_rate": tel[:, COL["error_rate"]].copy(),
+        }
+        return tel, reward.astype(np.float64), figures
+
+    def observe(self) -> npt.NDArray[np.float32]:
+        """``featurize`` of each service's telemetry window: ``(N, N_FEATURES)``."""
+        return featurize(self.window, slo_p99_ms=self.config.slo_p99_ms)
+
+    def done(self) -> npt.NDArray[np.bool_]:
+        return self.t_step >= self.config.n_steps

@@ -1,0 +1,1 @@
+"""Policies: PPO training, baselines, evaluation, artifacts."""

@@ -1,0 +1,318 @@
+"""Evaluation: run controllers on scenarios in the simulator and score them side by side.
+
+Every (scenario, seed) pair is one row of a :class:`envs.sim.ServiceBatch`, so a whole
+suite runs in one batched simulation per controller. Scores per scenario and controller:
+SLO-violation minutes (P99 over the SLO), replica-seconds, core-seconds, actions and
+flaps per hour, recovery seconds after each fault, mean reward.
+
+``hpa-tuned`` is the HPA with its CPU target picked per scenario by a hindsight sweep
+over 0.3-0.9, scored by the environment's own reward (the objective the policy is
+trained on), as Autothrottle tuned its baselines. ``oracle`` knows the future load and
+faults: per step it runs the fewest replicas that meet the SLO (started early enough to
+be ready), with the best static runtime knobs — a lower bound on cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from chaos.spec import Scenario
+from envs.model.faults import E
+from envs.model.service import ServiceState, step_services
+from envs.profile import ServiceProfile
+from envs.sim import EnvConfig, ServiceBatch
+from policies.base import Controller, FloatArray
+from policies.baselines import HPAConfig, HPAController, StaticController, ThresholdController
+from rlctl.contract import COL, KNOB_COL, Knobs, clamp_array
+from rlctl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+HPA_TARGETS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SERIES = ("t_s", "offered_qps", "p99_ms", "replicas", "gomaxprocs", "gogc", "cores", "error_rate", "faults")
+
+
+@dataclass
+class RunResult:
+    """One controller on one scenario with one seed: time series and scores."""
+
+    scenario: str
+    controller: str
+    seed: int
+    series: dict[str, FloatArray]
+    reward: float
+    scores: dict[str, Any] = field(default_factory=dict)
+
+
+def rollout(
+    controller: Controller,
+    scenarios: list[Scenario],
+    seeds: list[int],
+    config: EnvConfig,
+    profile: ServiceProfile,
+    prepare: Any = None,
+) -> list[RunResult]:
+    """Run ``controller`` on every (scenario, seed) pair in one batch; returns one result per pair."""
+    pairs = [(s, seed) for s in scenarios for seed in seeds]
+    durations = {s.duration_s for s in scenarios}
+    if len(durations) != 1:
+        raise ConfigError(f"scenarios of one rollout must share a duration, got {sorted(durations)}")
+    cfg = EnvConfig(**{**_config_dict(config), "episode_s": durations.pop()})
+    batch = ServiceBatch(len(pairs), cfg)
+    rngs = [np.random.default_rng([seed, _stable_hash(s.name)]) for s, seed in pairs]
+    batch.reset_rows(np.arange(len(pairs)), [s for s, _ in pairs], [profile] * len(pairs), rngs)
+    controller.reset(len(pairs), cfg.bounds, cfg.dt_s)
+    if prepare is not None:
+        prepare(controller, batch)
+    t = cfg.n_steps
+    rec = {k: np.zeros((len(pairs), t)) for k in SERIES}
+    total = np.zeros(len(pairs))
+    for i in range(t):
+        target = controller.decide(batch.window, batch.knobs.copy())
+        tel, reward, fig = batch.advance(target)
+        total += reward
+        rec["t_s"][:, i] = (i + 1) * cfg.dt_s
+        rec["offered_qps"][:, i] = tel[:, COL["offered_qps"]]
+        rec["p99_ms"][:, i] = tel[:, COL["p99_ms"]]
+        rec["replicas"][:, i] = batch.knobs[:, KNOB_COL["replicas"]]
+        rec["gomaxprocs"][:, i] = batch.knobs[:, KNOB_COL["gomaxprocs"]]
+        rec["gogc"][:, i] = batch.knobs[:, KNOB_COL["gogc"]]
+        rec["cores"][:, i] = batch.last_cores
+        rec["error_rate"][:, i] = tel[:, COL["error_rate"]]
+        rec["faults"][:, i] = fig["faults_active"]
+    results = []
+    for j, (s, seed) in enumerate(pairs):
+        series = {k: v[j] for k, v in rec.items()}
+        r = RunResult(s.name, controller.name, seed, series, float(total[j]))
+        r.scores = score(series, s, cfg)
+        results.append(r)
+    return results
+
+
+def _config_dict(config: EnvConfig) -> dict[str, Any]:
+    return {f: getattr(config, f) for f in config.__dataclass_fields__}
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little") % (2**31)
+
+
+def score(series: dict[str, FloatArray], scenario: Scenario, config: EnvConfig) -> dict[str, Any]:
+    """Scores of one run (see the module docstring)."""
+    dt = config.dt_s
+    hours = len(series["t_s"]) * dt / 3600.0
+    p99 = series["p99_ms"]
+    violated = p99 > config.slo_p99_ms
+    reps = series["replicas"]
+    changes = np.sum(np.diff(np.stack([reps, series["gomaxprocs"], series["gogc"]]), axis=1) != 0, axis=0)
+    actions = int(np.sum(changes > 0))
+    moves = np.sign(np.diff(reps))
+    moves = moves[moves != 0]
+    # A flap: a replica change reversed by the next change (up-down or down-up).
+    flaps = int(np.sum(moves[1:] != moves[:-1])) if moves.size > 1 else 0
+    recovery = []
+    for w in scenario.windows():
+        end = int(np.ceil(w.end_s / dt))
+        after = violated[end:]
+        ok = np.flatnonzero(~after)
+        recovery.append(float(ok[0] * dt) if ok.size else float(after.size * dt))
+    return {
+        "slo_violation_minutes": float(violated.sum() * dt / 60.0),
+        "replica_seconds": float(reps.sum() * dt),
+        "core_seconds": float(series["cores"].sum() * dt),
+        "actions_per_hour": actions / hours,
+        "flaps_per_hour": flaps / hours,
+        "recovery_seconds": recovery,
+        "mean_error_rate": float(series["error_rate"].mean()),
+        "p99_ms_median": float(np.median(p99)),
+    }
+
+
+# ------------------------------------------------------------------------- oracle
+
+
+class OracleController(Controller):
+    """Hindsight lower bound: knows each step's load and faults (set by :func:`prepare_oracle`)."""
+
+    name = "oracle"
+
+    def __init__(self, runtime: Knobs | None = None) -> None:
+        self.runtime = runtime
+        self.plan = np.zeros((0, 0))
+
+    def reset(self, n: int, bounds: Any, interval_s: float) -> None:
+        super().reset(n, bounds, interval_s)
+        self._t = 0
+
+    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        out = knobs.copy()
+        if self.runtime is not None:
+            out[:] = clamp_array(self.runtime.to_array(), self.bounds)
+        col = min(self._t, self.plan.shape[1] - 1)
+        out[:, KNOB_COL["replicas"]] = self.plan[:, col]
+        self._t += 1
+        return out
+
+
+def prepare_oracle(controller: OracleController, batch: ServiceBatch) -> None:
+    """Compute, for every row and step, the fewest ready replicas meeting the SLO, and
+    request them ``replica_start_s`` ahead (plus the restarts after pod kills)."""
+    cfg = batch.config
+    n, t = batch.n, cfg.n_steps
+    lo, hi = cfg.bounds.min_replicas, cfg.bounds.max_replicas
+    cands = np.arange(lo, hi + 1, dtype=np.float64)
+    knobs0 = clamp_array((controller.runtime or cfg.initial_knobs).to_array(), cfg.bounds)
+    need = np.full((n, t), float(hi))
+    for row in range(n):
+        offered = batch.offered[row, 1 : t + 1]
+        eff = batch.effects[row, :t]
+        prof = {k: np.repeat(v[row], t * len(cands)) for k, v in batch.prof.items()}
+        reps = np.tile(cands, t)
+        knobs = np.tile(knobs0, (t * len(cands), 1))
+        knobs[:, KNOB_COL["replicas"]] = reps
+        serving = np.maximum(reps - np.repeat(eff[:, E["pods_failed"]], len(cands)), 0)
+        state = ServiceState.initial(prof)
+        state.temp_c[:] = prof["t_amb_c"] + 40.0
+        eff_rep = np.repeat(eff, len(cands), axis=0)
+        for _ in range(2):  # settle the GC fixed point and temperature
+            out = step_services(prof, knobs, serving, np.repeat(offered, len(cands)), eff_rep, state, 0.0, cfg.dt_s)
+            state.backlog[:] = 0.0
+        ok = (out.telemetry[:, COL["p99_ms"]] <= cfg.slo_p99_ms * 0.9).reshape(t, len(cands))
+        first = np.where(ok.any(axis=1), ok.argmax(axis=1), len(cands) - 1)
+        need[row] = cands[first]
+        # Pod kills take a replica away until it restarts: hold one extra meanwhile.
+        kill = eff[:, E["pod_kill"]] > 0
+        for k in np.flatnonzero(kill):
+            span = int(np.ceil(eff[k, E["pod_kill_restart_s"]] / cfg.dt_s)) + 1
+            need[row, k : k + span] = np.minimum(need[row, k : k + span] + 1, hi)
+    lead = np.ceil(batch.prof["replica_start_s"] / cfg.dt_s).astype(int) + 1
+    plan = need.copy()
+    for row in range(n):
+        # Ask early: the target at step i covers the need until the new replicas are ready.
+        for i in range(t):
+            plan[row, i] = need[row, i : i + lead[row] + 1].max()
+    controller.plan = plan
+
+
+# ------------------------------------------------------------------- evaluation
+
+
+def tuned_hpa(
+    scenarios: list[Scenario], seeds: list[int], config: EnvConfig, profile: ServiceProfile
+) -> tuple[dict[str, list[RunResult]], dict[str, float]]:
+    """Sweep the HPA's CPU target per scenario; keep the best by mean reward."""
+    by_target = {}
+    for target in HPA_TARGETS:
+        ctrl = HPAController(HPAConfig(target_cpu=target, max_replicas=config.bounds.max_replicas))
+        by_target[target] = rollout(ctrl, scenarios, seeds, config, profile)
+    best: dict[str, list[RunResult]] = {}
+    chosen: dict[str, float] = {}
+    for s in scenarios:
+
+        def mean_reward(target: float, name: str = s.name) -> float:
+            return float(np.mean([r.reward for r in by_target[target] if r.scenario == name]))
+
+        target = max(HPA_TARGETS, key=mean_reward)
+        chosen[s.name] = target
+        runs = [r for r in by_target[target] if r.scenario == s.name]
+        for r in runs:
+            r.controller = "hpa-tuned"
+            r.scores["hpa_target_cpu"] = target
+        best[s.name] = runs
+    return best, chosen
+
+
+def make_baseline(name: str, config: EnvConfig, profile: ServiceProfile) -> Controller:
+    """A baseline controller by name: hpa, hpa-0.6 (a fixed target), threshold, static, oracle."""
+    if name == "hpa":
+        return HPAController(HPAConfig(max_replicas=config.bounds.max_replicas), name="hpa")
+    if name.startswith("hpa-") and name != "hpa-tuned":
+        try:
+            target = float(name.split("-", 1)[1])
+        except ValueError:
+            raise ConfigError(f"baseline {name!r}: use hpa-<target>, e.g. hpa-0.6") from None
+        return HPAController(HPAConfig(target_cpu=target, max_replicas=config.bounds.max_replicas), name=name)
+    if name == "threshold":
+        return ThresholdController()
+    if name == "static":
+        quota = round(profile.cpu_quota_cores)
+        return StaticController(dataclasses.replace(config.initial_knobs, gomaxprocs=quota))
+    if name == "oracle":
+        return OracleController()
+    raise ConfigError(f"unknown baseline {name!r}; choose from hpa, hpa-tuned, hpa-<target>, threshold, static, oracle")
+
+
+def evaluate(
+    controllers: list[Controller | str],
+    scenarios: list[Scenario],
+    seeds: list[int],
+    config: EnvConfig,
+    profile: ServiceProfile,
+) -> tuple[dict[str, Any], dict[str, dict[str, list[RunResult]]]]:
+    """Evaluate controllers (objects or baseline names) on scenarios; returns (report, runs).
+
+    ``report["scenarios"][name]["controllers"][controller]`` holds the mean scores over
+    seeds (and ``per_seed``); ``runs[scenario][controller]`` the raw results.
+    """
+    runs: dict[str, dict[str, list[RunResult]]] = {s.name: {} for s in scenarios}
+    groups: dict[float, list[Scenario]] = {}
+    for s in scenarios:
+        groups.setdefault(s.duration_s, []).append(s)
+    for group in groups.values():
+        for c in controllers:
+            if c == "hpa-tuned":
+                best, _ = tuned_hpa(group, seeds, config, profile)
+                for name, rs in best.items():
+                    runs[name]["hpa-tuned"] = rs
+                continue
+            ctrl = make_baseline(c, config, profile) if isinstance(c, str) else c
+            prep = prepare_oracle if isinstance(ctrl, OracleController) else None
+            for r in rollout(ctrl, group, seeds, config, profile, prepare=prep):
+                runs[r.scenario].setdefault(ctrl.name, []).append(r)
+    report: dict[str, Any] = {"slo_p99_ms": config.slo_p99_ms, "seeds": seeds, "scenarios": {}}
+    for s in scenarios:
+        entry: dict[str, Any] = {"kind": s.kind, "duration_s": s.duration_s, "controllers": {}}
+        for name, rs in runs[s.name].items():
+            entry["controllers"][name] = aggregate(rs)
+        report["scenarios"][s.name] = entry
+    report["summary"] = summarize(report)
+    return report, runs
+
+
+def aggregate(results: list[RunResult]) -> dict[str, Any]:
+    """Mean of the scores over seeds, with the per-seed values."""
+    keys = [k for k, v in results[0].scores.items() if isinstance(v, (int, float))]
+    out: dict[str, Any] = {k: float(np.mean([r.scores[k] for r in results])) for k in keys}
+    rec = [r.scores["recovery_seconds"] for r in results]
+    out["recovery_seconds"] = [float(np.mean(col)) for col in zip(*rec, strict=True)] if rec and rec[0] else []
+    out["reward"] = float(np.mean([r.reward for r in results]))
+    out["per_seed"] = {k: [r.scores[k] for r in results] for k in ("slo_violation_minutes", "replica_seconds")}
+    return out
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    """Totals per scenario kind and controller, and ratios of each controller to hpa-tuned."""
+    totals: dict[str, dict[str, dict[str, float]]] = {}
+    for entry in report["scenarios"].values():
+        kind = entry["kind"]
+        for ctrl, sc in entry["controllers"].items():
+            t = totals.setdefault(kind, {}).setdefault(
+                ctrl, {"slo_violation_minutes": 0.0, "replica_seconds": 0.0, "core_seconds": 0.0}
+            )
+            for k in t:
+                t[k] += sc[k]
+    ratios: dict[str, dict[str, dict[str, float | None]]] = {}
+    for kind, by_ctrl in totals.items():
+        base = by_ctrl.get("hpa-tuned")
+        if not base:
+            continue
+        for ctrl, t in by_ctrl.items():
+            ratios.setdefault(kind, {})[ctrl] = {
+                k: (t[k] / base[k] if base[k] > 0 else (None if t[k] > 0 else 1.0)) for k in t
+            }
+    return {"totals": totals, "vs_hpa_tuned": ratios}

@@ -1,0 +1,62 @@
+"""The ``rlctl`` command line (Typer + Rich).
+
+Each area registers its commands from a module in :mod:`rlctl.commands`; those modules
+import their heavy dependencies inside the command functions, so ``rlctl --help`` stays
+fast. Errors of rlctl's own hierarchy are caught here only: ``Type: message`` on stderr
+and the error's exit code (2 bad input, 1 check failed), no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="rlctl",
+    help="Reinforcement-learning boundary control for Go microservices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: Modules under rlctl.commands that define ``register(app)``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "core",
+    "boundary",
+    "policy",
+    "chaos",
+    "control",
+)
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"rlctl.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"rlctl.commands.{name}":
+                continue
+            raise
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from rlctl.errors import RlctlError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except RlctlError as exc:
+        typer.echo(f"{type(exc).__name__}: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Timeline plots and tables shared by the demo, evaluation and chaos reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.float64]
+
+
+def plot_timelines(
+    path: str | Path,
+    runs: Mapping[str, Mapping[str, Array]],
+    *,
+    slo_p99_ms: float,
+    title: str = "",
+    fault_windows: Sequence[tuple[float, float, str]] = (),
+) -> Path:
+    """One PNG with four stacked panels: load, P99 against the SLO, replicas, runtime knobs.
+
+    ``runs`` maps a controller name to series keyed ``t_s``, ``offered_qps``, ``p99_ms``,
+    ``replicas`` and optionally ``gomaxprocs``, ``gogc``. Fault windows are shaded.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
+    first = next(iter(runs.values()))
+    t_h = first["t_s"] / 3600.0
+    axes[0].plot(t_h, first["offered_qps"], color="black", lw=0.8)
+    axes[0].set_ylabel("offered req/s")
+    for name, s in runs.items():
+        th = s["t_s"] / 3600.0
+        axes[1].plot(th, np.maximum(s["p99_ms"], 1e-2), lw=0.8, label=name)
+        axes[2].step(th, s["replicas"], where="post", lw=0.9, label=name)
+        if "gomaxprocs" in s:
+            axes[3].step(th, s["gomaxprocs"], where="post", lw=0.9, label=f"{name} GOMAXPROCS")
+        if "gogc" in s:
+            axes[3].step(th, np.log2(s["gogc"] / 100.0), where="post", lw=0.9, ls="--", label=f"{name} log2(GOGC/100)")
+    axes[1].axhline(slo_p99_ms, color="red", ls="--", lw=1, label=f"SLO {slo_p99_ms:g} ms")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("P99 ms")
+    axes[2].set_ylabel("replicas")
+    axes[3].set_ylabel("runtime knobs")
+    axes[3].set_xlabel("hours")
+    for ax in axes[1:]:
+        ax.legend(loc="upper right", fontsize=7)
+    for start, end, label in fault_windows:
+        for ax in axes:
+            ax.axvspan(start / 3600.0, end / 3600.0, color="orange", alpha=0.15)
+        axes[0].text(start / 3600.0, axes[0].get_ylim()[1] * 0.9, label, fontsize=7, color="darkorange")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file, so a failure leaves no partial file."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    return out
