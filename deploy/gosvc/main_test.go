@@ -1,0 +1,31 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestCommandDispatch(t *testing.T) {
+	cases := []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{nil, 2, "usage: gosvc"},
+		{[]string{"nope"}, 2, `unknown command "nope"`},
+		{[]string{"version"}, 0, "gosvc go1."},
+		{[]string{"help"}, 0, "loadgen"},
+		{[]string{"serve", "--no-such-flag"}, 2, "flag provided but not defined"},
+		{[]string{"serve", "--gomaxprocs", "5000"}, 2, "gomaxprocs=5000 is out of range: allowed 1..1024"},
+		{[]string{"loadgen"}, 2, "--url is required"},
+		{[]string{"loadgen", "--url", "http://127.0.0.1:1/", "--ramp", "5"}, 2, "want start,step,step-seconds"},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		code := run(c.args, strings.NewReader(""), &out, &errb)
+		if code != c.code || !strings.Contains(out.String()+errb.String(), c.out) {
+			t.Errorf("gosvc %q: exit %d, output %q; want exit %d containing %q", c.args, code, out.String()+errb.String(), c.code, c.out)
+		}
+	}
+}
