@@ -11,6 +11,8 @@ from chaos.spec import FAULT_PARAMS, FaultKind, FaultSpec, LoadSpec, Scenario, S
 from envs.profile import ServiceProfile
 
 TRACE_NAME = "nasa-1995-requests-per-minute.txt.gz"
+#: Training replays only the first 31 days (July 1995) of the NASA trace; August is held out.
+TRAIN_TRACE_MINUTES = 31 * 24 * 60 - 12 * 60
 LOAD_KINDS: tuple[str, ...] = ("constant", "diurnal", "ramp", "step", "flash", "trace")
 
 
@@ -76,7 +78,7 @@ def random_load(rng: np.random.Generator, capacity_qps: float, duration_s: float
         )  # fmt: skip
     return LoadSpec(
         kind="trace", path=str(trace), interval_s=60.0, peak_qps=peak,
-        offset_s=float(rng.uniform(0, 60 * 80000)), time_scale=float(rng.choice([1.0, 4.0, 12.0])),
+        offset_s=float(rng.uniform(0, 60 * TRAIN_TRACE_MINUTES)), time_scale=float(rng.choice([1.0, 4.0, 12.0])),
     )  # fmt: skip
 
 

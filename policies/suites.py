@@ -10,6 +10,8 @@ sizes, timings and trace segments; ``validation`` is never trained on.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from chaos.spec import FaultKind, FaultSequence, FaultSpec, LoadSpec, Repeat, Scenario
 from envs.profile import ServiceProfile
@@ -30,7 +32,7 @@ def validation_suite(profile: ServiceProfile, max_replicas: int = 16, duration_s
     d = duration_s
     trace = default_trace_path()
     bursty_trace = (
-        LoadSpec(kind="trace", path=str(trace), peak_qps=0.6 * cap, offset_s=60 * 60 * 24 * 20, time_scale=12.0)
+        LoadSpec(kind="trace", path=str(trace), peak_qps=0.6 * cap, offset_s=60 * 60 * 24 * 40, time_scale=12.0)
         if trace
         else LoadSpec(kind="flash", base_qps=0.15 * cap, peak_qps=0.6 * cap, at_s=0.3 * d, rise_s=120, decay_s=600)
     )
@@ -154,8 +156,6 @@ def get_suite(name: str, profile: ServiceProfile, max_replicas: int = 16, durati
     """A built-in suite by name, or the scenarios of a YAML file or folder of YAML files."""
     if name in SUITES:
         return SUITES[name](profile, max_replicas, duration_s)
-    from pathlib import Path
-
     from chaos.spec import load_scenario
 
     p = Path(name)
@@ -167,3 +167,49 @@ def get_suite(name: str, profile: ServiceProfile, max_replicas: int = 16, durati
     if p.is_file():
         return [load_scenario(p)]
     raise ConfigError(f"--suite {name!r}: not a built-in suite ({', '.join(SUITES)}) nor a scenario file or folder")
+
+
+def trace_scenarios(
+    path: Path | str,
+    profile: ServiceProfile,
+    config: Any,
+    interval_s: float = 60.0,
+    scale_peak: str = "auto",
+    time_scale: float = 12.0,
+) -> list[Scenario]:
+    """Scenarios replaying a trace file: plain (bursty) and with faults (fault).
+
+    ``scale_peak='auto'`` scales the trace so its peak needs most of the replica range
+    (75% of ``max_replicas`` x one replica's nominal capacity). The trace is replayed
+    ``time_scale`` times faster (one hour covers ``time_scale`` hours of the trace).
+    """
+    from envs.loads import read_trace
+
+    max_replicas = config.bounds.max_replicas
+    if scale_peak == "auto":
+        peak = 0.75 * max_replicas * nominal_capacity_qps(profile)
+    else:
+        try:
+            peak = float(scale_peak)
+        except ValueError:
+            raise ConfigError(f"--scale-peak {scale_peak!r}: give requests/s (e.g. 20000) or 'auto'") from None
+        if peak <= 0:
+            raise ConfigError(f"--scale-peak {scale_peak!r} must be positive")
+    values = read_trace(path)
+    span_s = len(values) * interval_s
+    d = config.episode_s
+    out = []
+    for i, offset in enumerate((0.1 * span_s, 0.55 * span_s)):
+        load = LoadSpec(
+            kind="trace", path=str(path), interval_s=interval_s, peak_qps=peak, offset_s=offset, time_scale=time_scale
+        )
+        out.append(Scenario(name=f"trace-{i}", kind="bursty", duration_s=d, load=load))
+    faults = [
+        _f(FaultKind.POD_KILL, 0.2 * d, 30, restart_delay_s=30.0),
+        _f(FaultKind.CPU_STRESS, 0.5 * d, 600, workers=1, load_percent=70),
+        _f(FaultKind.NETWORK_DELAY, 0.8 * d, 300, latency_ms=2.0, jitter_ms=1.0),
+    ]
+    load = LoadSpec(kind="trace", path=str(path), interval_s=interval_s, peak_qps=peak, offset_s=0.3 * span_s,
+                    time_scale=time_scale)  # fmt: skip
+    out.append(Scenario(name="trace-faults", kind="fault", duration_s=d, load=load, faults=faults))
+    return out

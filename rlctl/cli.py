@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "boundary",
     "policy",
     "chaos",
+    "chaos_run",
     "control",
 )
 

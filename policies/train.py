@@ -1,0 +1,357 @@
+"""PPO training under chaos domain randomisation.
+
+Each episode of each of the ``n_envs`` simulated services draws a scenario — a random
+load shape (steady, diurnal, ramp, step, flash crowd, NASA trace replay) with a random
+fault schedule over every fault kind, or one of the ``train`` suite's scenarios — and a
+service profile randomised around the base profile. Every ``eval_every`` rollouts the
+current policy is evaluated on the ``validation`` suite against ``hpa-tuned`` (computed
+once); training stops early once :func:`target_met` holds, and the best policy so far is
+kept as the artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chaos.spec import Scenario
+from envs.go_service import ENV_VERSION
+from envs.profile import ServiceProfile
+from envs.scenarios import random_scenario
+from envs.sim import EnvConfig, nominal_capacity_qps
+from policies.artifact import Artifact, save_artifact
+from policies.base import Controller, FloatArray
+from policies.evaluate import evaluate
+from policies.suites import train_suite, validation_suite
+from rlctl.contract import NOOP_ACTION, FeatureSpec, KnobBounds, apply_array, featurize
+from rlctl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """PPO and domain-randomisation settings. Defaults reach the target on 2 CPU cores."""
+
+    total_timesteps: int = 6_000_000
+    """Environment steps (service-steps over all parallel services) at most."""
+    n_envs: int = 64
+    """Simulated services stepped together (one numpy call)."""
+    n_steps: int = 128
+    """Steps per service per rollout: a rollout holds n_envs x n_steps samples."""
+    batch_size: int = 4096
+    """Minibatch size for the PPO update."""
+    n_epochs: int = 5
+    learning_rate: float = 3e-4
+    gamma: float = 0.99
+    """About an 8-minute horizon at 5 s per step: long enough to see a replica start."""
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.001
+    vf_coef: float = 0.5
+    net_arch: tuple[int, ...] = (128, 128)
+    noop_prior: float = 2.0
+    """Initial logit bonus for "keep" on every action dimension, so the untrained policy
+    explores around doing nothing instead of flipping turbo and prefetch every step."""
+    toggle_prior: float = 3.0
+    """The same bonus for the two toggles (prefetch, turbo), which flap when chosen twice."""
+    normalize_reward: bool = True
+    """Scale rewards by a running estimate of the return's spread (SB3 ``VecNormalize``);
+    observations are not normalised: ``featurize`` already bounds them."""
+    randomize_profile: float = 0.6
+    """Profile randomisation, 0 (none) to 1 (the full ranges of ``envs.profile.RANDOMIZATION``)."""
+    suite_fraction: float = 0.3
+    """Share of episodes that replay a ``train`` suite scenario instead of a random one."""
+    eval_every: int = 25
+    """Rollouts between evaluations on the validation suite (0: never)."""
+    eval_seeds: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    torch_threads: int = 2
+    env: EnvConfig = field(default_factory=EnvConfig)
+    profile: ServiceProfile = field(default_factory=ServiceProfile)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["net_arch"] = list(self.net_arch)
+        return d
+
+    @classmethod
+    def from_file(cls, path: Path, **overrides: Any) -> TrainConfig:
+        """Read a YAML/JSON mapping of top-level fields; unknown keys are an error."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read training config ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a training config is a mapping of field: value")
+        names = {f.name for f in dataclasses.fields(cls)} - {"env", "profile"}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"{path}: unknown training field(s) {sorted(unknown)}; known: {sorted(names)}")
+        if "net_arch" in data:
+            data["net_arch"] = tuple(data["net_arch"])
+        return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+class ModelController(Controller):
+    """An in-memory SB3 model as a controller (for evaluation during training)."""
+
+    def __init__(self, model: Any, slo_p99_ms: float, name: str = "ppo") -> None:
+        self.model = model
+        self.slo_p99_ms = slo_p99_ms
+        self.name = name
+
+    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        obs = featurize(windows, slo_p99_ms=self.slo_p99_ms)
+        act, _ = self.model.predict(obs, deterministic=True)
+        return apply_array(knobs, act, self.bounds)
+
+
+# ----------------------------------------------------------------------- targets
+
+TARGETS = {
+    "violation_ratio_bursty": 0.5,
+    "violation_ratio_fault": 0.5,
+    "violation_ratio_steady": 1.0,
+    "replica_ratio": 1.0,
+    "cost_over_oracle": 1.15,
+}
+
+
+def target_gap(report: dict[str, Any], policy: str) -> dict[str, float]:
+    """The figures the targets are about: ratios of the policy to hpa-tuned (and oracle)."""
+    totals = report["summary"]["totals"]
+
+    def tot(ctrl: str, key: str, kinds: tuple[str, ...] = ("steady", "bursty", "fault")) -> float:
+        return sum(totals.get(k, {}).get(ctrl, {}).get(key, 0.0) for k in kinds)
+
+    out: dict[str, float] = {}
+    for kind in ("bursty", "fault", "steady"):
+        base = tot("hpa-tuned", "slo_violation_minutes", (kind,))
+        mine = tot(policy, "slo_violation_minutes", (kind,))
+        # One minute of slack so a near-zero baseline does not make a ratio meaningless.
+        out[f"violation_ratio_{kind}"] = (mine + 1.0) / (base + 1.0)
+    out["replica_ratio"] = tot(policy, "replica_seconds") / max(tot("hpa-tuned", "replica_seconds"), 1e-9)
+    oracle = tot("oracle", "replica_seconds")
+    out["cost_over_oracle"] = tot(policy, "replica_seconds") / oracle if oracle > 0 else float("nan")
+    return out
+
+
+def target_met(gap: dict[str, float]) -> bool:
+    return all(gap[k] <= v for k, v in TARGETS.items() if k in gap and np.isfinite(gap[k]))
+
+
+def gap_score(gap: dict[str, float]) -> float:
+    """One number to rank checkpoints: the worst ratio against its target (<= 1 is met)."""
+    return max(gap[k] / v for k, v in TARGETS.items() if k in gap and np.isfinite(gap[k]))
+
+
+# ---------------------------------------------------------------------- training
+
+
+def _scenario_source(cfg: TrainConfig) -> Any:
+    suite = train_suite(cfg.profile, cfg.env.bounds.max_replicas, cfg.env.episode_s)
+
+    def draw(rng: np.random.Generator, profile: ServiceProfile) -> Scenario:
+        if rng.random() < cfg.suite_fraction:
+            return suite[int(rng.integers(len(suite)))]
+        cap = nominal_capacity_qps(profile)
+        return random_scenario(rng, profile, cfg.env.episode_s, cfg.env.bounds.max_replicas, cap)
+
+    return draw
+
+
+def make_model(cfg: TrainConfig, vec_env: Any, tensorboard_log: str | None = None) -> Any:
+    """A PPO model on ``vec_env`` with the configured hyperparameters and the no-op prior."""
+    import torch
+    from stable_baselines3 import PPO
+
+    model = PPO(
+        "MlpPolicy",
+        vec_env,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        learning_rate=cfg.learning_rate,
+        gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range,
+        ent_coef=cfg.ent_coef,
+        vf_coef=cfg.vf_coef,
+        policy_kwargs={"net_arch": list(cfg.net_arch), "activation_fn": torch.nn.Tanh},
+        tensorboard_log=tensorboard_log,
+        seed=cfg.seed,
+        device=cfg.device,
+        verbose=0,
+    )
+    if cfg.noop_prior:
+        with torch.no_grad():
+            bias: Any = model.policy.action_net.bias
+            offset = 0
+            for i, (n, keep) in enumerate(zip(vec_env.action_space.nvec, NOOP_ACTION, strict=True)):
+                bias[offset + keep] += cfg.toggle_prior if i >= 6 else cfg.noop_prior
+                offset += int(n)
+    return model
+
+
+@dataclass
+class TrainResult:
+    artifact: Artifact | None
+    steps: int
+    wall_s: float
+    env_steps_per_s: float
+    target_met: bool
+    time_to_target_s: float | None
+    best_gap: dict[str, float]
+    history: list[dict[str, Any]]
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: Path | None = None,
+    *,
+    log_dir: Path | None = None,
+    progress_bar: bool = False,
+    stop_at_target: bool = True,
+    name: str = "default",
+) -> TrainResult:
+    """Train PPO; write the best policy (by :func:`gap_score`) to ``out_dir``."""
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+    from envs.vec import GoServiceVecEnv
+
+    torch.set_num_threads(cfg.torch_threads)
+    seed_everything(cfg.seed)
+    env_cfg = dataclasses.replace(cfg.env, randomize_profile=cfg.randomize_profile)
+    vec = GoServiceVecEnv(cfg.n_envs, config=env_cfg, profile=cfg.profile, scenarios=_scenario_source(cfg))
+    vec.seed(cfg.seed)
+    train_env: Any = vec
+    if cfg.normalize_reward:
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        train_env = VecNormalize(vec, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
+    tb = str(log_dir / "tb") if log_dir else None
+    model = make_model(cfg, train_env, tensorboard_log=tb)
+
+    val = validation_suite(cfg.profile, cfg.env.bounds.max_replicas, cfg.env.episode_s)
+    seeds = list(range(1000, 1000 + cfg.eval_seeds))
+    baseline_report: dict[str, Any] | None = None
+    if cfg.eval_every:
+        baseline_report, _ = evaluate(["hpa-tuned", "oracle"], val, seeds, cfg.env, cfg.profile)
+    work = Path(log_dir or Path("runs") / "train")
+    work.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    state: dict[str, Any] = {"best": float("inf"), "best_gap": {}, "met_at": None, "best_zip": None}
+
+    def evaluate_now(steps: int) -> dict[str, float]:
+        assert baseline_report is not None
+        ctrl = ModelController(model, cfg.env.slo_p99_ms, name="ppo")
+        report, _ = evaluate([ctrl], val, seeds, cfg.env, cfg.profile)
+        merged: dict[str, Any] = {"summary": {"totals": {}}}
+        for kind in ("steady", "bursty", "fault"):
+            merged["summary"]["totals"][kind] = {
+                **baseline_report["summary"]["totals"].get(kind, {}),
+                **report["summary"]["totals"].get(kind, {}),
+            }
+        gap = target_gap(merged, "ppo")
+        score = gap_score(gap)
+        history.append({"steps": steps, "wall_s": time.perf_counter() - start, **gap, "score": score})
+        log.info("eval at %d steps: %s", steps, gap)
+        if score < state["best"]:
+            state["best"], state["best_gap"] = score, gap
+            state["best_zip"] = work / "best_model.zip"
+            model.save(state["best_zip"])
+        return gap
+
+    class EvalCallback(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rollouts = 0
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            self.rollouts += 1
+            if not cfg.eval_every or self.rollouts % cfg.eval_every:
+                return
+            gap = evaluate_now(self.num_timesteps)
+            for k, v in gap.items():
+                self.logger.record(f"eval/{k}", v)
+            if target_met(gap) and state["met_at"] is None:
+                state["met_at"] = time.perf_counter() - start
+                if stop_at_target:
+                    self.model._rlctl_stop = True  # type: ignore[attr-defined]
+
+    class StopCallback(BaseCallback):
+        def _on_step(self) -> bool:
+            return not getattr(self.model, "_rlctl_stop", False)
+
+    model.learn(
+        total_timesteps=cfg.total_timesteps,
+        callback=CallbackList([EvalCallback(), StopCallback()]),
+        progress_bar=progress_bar,
+    )
+    wall = time.perf_counter() - start
+    steps = int(model.num_timesteps)
+    if cfg.eval_every and (not history or history[-1]["steps"] != steps):
+        evaluate_now(steps)
+    final_zip = work / "final_model.zip"
+    model.save(final_zip)
+    artifact = None
+    if out_dir is not None:
+        chosen = state["best_zip"] or final_zip
+        artifact = save_artifact(
+            Path(out_dir),
+            chosen,
+            name=name,
+            env_version=ENV_VERSION,
+            config=_jsonable(cfg.to_dict()),
+            seed=cfg.seed,
+            bounds=cfg.env.bounds,
+            features=FeatureSpec(slo_p99_ms=cfg.env.slo_p99_ms, window=cfg.env.window),
+            scores={"validation_gap": state["best_gap"], "history": history, "steps": steps, "wall_s": wall},
+        )
+    return TrainResult(
+        artifact=artifact,
+        steps=steps,
+        wall_s=wall,
+        env_steps_per_s=steps / wall if wall > 0 else 0.0,
+        target_met=state["met_at"] is not None,
+        time_to_target_s=state["met_at"],
+        best_gap=state["best_gap"],
+        history=history,
+    )
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+def policy_parameters(model: Any) -> dict[str, np.ndarray]:
+    """The policy's parameters as numpy arrays (for determinism checks)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.policy.state_dict().items()}
+
+
+__all__ = ["KnobBounds", "TrainConfig", "TrainResult", "target_gap", "target_met", "train"]

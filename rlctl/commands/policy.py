@@ -1,0 +1,179 @@
+"""Policy commands: ``train``, ``eval``, ``bench train``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rlctl.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    from rlctl.commands.core import bench_app
+
+    app.command("train")(train)
+    app.command("eval")(eval_cmd)
+    bench_app.command("train")(bench_train)
+
+
+def train(
+    out: Annotated[Path, typer.Option(help="Artifact folder to write (model.zip + manifest.json).")] = Path(
+        "runs/policy"
+    ),
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON file of TrainConfig fields.")] = None,
+    timesteps: Annotated[int | None, typer.Option(min=1, help="Total environment steps at most.")] = None,
+    n_envs: Annotated[int | None, typer.Option(min=1, help="Simulated services stepped together.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for numpy, torch, the environments.")] = None,
+    eval_every: Annotated[int | None, typer.Option(min=0, help="Rollouts between validation runs (0: never).")] = None,
+    log_dir: Annotated[Path, typer.Option(help="TensorBoard logs and checkpoints.")] = Path("runs/train"),
+    stop_at_target: Annotated[bool, typer.Option(help="Stop once the validation target is met.")] = True,
+    name: Annotated[str, typer.Option(help="Name recorded in the manifest.")] = "default",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Run seeds/trials on a Ray cluster (see the README's deployment section).")
+    ] = None,
+) -> None:
+    """Train the PPO policy under chaos domain randomisation; write the best artifact.
+
+    Reproduce the shipped default with: rlctl train --out policies/artifacts/default --seed 0
+    """
+    from rich.console import Console
+
+    from policies.train import TrainConfig
+    from policies.train import train as run
+
+    overrides: dict[str, Any] = {"total_timesteps": timesteps, "n_envs": n_envs, "seed": seed, "eval_every": eval_every}
+    if config is not None:
+        cfg = TrainConfig.from_file(config, **overrides)
+    else:
+        cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    if ray_address is not None:
+        from policies.distributed import train_on_ray  # type: ignore[import-not-found,unused-ignore]
+
+        train_on_ray(cfg, out, ray_address=ray_address, log_dir=log_dir)
+        return
+    console = Console(stderr=True)
+    console.print(f"training PPO for up to {cfg.total_timesteps:,} steps on {cfg.n_envs} simulated services")
+    result = run(cfg, out, log_dir=log_dir, progress_bar=True, stop_at_target=stop_at_target, name=name)
+    summary = {
+        "artifact": str(out),
+        "steps": result.steps,
+        "wall_s": round(result.wall_s, 1),
+        "env_steps_per_s": round(result.env_steps_per_s, 1),
+        "target_met": result.target_met,
+        "time_to_target_s": result.time_to_target_s,
+        "best_gap": result.best_gap,
+    }
+    typer.echo(json.dumps(summary))
+
+
+def _parse_controllers(policy: str | None, baselines: list[str]) -> list[Any]:
+    from policies.ppo import PPOController
+
+    out: list[Any] = []
+    if policy:
+        out.append(PPOController(policy))
+    out.extend(baselines)
+    return out
+
+
+def run_eval(
+    *,
+    policy: str | None,
+    baselines: list[str],
+    suite: str | None = "validation",
+    trace: Path | None = None,
+    trace_interval: float = 60.0,
+    scale_peak: str = "auto",
+    seeds: int = 3,
+    json_out: Path | None = None,
+    report_dir: Path | None = None,
+    time_scale: float = 12.0,
+) -> dict[str, Any]:
+    """Evaluate and report (the body of ``rlctl eval`` and ``rlctl demo``)."""
+    from rich.console import Console
+
+    from envs.profile import ServiceProfile
+    from envs.sim import EnvConfig
+    from policies.evaluate import evaluate
+    from policies.report import render_table, write_report
+    from policies.suites import get_suite, trace_scenarios
+
+    config = EnvConfig()
+    profile = ServiceProfile()
+    if trace is not None:
+        scenarios = trace_scenarios(trace, profile, config, trace_interval, scale_peak, time_scale)
+    elif suite:
+        scenarios = get_suite(suite, profile, config.bounds.max_replicas)
+    else:
+        raise ConfigError("give --suite NAME|FILE or --trace FILE")
+    controllers = _parse_controllers(policy, baselines)
+    console = Console(stderr=True)
+    with console.status(f"evaluating {len(controllers)} controllers on {len(scenarios)} scenarios x {seeds} seeds"):
+        report, runs = evaluate(controllers, scenarios, list(range(seeds)), config, profile)
+    Console().print(render_table(report))
+    if json_out is not None:
+        from rlctl.report import write_atomic
+
+        write_atomic(json_out, json.dumps(report, indent=2))
+    if report_dir is not None:
+        write_report(report_dir, report, runs, scenarios, config)
+        Console().print(f"report: {report_dir / 'report.md'}")
+    return report
+
+
+def eval_cmd(
+    policy: Annotated[str | None, typer.Option(help="'default', 'ppo:default' or an artifact folder.")] = None,
+    baseline: Annotated[
+        list[str] | None, typer.Option(help="hpa, hpa-tuned, hpa-<target>, threshold, static, oracle (repeatable).")
+    ] = None,
+    suite: Annotated[str | None, typer.Option(help="validation, train, smoke, or a scenario YAML/folder.")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Evaluate on a trace file instead of a suite.")] = None,
+    trace_interval: Annotated[float, typer.Option(help="Seconds per trace value.")] = 60.0,
+    scale_peak: Annotated[str, typer.Option(help="Peak req/s of the scaled trace, or 'auto'.")] = "auto",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per scenario.")] = 3,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Folder for Markdown and PNG plots.")] = None,
+) -> None:
+    """Evaluate a policy against baselines on a suite or a trace; side-by-side table, JSON, report."""
+    if policy is None and not baseline:
+        raise ConfigError("nothing to evaluate: give --policy and/or --baseline (e.g. --baseline hpa-tuned)")
+    if trace is None and suite is None:
+        suite = "validation"
+    run_eval(
+        policy=policy,
+        baselines=list(baseline or []),
+        suite=suite,
+        trace=trace,
+        trace_interval=trace_interval,
+        scale_peak=scale_peak,
+        seeds=seeds,
+        json_out=json_out,
+        report_dir=report,
+    )
+
+
+def bench_train(
+    timesteps: Annotated[int, typer.Option(min=1, help="Step budget for the from-scratch run.")] = 6_000_000,
+    seed: Annotated[int, typer.Option()] = 0,
+    log_dir: Annotated[Path, typer.Option()] = Path("runs/bench-train"),
+) -> None:
+    """Environment steps/s during training and wall-clock to reach the target from scratch."""
+    from policies.train import TrainConfig
+    from policies.train import train as run
+
+    result = run(TrainConfig(total_timesteps=timesteps, seed=seed), None, log_dir=log_dir, stop_at_target=True)
+    typer.echo(
+        json.dumps(
+            {
+                "env_steps_per_s": round(result.env_steps_per_s, 1),
+                "steps": result.steps,
+                "wall_s": round(result.wall_s, 1),
+                "target_met": result.target_met,
+                "time_to_target_s": None if result.time_to_target_s is None else round(result.time_to_target_s, 1),
+                "best_gap": result.best_gap,
+            }
+        )
+    )

@@ -1,0 +1,93 @@
+"""Baselines behave as their definitions say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policies.baselines import HPAConfig, HPAController, StaticController, ThresholdController
+from rlctl.contract import COL, DEFAULT_WINDOW, KNOB_COL, N_TELEMETRY, KnobBounds, Knobs
+from rlctl.errors import ConfigError
+
+
+def window(util: float, replicas: float, p99: float = 3.0, goroutines: float = 50.0) -> np.ndarray:
+    w = np.zeros((1, DEFAULT_WINDOW, N_TELEMETRY))
+    w[..., COL["cpu_util"]] = util
+    w[..., COL["replicas"]] = replicas
+    w[..., COL["p99_ms"]] = p99
+    w[..., COL["goroutines"]] = goroutines
+    return w
+
+
+def knobs(replicas: int) -> np.ndarray:
+    return Knobs(replicas=replicas).to_array()[None, :]
+
+
+def hpa(**kw: float) -> HPAController:
+    c = HPAController(HPAConfig(**kw))  # type: ignore[arg-type]
+    c.reset(1, KnobBounds(max_replicas=64), 5.0)
+    return c
+
+
+def replicas_after(c: HPAController, util: float, current: int) -> float:
+    return float(c.decide(window(util, current), knobs(current))[0, KNOB_COL["replicas"]])
+
+
+def test_hpa_desired_is_ceil_of_current_times_ratio() -> None:
+    assert replicas_after(hpa(target_cpu=0.5), 0.8, 4) == 7  # ceil(4 * 1.6)
+
+
+def test_hpa_tolerance_holds_within_ten_percent() -> None:
+    assert replicas_after(hpa(target_cpu=0.5), 0.54, 4) == 4
+    assert replicas_after(hpa(target_cpu=0.5), 0.56, 4) == 5
+
+
+def test_hpa_acts_only_every_sync_period() -> None:
+    c = hpa(target_cpu=0.5)
+    assert replicas_after(c, 1.0, 2) == 4
+    assert replicas_after(c, 1.0, 4) == 4  # 5 s later: no sync
+    assert replicas_after(c, 1.0, 4) == 4  # 10 s
+    assert replicas_after(c, 1.0, 4) == 8  # 15 s: next sync
+
+
+def test_hpa_scale_up_limited_to_double_or_four_pods() -> None:
+    assert replicas_after(hpa(target_cpu=0.1, max_replicas=64), 1.0, 2) == 6  # max(2*2, 2+4) = 6, not 20
+    assert replicas_after(hpa(target_cpu=0.1, max_replicas=64), 1.0, 10) == 20  # max(20, 14), not 100
+
+
+def test_hpa_scale_down_waits_for_the_stabilisation_window() -> None:
+    c = hpa(target_cpu=0.5)
+    current = 8
+    assert replicas_after(c, 0.5, current) == 8
+    seen = []
+    for _ in range(61):  # 305 s of low load
+        seen.append(replicas_after(c, 0.1, current))
+    assert all(r == 8 for r in seen[:59])  # until t=295 s the window still holds the high recommendation
+    assert seen[59] == 2  # t=300 s, a sync: ceil(8 * 0.2)
+
+
+def test_hpa_rejects_nonsense_target() -> None:
+    with pytest.raises(ConfigError, match="target_cpu=0"):
+        HPAConfig(target_cpu=0.0)
+
+
+def test_threshold_scales_up_on_p99_and_goroutines_then_down_after_cooldown() -> None:
+    c = ThresholdController()
+    c.reset(1, KnobBounds(), 5.0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        w = window(0.5, 2, p99=3.0 + rng.normal(0, 0.1), goroutines=50 + rng.normal(0, 2))
+        assert c.decide(w, knobs(2))[0, KNOB_COL["replicas"]] == 2
+    fired = c.decide(window(0.9, 2, p99=20.0, goroutines=400), knobs(2))
+    assert fired[0, KNOB_COL["replicas"]] == 4
+    not_both = c.decide(window(0.9, 4, p99=20.0, goroutines=50), knobs(4))  # P99 alone does not fire
+    assert not_both[0, KNOB_COL["replicas"]] == 4
+    later = [c.decide(window(0.1, 4), knobs(4))[0, KNOB_COL["replicas"]] for _ in range(30)]
+    assert 3 in later
+
+
+def test_static_sets_its_knobs() -> None:
+    c = StaticController(Knobs(replicas=5, gogc=200))
+    c.reset(2, KnobBounds(), 5.0)
+    out = c.decide(np.zeros((2, 3, N_TELEMETRY)), np.tile(Knobs().to_array(), (2, 1)))
+    assert np.all(out[:, KNOB_COL["replicas"]] == 5) and np.all(out[:, KNOB_COL["gogc"]] == 200)
