@@ -1,0 +1,123 @@
+"""``rlctl chaos``: chaos-validation commands.
+
+:data:`chaos_app` is the ``chaos`` sub-app; other modules add their commands to it with
+``@chaos_app.command("run")`` and it is mounted on the root app by :func:`register`.
+Here:
+
+- ``rlctl chaos render SCENARIO.yaml [--run-id ID] [--namespace NS]``: the scenario as Chaos
+  Mesh manifests (multi-document YAML, schema-checked), ready for ``kubectl apply -f -``;
+- ``rlctl chaos cleanup --backend k8s (--run-id ID | --all) --namespace NS ...``: delete
+  what rlctl created in those namespaces.
+
+Heavy dependencies (pydantic models, kubernetes, jsonschema) are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from rlctl.errors import ChaosError, ConfigError
+
+chaos_app = typer.Typer(
+    name="chaos",
+    help="Chaos validation: render scenarios as Chaos Mesh objects, run them, clean up.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``rlctl chaos`` on the root app."""
+    app.add_typer(chaos_app, name="chaos")
+
+
+@chaos_app.command("render")
+def render(
+    scenario: Path = typer.Argument(..., help="Scenario YAML file (see chaos/scenarios/)."),
+    run_id: str | None = typer.Option(
+        None, "--run-id", help="Run id in every name and label (default: a new one, time + random)."
+    ),
+    namespace: str | None = typer.Option(
+        None, "--namespace", "-n", help="Namespace for faults whose selector names none."
+    ),
+    validate: bool = typer.Option(
+        True, "--validate/--no-validate", help="Check each manifest against the Chaos Mesh CRD schema."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the YAML here instead of stdout."),
+) -> None:
+    """Print SCENARIO as Chaos Mesh manifests (a Schedule per repeating fault, a Workflow per sequence)."""
+    from chaos import mesh
+    from chaos.spec import load_scenario
+
+    spec = load_scenario(scenario)
+    rid = mesh.check_run_id(run_id) if run_id else mesh.new_run_id()
+    try:
+        manifests = mesh.render_scenario(spec, run_id=rid, namespace=namespace)
+        if validate:
+            from chaos.schema import validate_manifest
+
+            for manifest in manifests:
+                validate_manifest(manifest)
+    except ChaosError as exc:
+        raise ChaosError(f"{scenario}: {exc}") from None
+    text = mesh.to_yaml(manifests)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {len(manifests)} manifest(s) for run id {rid} to {output}", err=True)
+
+
+@chaos_app.command("cleanup")
+def cleanup(
+    backend: str = typer.Option("k8s", "--backend", help="Backend whose leftovers to remove (k8s)."),
+    run_id: str | None = typer.Option(None, "--run-id", help="Delete the objects of this run."),
+    all_runs: bool = typer.Option(False, "--all", help="Delete every object rlctl created, of any run."),
+    namespace: list[str] = typer.Option(
+        [], "--namespace", "-n", help="Namespace to clean (repeatable); only these are touched."
+    ),
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG)."),
+    context: str | None = typer.Option(None, "--context", help="Kubeconfig context."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the deleted objects as JSON."),
+    timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds to wait for each object to disappear."),
+) -> None:
+    """Delete the Chaos Mesh objects labelled app.kubernetes.io/managed-by=rlctl (of one run, or all)."""
+    if backend != "k8s":
+        raise ConfigError(
+            f"--backend {backend}: only the k8s backend leaves objects behind to clean up; "
+            "the sim and local backends revert their faults when a run ends"
+        )
+    if (run_id is None) == (not all_runs):
+        raise ConfigError("pass exactly one of --run-id ID (one run's objects) or --all (every run's)")
+    if not namespace:
+        raise ConfigError("pass --namespace NS (repeatable): cleanup touches only the namespaces you name")
+    from chaos.k8s import ChaosMeshBackend
+
+    chaos = ChaosMeshBackend(
+        namespace, kubeconfig=kubeconfig, context=context, dry_run=dry_run, delete_timeout_s=timeout_s
+    )
+    removed = chaos.cleanup(run_id)
+    if as_json:
+        typer.echo(json.dumps({"dry_run": dry_run, "objects": removed}, indent=2))
+        return
+    _print_removed(removed, dry_run=dry_run, run_id=run_id)
+
+
+def _print_removed(removed: list[str], *, dry_run: bool, run_id: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    which = f"run {run_id}" if run_id else "any run"
+    if not removed:
+        console.print(f"nothing to clean up ({which})")
+        return
+    table = Table(title=f"{'would delete' if dry_run else 'deleted'} ({which})")
+    for column in ("kind", "namespace", "name"):
+        table.add_column(column)
+    for ident in removed:
+        table.add_row(*ident.split("/", 2))
+    console.print(table)

@@ -1,0 +1,389 @@
+"""A small fake Kubernetes API server for tests: real HTTP on 127.0.0.1, no mocked clients.
+
+It speaks just enough of the API for the Chaos Mesh backend and the scale actuator:
+
+- namespaced custom objects: ``POST/GET(list)`` on ``/apis/{group}/{version}/namespaces/{ns}/{plural}``
+  (``labelSelector`` with ``k=v``, ``k!=v`` and ``k``), ``GET/DELETE`` on ``.../{plural}/{name}``;
+  the kind in the body must match the plural, a duplicate name is a 409 and an unknown
+  plural (CRD not installed) a 404;
+- ``status.conditions`` like Chaos Mesh's: ``AllInjected`` turns ``True`` ``inject_delay_s``
+  after creation, or never when it is ``None``; a deleted object lingers ``delete_delay_s``
+  with a ``deletionTimestamp`` (the finalizer) before it is gone;
+- the Deployment ``scale`` subresource: ``GET/PATCH /apis/apps/v1/namespaces/{ns}/deployments/{name}/scale``
+  with merge/strategic-merge patches (a JSON object) or JSON patches (a list of operations);
+- fault injection: :meth:`FakeKubeAPI.fail` answers a status (403, 404, 409, ...) for a
+  method and path pattern, a number of times or for good.
+
+Every request is recorded in :attr:`FakeKubeAPI.requests`. Point the real client at it with
+:meth:`FakeKubeAPI.api_client` (``Configuration(host=...)`` + ``ApiClient``) or with the
+kubeconfig :meth:`FakeKubeAPI.write_kubeconfig` writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+CHAOS_PLURALS = {
+    "networkchaos": "NetworkChaos",
+    "stresschaos": "StressChaos",
+    "podchaos": "PodChaos",
+    "iochaos": "IOChaos",
+    "timechaos": "TimeChaos",
+    "schedules": "Schedule",
+    "workflows": "Workflow",
+}
+
+_CUSTOM = re.compile(
+    r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$"
+)
+_SCALE = re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments/(?P<name>[^/]+)/scale$")
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+    content_type: str | None
+    status: int = 0
+
+
+@dataclass
+class FailRule:
+    method: str
+    pattern: re.Pattern[str]
+    status: int
+    remaining: int | None
+    message: str
+    details_kind: str | None = None
+
+
+@dataclass
+class _Stored:
+    obj: dict[str, Any]
+    created: float
+    deleted: float | None = None
+
+
+@dataclass
+class FakeKubeAPI:
+    """The fake API server. Use as a context manager, or call :meth:`start` / :meth:`stop`.
+
+    :param inject_delay_s: seconds after creation until ``AllInjected`` is ``True``; ``None``: never.
+    :param delete_delay_s: seconds a deleted object stays (with a ``deletionTimestamp``) before it is gone.
+    :param plurals: custom resource plurals that are "installed" (anything else: 404).
+    :param namespaces: namespaces that exist; ``None``: every namespace exists.
+    """
+
+    inject_delay_s: float | None = 0.0
+    delete_delay_s: float = 0.0
+    plurals: dict[str, str] = field(default_factory=lambda: dict(CHAOS_PLURALS))
+    namespaces: set[str] | None = None
+    requests: list[Request] = field(default_factory=list)
+    objects: dict[tuple[str, str, str], _Stored] = field(default_factory=dict)
+    deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    rules: list[FailRule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._rv = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> FakeKubeAPI:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                status, body = api.handle(self.command, self.path, raw, self.headers.get("Content-Type"))
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _handle
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        server.block_on_close = False  # type: ignore[attr-defined]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeKubeAPI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the server first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def api_client(self) -> Any:
+        """A real ``kubernetes.client.ApiClient`` talking to this server."""
+        from kubernetes import client
+
+        configuration = client.Configuration(host=self.url)
+        configuration.retries = False  # a refused connection should fail at once in tests
+        return client.ApiClient(configuration)
+
+    def write_kubeconfig(self, path: Path, *, namespace: str = "default") -> Path:
+        """A kubeconfig file whose current context points at this server."""
+        import yaml
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
+            "current-context": "fake",
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    # ------------------------------------------------------------------ knobs
+
+    def fail(
+        self,
+        method: str,
+        pattern: str,
+        status: int,
+        *,
+        times: int | None = None,
+        message: str | None = None,
+        details_kind: str | None = None,
+    ) -> None:
+        """Answer ``status`` to ``method`` requests whose path matches ``pattern`` (``times``: None = always)."""
+        with self._lock:
+            self.rules.append(
+                FailRule(
+                    method.upper(), re.compile(pattern), status, times, message or f"injected {status}", details_kind
+                )
+            )
+
+    def add_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        with self._lock:
+            self.deployments[(namespace, name)] = {"replicas": replicas}
+
+    def put_object(self, namespace: str, plural: str, obj: dict[str, Any]) -> None:
+        """Store an object as if created earlier (e.g. left over by a previous run)."""
+        with self._lock:
+            body = copy.deepcopy(obj)
+            body.setdefault("metadata", {})["namespace"] = namespace
+            self.objects[(namespace, plural, body["metadata"]["name"])] = _Stored(body, time.monotonic())
+
+    def names(self, plural: str | None = None) -> list[str]:
+        """Names of the objects present (not being deleted), optionally of one plural."""
+        with self._lock:
+            self._expire()
+            return sorted(k[2] for k, v in self.objects.items() if plural in (None, k[1]) and v.deleted is None)
+
+    def calls(self, method: str | None = None) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if method in (None, r.method)]
+
+    # ------------------------------------------------------------------ the API
+
+    def handle(self, method: str, target: str, raw: bytes, content_type: str | None) -> tuple[int, Any]:
+        """Answer one request (and record it with its status)."""
+        url = urlsplit(target)
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        request = Request(method, url.path, parse_qs(url.query), body, content_type)
+        with self._lock:
+            self.requests.append(request)
+            status, answer = self._answer(request)
+            request.status = status
+            return status, answer
+
+    def _answer(self, request: Request) -> tuple[int, Any]:
+        method, path, query, body = request.method, request.path, request.query, request.body
+        if isinstance(body, str):
+            return 400, _status(400, "BadRequest", "request body is not JSON")
+        with self._lock:
+            for rule in self.rules:
+                if rule.method == method and rule.pattern.search(path) and rule.remaining != 0:
+                    if rule.remaining is not None:
+                        rule.remaining -= 1
+                    return rule.status, _status(rule.status, _REASONS.get(rule.status, "Error"), rule.message,
+                                                details_kind=rule.details_kind)  # fmt: skip
+            self._expire()
+            match = _SCALE.match(path)
+            if match:
+                return self._scale(method, match["ns"], match["name"], body)
+            match = _CUSTOM.match(path)
+            if match and match["group"] != "apps":
+                return self._custom(method, match["ns"], match["plural"], match["name"], query, body)
+            return 404, _status(404, "NotFound", "the server could not find the requested resource")
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        gone = [k for k, v in self.objects.items() if v.deleted is not None and now - v.deleted >= self.delete_delay_s]
+        for key in gone:
+            del self.objects[key]
+
+    def _view(self, stored: _Stored) -> dict[str, Any]:
+        obj = copy.deepcopy(stored.obj)
+        injected = self.inject_delay_s is not None and time.monotonic() - stored.created >= self.inject_delay_s
+        flag = "True" if injected else "False"
+        obj["status"] = {
+            "conditions": [
+                {"type": "Selected", "status": "True"},
+                {"type": "AllInjected", "status": flag},
+                {"type": "AllRecovered", "status": "False"},
+                {"type": "Paused", "status": "False"},
+            ]
+        }
+        if stored.deleted is not None:
+            obj["metadata"]["deletionTimestamp"] = _now()
+        return obj
+
+    def _custom(
+        self, method: str, ns: str, plural: str, name: str | None, query: dict[str, list[str]], body: Any
+    ) -> tuple[int, Any]:
+        if plural not in self.plurals:
+            return 404, _status(404, "NotFound", "the server could not find the requested resource")
+        if self.namespaces is not None and ns not in self.namespaces:
+            return 404, _status(404, "NotFound", f'namespaces "{ns}" not found', details_kind="namespaces", name=ns)
+        kind = self.plurals[plural]
+        if name is None and method == "GET":
+            selector = query.get("labelSelector", [""])[0]
+            items = [
+                self._view(v)
+                for (n, p, _), v in sorted(self.objects.items())
+                if n == ns and p == plural and _matches(selector, v.obj.get("metadata", {}).get("labels") or {})
+            ]
+            return 200, {"apiVersion": "chaos-mesh.org/v1alpha1", "kind": f"{kind}List", "items": items,
+                         "metadata": {"resourceVersion": str(self._rv)}}  # fmt: skip
+        if name is None and method == "POST":
+            if not isinstance(body, dict) or body.get("kind") != kind:
+                got = body.get("kind") if isinstance(body, dict) else None
+                return 400, _status(400, "BadRequest", f"the body's kind {got!r} does not match {plural} ({kind})")
+            meta = body.setdefault("metadata", {})
+            obj_name = meta.get("name")
+            if not obj_name:
+                return 422, _status(422, "Invalid", "metadata.name: Required value")
+            if meta.get("namespace", ns) != ns:
+                return 400, _status(400, "BadRequest", "the namespace of the object does not match the URL")
+            if (ns, plural, obj_name) in self.objects:
+                return 409, _status(409, "AlreadyExists", f'{plural}.chaos-mesh.org "{obj_name}" already exists')
+            self._rv += 1
+            meta.update({"namespace": ns, "uid": f"uid-{self._rv}", "resourceVersion": str(self._rv)})
+            meta["creationTimestamp"] = _now()
+            stored = _Stored(body, time.monotonic())
+            self.objects[(ns, plural, obj_name)] = stored
+            return 201, self._view(stored)
+        key = (ns, plural, name or "")
+        if method == "GET":
+            if key not in self.objects:
+                return 404, _status(404, "NotFound", f'{plural}.chaos-mesh.org "{name}" not found')
+            return 200, self._view(self.objects[key])
+        if method == "DELETE":
+            if key not in self.objects:
+                return 404, _status(404, "NotFound", f'{plural}.chaos-mesh.org "{name}" not found')
+            stored = self.objects[key]
+            if stored.deleted is None:
+                stored.deleted = time.monotonic()
+            self._expire()
+            return 200, _status(200, "", "", status="Success")
+        return 405, _status(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    def _scale(self, method: str, ns: str, name: str, body: Any) -> tuple[int, Any]:
+        key = (ns, name)
+        if key not in self.deployments:
+            return 404, _status(404, "NotFound", f'deployments.apps "{name}" not found')
+        dep = self.deployments[key]
+        if method == "PATCH":
+            replicas = _patched_replicas(body, dep["replicas"])
+            if not isinstance(replicas, int) or replicas < 0:
+                return 422, _status(422, "Invalid", f"spec.replicas: Invalid value: {replicas!r}")
+            dep["replicas"] = replicas
+        elif method != "GET":
+            return 405, _status(405, "MethodNotAllowed", f"{method} is not supported here")
+        return 200, {
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": str(self._rv)},
+            "spec": {"replicas": dep["replicas"]},
+            "status": {"replicas": dep["replicas"], "selector": f"app={name}"},
+        }
+
+
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "AlreadyExists",
+            422: "Invalid", 500: "InternalError"}  # fmt: skip
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(
+    code: int, reason: str, message: str, *, details_kind: str | None = None, name: str | None = None,
+    status: str = "Failure",
+) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": status,
+                           "message": message, "reason": reason, "code": code}  # fmt: skip
+    if details_kind:
+        out["details"] = {"name": name or "", "kind": details_kind}
+    return out
+
+
+def _matches(selector: str, labels: dict[str, str]) -> bool:
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def _patched_replicas(body: Any, current: int) -> Any:
+    if isinstance(body, list):  # JSON patch
+        for op in body:
+            if op.get("path") == "/spec/replicas" and op.get("op") in ("replace", "add"):
+                current = op.get("value")
+        return current
+    if isinstance(body, dict):  # merge or strategic merge patch
+        return (body.get("spec") or {}).get("replicas", current)
+    return None
