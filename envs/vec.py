@@ -37,8 +37,11 @@ class GoServiceVecEnv(VecEnv):
         scenarios: Sequence[Scenario] | ScenarioSource | None = None,
         randomize_profile: float | None = None,
         seed: int | None = None,
+        reward_scale: float = 1.0,
     ) -> None:
         self.config = config or EnvConfig()
+        #: Rewards handed to the learner are multiplied by this (episode returns in infos stay raw).
+        self.reward_scale = reward_scale
         observation_space = spaces.Box(FEATURE_LOW, FEATURE_HIGH, shape=(N_FEATURES,), dtype=np.float32)
         action_space = spaces.MultiDiscrete(np.array(ACTION_NVEC, dtype=np.int64))
         self.render_mode = None
@@ -112,7 +115,7 @@ class GoServiceVecEnv(VecEnv):
                 self._ep_return[r] = 0.0
             self._draw(rows)
             obs = self.batch.observe()
-        return obs, reward.astype(np.float32), dones.copy(), infos
+        return obs, (reward * self.reward_scale).astype(np.float32), dones.copy(), infos
 
     # ----------------------------------------------------------- VecEnv plumbing
     def close(self) -> None:

@@ -141,8 +141,12 @@ class OracleController(Controller):
 
     name = "oracle"
 
-    def __init__(self, runtime: Knobs | None = None) -> None:
+    def __init__(self, runtime: Knobs | None = None, lookahead: bool = True, headroom: float = 1.0) -> None:
+        """``lookahead=False`` makes a non-clairvoyant teacher: the replicas the *current*
+        load times ``headroom`` needs (still with the simulator's exact capacity model)."""
         self.runtime = runtime
+        self.lookahead = lookahead
+        self.headroom = headroom
         self.plan = np.zeros((0, 0))
 
     def reset(self, n: int, bounds: Any, interval_s: float) -> None:
@@ -169,7 +173,7 @@ def prepare_oracle(controller: OracleController, batch: ServiceBatch) -> None:
     knobs0 = clamp_array((controller.runtime or cfg.initial_knobs).to_array(), cfg.bounds)
     need = np.full((n, t), float(hi))
     for row in range(n):
-        offered = batch.offered[row, 1 : t + 1]
+        offered = batch.offered[row, 1 : t + 1] * controller.headroom
         eff = batch.effects[row, :t]
         prof = {k: np.repeat(v[row], t * len(cands)) for k, v in batch.prof.items()}
         reps = np.tile(cands, t)
@@ -190,6 +194,9 @@ def prepare_oracle(controller: OracleController, batch: ServiceBatch) -> None:
         for k in np.flatnonzero(kill):
             span = int(np.ceil(eff[k, E["pod_kill_restart_s"]] / cfg.dt_s)) + 1
             need[row, k : k + span] = np.minimum(need[row, k : k + span] + 1, hi)
+    if not controller.lookahead:
+        controller.plan = need
+        return
     lead = np.ceil(batch.prof["replica_start_s"] / cfg.dt_s).astype(int) + 1
     plan = need.copy()
     for row in range(n):

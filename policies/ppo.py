@@ -1,4 +1,15 @@
-"""The learned policy as a :class:`Controller`: featurize, predict, apply."""
+"""The learned policy as a :class:`Controller`: featurize, predict, decode, apply.
+
+Decoding. The policy's action dimensions are deltas (replicas -2..+2, one ladder rung
+down/keep/up, toggles). A stochastic PPO policy expresses "add a replica every few
+steps" as a 20% chance of +1 per step; its per-dimension mode (SB3's
+``deterministic=True``) is then "keep" for ever, which is not what was trained. The
+controller therefore decodes each delta dimension by its *expected* value with error
+feedback (sigma-delta modulation): a per-service accumulator adds the expected delta
+every step and emits the whole steps it holds. The output is deterministic and moves
+the knobs at the same average rate as the trained stochastic policy. Toggles switch
+when the policy's probability of toggling is over one half.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +17,76 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from policies.artifact import Artifact, load_artifact
 from policies.base import Controller, FloatArray
-from rlctl.contract import KnobBounds, apply_array, featurize
+from rlctl.contract import ACTION_NVEC, NOOP_ACTION, KnobBounds, apply_array, featurize
+
+_N_DELTA = 6  # replicas + five ladder/step knobs; the last two dimensions are toggles
+_OFFSET = np.asarray(NOOP_ACTION[:_N_DELTA], dtype=np.float64)
+_MAX = np.asarray(ACTION_NVEC[:_N_DELTA], dtype=np.float64) - 1 - _OFFSET
 
 
-class PPOController(Controller):
-    """A trained SB3 PPO policy. Loads and verifies its artifact on construction.
+def action_probabilities(model: Any, obs: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float64]]:
+    """Per-dimension action probabilities, each ``(N, n_i)``."""
+    import torch
+
+    with torch.no_grad():
+        dist = model.policy.get_distribution(torch.as_tensor(obs, device=model.policy.device))
+        return [d.probs.cpu().numpy().astype(np.float64) for d in dist.distribution]
+
+
+def decode(probs: list[npt.NDArray[np.float64]], acc: FloatArray) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    """Expected-delta decoding with error feedback; returns ``(actions, new accumulator)``."""
+    n = probs[0].shape[0]
+    expected = np.stack([p @ (np.arange(p.shape[1]) - _OFFSET[i]) for i, p in enumerate(probs[:_N_DELTA])], axis=1)
+    acc = acc + expected
+    step = np.clip(np.round(acc), -_OFFSET, _MAX)
+    acc = np.clip(acc - step, -1.0, 1.0)
+    actions = np.empty((n, len(ACTION_NVEC)), dtype=np.int64)
+    actions[:, :_N_DELTA] = (step + _OFFSET).astype(np.int64)
+    for j, p in enumerate(probs[_N_DELTA:], start=_N_DELTA):
+        actions[:, j] = (p[:, 1] > 0.5).astype(np.int64)
+    return actions, acc
+
+
+class ModelController(Controller):
+    """An SB3 model as a controller, decoded by expected deltas (see the module docstring)."""
+
+    def __init__(self, model: Any, slo_p99_ms: float, name: str = "ppo") -> None:
+        self.model = model
+        self.slo_p99_ms = slo_p99_ms
+        self.name = name
+        self._acc = np.zeros((0, _N_DELTA))
+
+    def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None:
+        super().reset(n, bounds, interval_s)
+        self._acc = np.zeros((n, _N_DELTA))
+
+    def actions(self, windows: FloatArray) -> npt.NDArray[np.int64]:
+        """Decoded actions for ``(N, W, F)`` windows (advances the per-service accumulators)."""
+        obs = featurize(windows, slo_p99_ms=self.slo_p99_ms)
+        if self._acc.shape[0] != len(obs):
+            self._acc = np.zeros((len(obs), _N_DELTA))
+        act, self._acc = decode(action_probabilities(self.model, obs), self._acc)
+        return act
+
+    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        return apply_array(knobs, self.actions(windows), self.bounds)
+
+
+class PPOController(ModelController):
+    """A trained SB3 PPO policy loaded from a verified artifact.
 
     ``decide`` calls :func:`rlctl.contract.featurize` on the telemetry windows (with the
-    SLO the policy was trained for), asks the policy for deterministic actions and
-    applies them to the knobs within the bounds.
+    SLO the policy was trained for), decodes the policy's action distribution and applies
+    the result to the knobs within the bounds.
     """
 
     def __init__(self, policy: str | Path = "default", name: str | None = None, device: str = "cpu") -> None:
         from stable_baselines3 import PPO
 
         self.artifact: Artifact = load_artifact(policy)
-        self.model: Any = PPO.load(self.artifact.model_path, device=device)
-        self.name = name or f"ppo:{self.artifact.name}"
-        self.slo_p99_ms = self.artifact.features.slo_p99_ms
-
-    def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None:
-        super().reset(n, bounds, interval_s)
-
-    def actions(self, windows: FloatArray) -> np.ndarray:
-        """Raw MultiDiscrete actions for ``(N, W, F)`` windows."""
-        obs = featurize(windows, slo_p99_ms=self.slo_p99_ms)
-        act, _ = self.model.predict(obs, deterministic=True)
-        return np.asarray(act, dtype=np.int64).reshape(len(obs), -1)
-
-    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
-        return apply_array(knobs, self.actions(windows), self.bounds)
+        model = PPO.load(self.artifact.model_path, device=device)
+        super().__init__(model, self.artifact.features.slo_p99_ms, name or f"ppo:{self.artifact.name}")

@@ -28,10 +28,10 @@ from envs.profile import ServiceProfile
 from envs.scenarios import random_scenario
 from envs.sim import EnvConfig, nominal_capacity_qps
 from policies.artifact import Artifact, save_artifact
-from policies.base import Controller, FloatArray
 from policies.evaluate import evaluate
+from policies.ppo import ModelController
 from policies.suites import train_suite, validation_suite
-from rlctl.contract import NOOP_ACTION, FeatureSpec, KnobBounds, apply_array, featurize
+from rlctl.contract import NOOP_ACTION, FeatureSpec, KnobBounds
 from rlctl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class TrainConfig:
     batch_size: int = 4096
     """Minibatch size for the PPO update."""
     n_epochs: int = 5
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-4
     gamma: float = 0.99
     """About an 8-minute horizon at 5 s per step: long enough to see a replica start."""
     gae_lambda: float = 0.95
@@ -63,9 +63,11 @@ class TrainConfig:
     explores around doing nothing instead of flipping turbo and prefetch every step."""
     toggle_prior: float = 3.0
     """The same bonus for the two toggles (prefetch, turbo), which flap when chosen twice."""
-    normalize_reward: bool = True
-    """Scale rewards by a running estimate of the return's spread (SB3 ``VecNormalize``);
-    observations are not normalised: ``featurize`` already bounds them."""
+    reward_scale: float = 0.1
+    """Rewards are multiplied by this for the learner (returns of order 10, not 1000)."""
+    pretrain_episodes: int = 128
+    """Service-episodes of oracle demonstrations for the behaviour-cloning warm start (0: none)."""
+    pretrain_epochs: int = 6
     randomize_profile: float = 0.6
     """Profile randomisation, 0 (none) to 1 (the full ranges of ``envs.profile.RANDOMIZATION``)."""
     suite_fraction: float = 0.3
@@ -102,20 +104,6 @@ class TrainConfig:
         if "net_arch" in data:
             data["net_arch"] = tuple(data["net_arch"])
         return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
-
-
-class ModelController(Controller):
-    """An in-memory SB3 model as a controller (for evaluation during training)."""
-
-    def __init__(self, model: Any, slo_p99_ms: float, name: str = "ppo") -> None:
-        self.model = model
-        self.slo_p99_ms = slo_p99_ms
-        self.name = name
-
-    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
-        obs = featurize(windows, slo_p99_ms=self.slo_p99_ms)
-        act, _ = self.model.predict(obs, deterministic=True)
-        return apply_array(knobs, act, self.bounds)
 
 
 # ----------------------------------------------------------------------- targets
@@ -243,15 +231,19 @@ def train(
     torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
     env_cfg = dataclasses.replace(cfg.env, randomize_profile=cfg.randomize_profile)
-    vec = GoServiceVecEnv(cfg.n_envs, config=env_cfg, profile=cfg.profile, scenarios=_scenario_source(cfg))
+    vec = GoServiceVecEnv(
+        cfg.n_envs, config=env_cfg, profile=cfg.profile, scenarios=_scenario_source(cfg), reward_scale=cfg.reward_scale
+    )
     vec.seed(cfg.seed)
-    train_env: Any = vec
-    if cfg.normalize_reward:
-        from stable_baselines3.common.vec_env import VecNormalize
-
-        train_env = VecNormalize(vec, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
     tb = str(log_dir / "tb") if log_dir else None
-    model = make_model(cfg, train_env, tensorboard_log=tb)
+    model = make_model(cfg, vec, tensorboard_log=tb)
+    pretrain_stats: dict[str, float] = {}
+    if cfg.pretrain_episodes > 0:
+        from policies.pretrain import PretrainConfig, behaviour_clone, collect
+
+        demos = collect(vec, cfg.pretrain_episodes, cfg.reward_scale, cfg.gamma)
+        pretrain_stats = behaviour_clone(model, demos, PretrainConfig(epochs=cfg.pretrain_epochs), seed=cfg.seed)
+        vec.seed(cfg.seed + 1)
 
     val = validation_suite(cfg.profile, cfg.env.bounds.max_replicas, cfg.env.episode_s)
     seeds = list(range(1000, 1000 + cfg.eval_seeds))
@@ -308,6 +300,8 @@ def train(
         def _on_step(self) -> bool:
             return not getattr(self.model, "_rlctl_stop", False)
 
+    if cfg.eval_every:
+        evaluate_now(0)  # the warm start itself is a candidate
     model.learn(
         total_timesteps=cfg.total_timesteps,
         callback=CallbackList([EvalCallback(), StopCallback()]),
@@ -331,7 +325,13 @@ def train(
             seed=cfg.seed,
             bounds=cfg.env.bounds,
             features=FeatureSpec(slo_p99_ms=cfg.env.slo_p99_ms, window=cfg.env.window),
-            scores={"validation_gap": state["best_gap"], "history": history, "steps": steps, "wall_s": wall},
+            scores={
+                "validation_gap": state["best_gap"],
+                "history": history,
+                "steps": steps,
+                "wall_s": wall,
+                "pretrain": pretrain_stats,
+            },
         )
     return TrainResult(
         artifact=artifact,

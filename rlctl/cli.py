@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "chaos",
     "chaos_run",
     "control",
+    "sim2real",
 )
 
 
