@@ -1,0 +1,323 @@
+"""Online commands: ``control``, ``serve``, ``collect``, ``killswitch`` and ``bench serve``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rlctl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class StaleAction(StrEnum):
+    hold = "hold"
+    hpa = "hpa"
+
+
+class Switch(StrEnum):
+    on = "on"
+    off = "off"
+    status = "status"
+
+
+def register(app: typer.Typer) -> None:
+    from rlctl.commands.core import bench_app
+
+    app.command("control")(control)
+    app.command("serve")(serve)
+    app.command("collect")(collect)
+    app.command("killswitch")(killswitch)
+    bench_app.command("serve")(bench_serve)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _fmt(v: Any, spec: str = ".1f") -> str:
+    if isinstance(v, float):
+        return "-" if math.isnan(v) else format(v, spec)
+    return str(v)
+
+
+def _status_table(status: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"rlctl control — {status['service']}", show_header=False, expand=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    style = {"policy": "green", "hpa": "green", "fallback": "yellow", "hold": "yellow", "killswitch": "red",
+             "dry-run": "cyan"}.get(status["reason"], "white")  # fmt: skip
+    cause = f" ({status['cause']})" if status["cause"] else ""
+    table.add_row("decision", f"[{style}]{status['reason']}{cause}[/] by {status['controller']}")
+    table.add_row("why", str(status["detail"])[:160])
+    table.add_row("P99 / offered", f"{_fmt(status['p99_ms'], '.2f')} ms / {_fmt(status['offered_qps'])} req/s")
+    table.add_row("CPU use", _fmt(status["cpu_util"], ".2f"))
+    table.add_row("sample age", f"{_fmt(status['sample_age_s'])} s")
+    knobs = status["knobs"]
+    table.add_row("knobs", ", ".join(f"{k}={v}" for k, v in knobs.items()))
+    table.add_row("saturation in 60 s", _fmt(status["saturation"], ".2f"))
+    redis = "[green]up[/]" if status["redis_ok"] else "[red]down[/]"
+    table.add_row(
+        "redis", f"{redis} (buffered: {status['buffered_samples']} samples, {status['buffered_audit']} audit)"
+    )
+    if status["actuation"]:
+        table.add_row("actuation", "; ".join(f"{k}: {v}" for k, v in status["actuation"].items())[:160])
+    table.add_row("steps", str(status["steps"]))
+    return table
+
+
+def control(
+    service: Annotated[str, typer.Option(help="Service name (Redis streams rlctl:telemetry:<service>).")],
+    metrics: Annotated[
+        str | None, typer.Option(help="The service's /metrics URL (omit when a collector runs).")
+    ] = None,
+    admin: Annotated[str | None, typer.Option(help="The service's /admin/knobs URL (runtime knobs).")] = None,
+    admin_token_file: Annotated[
+        Path | None, typer.Option(help="File with the admin bearer token (else $GOSVC_ADMIN_TOKEN).")
+    ] = None,
+    k8s_deployment: Annotated[
+        str | None, typer.Option(help="NAMESPACE/NAME of the Deployment whose replicas to scale.")
+    ] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig for --k8s-deployment.")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    policy_url: Annotated[str | None, typer.Option(help="Policy server base URL (rlctl serve).")] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="Run the policy in-process: 'default' or an artifact folder; 'hpa' = HPA rule.")
+    ] = None,
+    redis: Annotated[str, typer.Option(help="Redis URL; 'none' runs without Redis.")] = "redis://127.0.0.1:6379/0",
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between decisions.")] = 5.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and audit; change nothing.")] = False,
+    stale_action: Annotated[StaleAction, typer.Option(help="On stale/missing telemetry.")] = StaleAction.hold,
+    min_replicas: Annotated[int, typer.Option(min=1)] = 1,
+    max_replicas: Annotated[int, typer.Option(min=1)] = 16,
+    metrics_port: Annotated[int, typer.Option(help="Port for the controller's own /metrics (0: off).")] = 9109,
+    metrics_addr: Annotated[str, typer.Option(help="Address for the controller's /metrics.")] = "127.0.0.1",
+    allow_msr_writes: Annotated[
+        bool, typer.Option("--allow-msr-writes", help="Let the controller flip turbo/prefetch MSRs (whole host).")
+    ] = False,
+    each_replica: Annotated[
+        bool,
+        typer.Option(
+            "--each-replica",
+            help="Resolve the --metrics and --admin hosts to every address (a headless Service): scrape "
+            "every replica into one sample and set the runtime knobs on every replica.",
+        ),
+    ] = False,
+    consumer: Annotated[str, typer.Option(help="Consumer name in the group; keep it stable across restarts.")] = "",
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many decisions.")] = None,
+    status: Annotated[bool | None, typer.Option("--status/--no-status", help="Live view on stderr.")] = None,
+) -> None:
+    """Run the online controller for one service until Ctrl-C.
+
+    Every interval: scrape -> Redis -> policy (server or in-process; the HPA rule as the
+    fallback) -> safety layer -> actuators -> audit. Never exits because a dependency failed.
+    """
+    from rlctl.contract import KNOB_FIELDS, KnobBounds
+    from rlctl.errors import TelemetryError
+    from rlctl.online.actuators import (
+        MSR_KNOBS,
+        Actuators,
+        AdminKnobsActuator,
+        K8sScaleActuator,
+        MsrActuator,
+    )
+    from rlctl.online.loop import ControlConfig, ControllerMetrics, ControlLoop
+    from rlctl.online.safety import SafetyConfig
+    from rlctl.online.store import TelemetryStore
+
+    if policy_url and policy:
+        raise ConfigError("pass either --policy-url (a policy server) or --policy (in-process), not both")
+    if min_replicas > max_replicas:
+        raise ConfigError(f"--min-replicas {min_replicas} is above --max-replicas {max_replicas}")
+    if metrics is None and redis == "none":
+        raise ConfigError("without --metrics the controller reads telemetry from Redis: pass --redis too")
+    interval_s = float(interval)
+    allow = tuple(k for k in KNOB_FIELDS if allow_msr_writes or k not in MSR_KNOBS)
+    bounds = KnobBounds(min_replicas=min_replicas, max_replicas=max_replicas, allow=allow)
+    safety = SafetyConfig(bounds=bounds, stale_action=stale_action.value, dry_run=dry_run)  # type: ignore[arg-type]
+    config = ControlConfig(service=service, interval_s=interval_s, safety=safety)
+
+    replicas = K8sScaleActuator.from_kubeconfig(k8s_deployment, kubeconfig=kubeconfig, context=context) \
+        if k8s_deployment else None  # fmt: skip
+    from rlctl.online.sources import ReplicaSetScraper, each_address
+
+    admin_urls: Any = each_address(admin) if (admin and each_replica) else admin
+    actuators = Actuators(
+        admin=AdminKnobsActuator(admin_urls, token_file=admin_token_file, timeout_s=min(2.0, interval_s / 4))
+        if admin
+        else None,
+        replicas=replicas,
+        msr=MsrActuator(allow_writes=True) if allow_msr_writes else None,
+    )
+    scrape = None
+    if metrics:
+        from rlctl.telemetry.scrape import Scraper
+
+        # A saturated service answers /metrics slowly, exactly when the loop must act: be patient.
+        scrape_timeout = min(3.0, 0.6 * interval_s)
+        scraper: Any = (
+            ReplicaSetScraper(each_address(metrics), service=service, timeout_s=scrape_timeout)
+            if each_replica
+            else Scraper(metrics, service=service, timeout_s=scrape_timeout)
+        )
+        try:
+            scraper.scrape()  # so the first decision already has rates
+        except TelemetryError as exc:
+            log.warning("first scrape failed (%s); holding until the service answers", exc)
+        scrape = scraper.scrape
+    store = None
+    if redis != "none":
+        import socket
+
+        store = TelemetryStore(redis, consumer=consumer or f"{socket.gethostname()}-{service}",
+                               timeout_s=min(1.0, interval_s / 2))  # fmt: skip
+        if not store.ping():
+            log.warning("redis %s does not answer now; starting anyway and falling back until it does", redis)
+    client: Any = None
+    if policy_url:
+        from rlctl.online.policy import HttpPolicy
+
+        client = HttpPolicy(policy_url, timeout_s=config.effective_policy_timeout_s)
+    elif policy and policy != "hpa":
+        from rlctl.online.policy import InProcessPolicy
+
+        client = InProcessPolicy(policy)
+    else:
+        _console().print("[yellow]No policy given: the HPA rule is the controller.[/]")
+    loop_metrics = ControllerMetrics()
+    if metrics_port:
+        loop_metrics.serve(metrics_port, metrics_addr)
+    loop = ControlLoop(config, actuators, scrape=scrape, store=store, policy=client, metrics=loop_metrics)
+    show = sys.stderr.isatty() if status is None else status
+    try:
+        if show:
+            from rich.live import Live
+
+            with Live(_status_table(loop.status()), console=_console(), refresh_per_second=4) as live:
+                loop.run(max_steps=max_steps, on_step=lambda _r: live.update(_status_table(loop.status())))
+        else:
+            loop.run(max_steps=max_steps)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _console().print(f"stopped after {loop.steps} decisions")
+
+
+def serve(
+    policy: Annotated[str, typer.Option(help="'default' or an artifact folder.")] = "default",
+    host: Annotated[str, typer.Option(help="HTTP host of the Serve proxy.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port of the Serve proxy.")] = 8000,
+    num_cpus: Annotated[int, typer.Option(min=1, help="CPUs for the local Ray instance.")] = 2,
+    echo: Annotated[bool, typer.Option("--echo", help="Also deploy a trivial echo app at /echo.")] = False,
+    write_config: Annotated[
+        Path | None, typer.Option(help="Write a Serve config YAML for `serve deploy` and exit.")
+    ] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="Replicas in the written config.")] = 1,
+) -> None:
+    """Serve the policy with Ray Serve (POST /act) on local Ray until Ctrl-C, or write its Serve config."""
+    if write_config is not None:
+        from rlctl.online.serve_config import write_serve_config
+
+        # The path as the Ray workers see it; "default" resolves to the artifact shipped in the package.
+        out = write_serve_config(write_config, policy, num_replicas=replicas)
+        typer.echo(str(out))
+        return
+    from policies.artifact import load_artifact
+
+    load_artifact(policy)  # fail fast, with the artifact's own message, before starting Ray
+    from rlctl.online.serve import LocalServe
+
+    server = LocalServe(policy, host=host, port=port, num_cpus=num_cpus, with_echo=echo)
+    with _console().status(f"Starting Ray ({num_cpus} CPUs) and Serve on {host}:{port}..."):
+        server.start()
+    _console().print(f"serving {policy} at {server.url}/act (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+def collect(
+    service: Annotated[str, typer.Option(help="Service name.")],
+    metrics: Annotated[str, typer.Option(help="The service's /metrics URL.")],
+    redis: Annotated[str, typer.Option(help="Redis URL.")] = "redis://127.0.0.1:6379/0",
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between scrapes.")] = 5.0,
+    maxlen: Annotated[int, typer.Option(min=1, help="Approximate cap on the stream's length.")] = 100_000,
+    max_samples: Annotated[int | None, typer.Option(help="Stop after this many scrapes.")] = None,
+) -> None:
+    """Scrape /metrics every interval into rlctl:telemetry:<service> (buffering while Redis is away)."""
+    from rlctl.errors import TelemetryError
+    from rlctl.online.store import Collector, TelemetryStore
+    from rlctl.telemetry.scrape import Scraper
+
+    scraper = Scraper(metrics, service=service, timeout_s=min(3.0, 0.6 * interval))
+    with contextlib.suppress(TelemetryError):
+        scraper.prime()
+    store = TelemetryStore(redis, maxlen=maxlen, timeout_s=min(1.0, interval / 2))
+    collector = Collector(scraper.scrape, store)
+    with contextlib.suppress(KeyboardInterrupt):
+        collector.run(interval, iterations=max_samples)
+    _console().print(f"wrote {collector.written} samples ({len(collector.pending)} still buffered)")
+
+
+def killswitch(
+    state: Annotated[Switch, typer.Argument(help="on, off or status.")],
+    service: Annotated[str | None, typer.Option(help="One service (default: every controller).")] = None,
+    redis: Annotated[str, typer.Option(help="Redis URL.")] = "redis://127.0.0.1:6379/0",
+    reason: Annotated[str, typer.Option(help="Why (stored as the switch's value).")] = "set by rlctl killswitch",
+) -> None:
+    """Stop (on) or allow (off) all actuation by rlctl controllers, through a key in Redis."""
+    from rlctl.errors import TelemetryError
+    from rlctl.online.store import TelemetryStore
+
+    store = TelemetryStore(redis)
+    try:
+        if state is Switch.status:
+            why = store.killswitch(service or "*")
+            typer.echo(json.dumps({"killswitch": why is not None, "why": why}))
+            return
+        store.set_killswitch(state is Switch.on, service=service, reason=reason)
+    except TelemetryError as exc:
+        raise ConfigError(str(exc)) from None
+    typer.echo(json.dumps({"killswitch": state.value, "service": service}))
+
+
+def bench_serve(
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help="Artifact to serve (default: the shipped one, else an untrained placeholder of the same architecture)."
+        ),
+    ] = None,
+    requests: Annotated[int, typer.Option(min=10, help="Sequential requests per latency measurement.")] = 300,
+    services: Annotated[int, typer.Option(min=64, help="Services decided per throughput round.")] = 2048,
+    group: Annotated[int, typer.Option(min=1, help="Services per multi-service request.")] = 64,
+    concurrency: Annotated[int, typer.Option(min=1, help="HTTP requests in flight.")] = 128,
+    redis_samples: Annotated[int, typer.Option(min=1000, help="Samples XADDed into Redis.")] = 50_000,
+    num_cpus: Annotated[int, typer.Option(min=1, help="CPUs for the local Ray instance.")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON only (always JSON; kept for symmetry).")] = True,
+) -> None:
+    """Policy latency vs an echo deployment, batched decisions/s, and Redis ingest; one JSON object."""
+    from rlctl.online.bench import bench_serve as run
+
+    console = _console()
+    result = run(policy, requests=requests, services=services, concurrency=concurrency, group=group,
+                 redis_samples=redis_samples, num_cpus=num_cpus,
+                 progress=lambda msg: console.print(f"[dim]{msg}[/]"))  # fmt: skip
+    typer.echo(json.dumps(result))

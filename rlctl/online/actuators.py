@@ -1,0 +1,458 @@
+"""Actuators: where the controller's knob changes land.
+
+=========================  ===============================  ==========================================
+knob(s)                    actuator                         mechanism
+=========================  ===============================  ==========================================
+gomaxprocs, gogc,          :class:`AdminKnobsActuator`      ``PUT /admin/knobs`` on the Go service
+gomemlimit_mib, pools                                       (bearer token), to every replica
+replicas                   :class:`K8sScaleActuator`        the Deployment's ``scale`` subresource
+replicas                   :class:`ProcessReplicaActuator`  local ``gosvc serve`` processes
+prefetch, turbo            :class:`MsrActuator`             MSR writes, only with ``allow_writes``
+=========================  ===============================  ==========================================
+
+:class:`Actuators` puts them behind one ``apply(current, target)`` call that reports, per
+actuator, what happened; a failing actuator raises nothing into the control loop, it is
+reported (and counted) and its knobs keep their values.
+
+GOMEMLIMIT: the contract counts MiB, the admin API bytes (``mib * 2**20``, sent as is,
+so the top rung, 8192 MiB, is a real 8 GiB limit); a service reporting 0 (no limit) reads
+as the top rung, the contract's "no practical limit".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from rlctl.contract import GOMEMLIMIT_LADDER_MIB, KNOB_COL, KNOB_FIELDS
+from rlctl.errors import ActuatorError, ConfigError
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Knobs the Go service's admin endpoint sets, by their contract names.
+RUNTIME_KNOBS: tuple[str, ...] = ("gomaxprocs", "gogc", "gomemlimit_mib", "object_pool_size", "conn_pool_size")
+MSR_KNOBS: tuple[str, ...] = ("prefetch", "turbo")
+MIB = 2**20
+TOKEN_ENV = "GOSVC_ADMIN_TOKEN"
+
+
+def read_token(token_file: str | Path | None = None, env: str = TOKEN_ENV) -> str:
+    """The admin bearer token: the first line of ``token_file``, else ``$GOSVC_ADMIN_TOKEN``."""
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"admin token file {token_file}: {exc.strerror or exc}; pass a readable file") from None
+        if not token:
+            raise ConfigError(f"admin token file {token_file} is empty; write the bearer token into it")
+        return token
+    token = os.environ.get(env, "").strip()
+    if not token:
+        raise ConfigError(f"no admin token: pass --admin-token-file FILE or set {env}")
+    return token
+
+
+def to_admin(knobs: Mapping[str, Any]) -> dict[str, int]:
+    """Contract knob values -> the admin API's JSON fields."""
+    out: dict[str, int] = {}
+    for name, value in knobs.items():
+        if name == "gomemlimit_mib":
+            out["gomemlimit_bytes"] = int(value) * MIB
+        elif name in RUNTIME_KNOBS:
+            out[name] = int(value)
+        else:
+            raise ActuatorError(f"the admin endpoint does not set {name!r}; it sets {list(RUNTIME_KNOBS)}")
+    return out
+
+
+def from_admin(body: Mapping[str, Any]) -> dict[str, int]:
+    """The admin API's JSON -> contract knob values (GOMEMLIMIT 0, no limit, reads as the top rung)."""
+    out: dict[str, int] = {}
+    for name in RUNTIME_KNOBS:
+        key = "gomemlimit_bytes" if name == "gomemlimit_mib" else name
+        if key not in body:
+            continue
+        value = int(body[key])
+        if name == "gomemlimit_mib":
+            value = GOMEMLIMIT_LADDER_MIB[-1] if value <= 0 else round(value / MIB)
+        out[name] = value
+    return out
+
+
+def _http_json(method: str, url: str, *, token: str, body: Any = None, timeout_s: float) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        except (json.JSONDecodeError, AttributeError):
+            detail = exc.reason
+        hint = {
+            401: "the token was rejected: check --admin-token-file",
+            403: "the service has no admin token configured: start it with --admin-token-file",
+        }.get(exc.code, "")
+        raise ActuatorError(f"{method} {url}: HTTP {exc.code}: {detail}" + (f"; {hint}" if hint else "")) from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ActuatorError(f"{method} {url}: cannot reach the admin endpoint ({reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ActuatorError(f"{method} {url}: the answer is not JSON ({exc.msg})") from None
+
+
+class AdminKnobsActuator:
+    """GOMAXPROCS, GOGC, GOMEMLIMIT and the pool sizes through the service's ``/admin/knobs``.
+
+    :param urls: the ``/admin/knobs`` URL, a list of them (one per replica), or a callable
+        returning the current list (replicas come and go). Every PUT goes to every URL;
+        reads come from the first.
+    :param token: the bearer token (else read from ``token_file`` or ``$GOSVC_ADMIN_TOKEN``).
+    :param timeout_s: per request, so a hung service cannot stall the control loop.
+    """
+
+    knobs: tuple[str, ...] = RUNTIME_KNOBS
+
+    def __init__(
+        self,
+        urls: str | Sequence[str] | Callable[[], Sequence[str]],
+        *,
+        token: str | None = None,
+        token_file: str | Path | None = None,
+        timeout_s: float = 2.0,
+    ) -> None:
+        if isinstance(urls, str):
+            fixed = [urls]
+            self._urls: Callable[[], Sequence[str]] = lambda: fixed
+        elif callable(urls):
+            self._urls = urls
+        else:
+            fixed = list(urls)
+            self._urls = lambda: fixed
+        self.token = token if token is not None else read_token(token_file)
+        self.timeout_s = timeout_s
+
+    @property
+    def urls(self) -> list[str]:
+        return list(self._urls())
+
+    def get(self) -> dict[str, int]:
+        """The current runtime knobs (of the first replica), by contract name."""
+        urls = self.urls
+        if not urls:
+            raise ActuatorError("no admin URL: the service has no running replica")
+        return from_admin(_http_json("GET", urls[0], token=self.token, timeout_s=self.timeout_s))
+
+    def put(self, knobs: Mapping[str, Any]) -> dict[str, int]:
+        """Set ``knobs`` (contract names) on every replica; returns what the first one reports."""
+        body = to_admin(knobs)
+        urls = self.urls
+        if not urls:
+            raise ActuatorError("no admin URL: the service has no running replica")
+        answers, errors = [], []
+        for url in urls:
+            try:
+                answers.append(_http_json("PUT", url, token=self.token, body=body, timeout_s=self.timeout_s))
+            except ActuatorError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ActuatorError(f"{len(errors)} of {len(urls)} replica(s) refused {body}: " + "; ".join(errors))
+        return from_admin(answers[0])
+
+
+@runtime_checkable
+class ReplicaActuator(Protocol):
+    """Anything that can read and set a service's replica count."""
+
+    def get_replicas(self) -> int: ...
+
+    def set_replicas(self, n: int) -> int: ...
+
+
+class K8sScaleActuator:
+    """Replicas of a Kubernetes Deployment through its ``scale`` subresource.
+
+    :param api_client: a ``kubernetes.client.ApiClient`` (see :func:`rlctl.k8s_scale.kube_api_client`).
+    :param deployment: ``NAMESPACE/NAME``.
+    """
+
+    def __init__(self, api_client: Any, deployment: str, *, request_timeout_s: float = 5.0) -> None:
+        from rlctl.k8s_scale import DeploymentScaler
+
+        namespace, sep, name = deployment.partition("/")
+        if not sep or not namespace or not name:
+            raise ConfigError(f"--k8s-deployment {deployment!r}: expected NAMESPACE/NAME, e.g. default/gosvc")
+        self.scaler = DeploymentScaler(api_client, namespace, name, request_timeout_s=request_timeout_s)
+
+    @classmethod
+    def from_kubeconfig(
+        cls, deployment: str, *, kubeconfig: str | Path | None = None, context: str | None = None
+    ) -> K8sScaleActuator:
+        from rlctl.k8s_scale import kube_api_client
+
+        return cls(kube_api_client(kubeconfig, context), deployment)
+
+    def __repr__(self) -> str:
+        return f"K8sScaleActuator({self.scaler.namespace}/{self.scaler.name})"
+
+    def get_replicas(self) -> int:
+        return self.scaler.get()
+
+    def set_replicas(self, n: int) -> int:
+        return self.scaler.set(n)
+
+
+class ProcessReplicaActuator:
+    """Replicas as local ``gosvc serve`` processes on free loopback ports (no cgroups, no proxy).
+
+    Scaling up starts processes with ``args`` (and the admin token file); scaling down stops
+    the newest first with SIGTERM (gosvc drains in-flight requests). ``pre_stop`` is called
+    with a replica before it is stopped, so whatever sends it load can move away first;
+    ``on_change`` after every change. A replica that died on its own no longer counts.
+
+    :param args: ``gosvc serve`` flags for every replica.
+    :param token_file: the admin token file every replica is started with.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str] = (),
+        *,
+        token_file: str | Path | None = None,
+        pre_stop: Callable[[Any], None] | None = None,
+        on_change: Callable[[ProcessReplicaActuator], None] | None = None,
+        start_timeout_s: float = 15.0,
+    ) -> None:
+        from rlctl.online.procs import gosvc_binary
+
+        self.binary = gosvc_binary()
+        self.args = list(args)
+        self.token_file = token_file
+        self.pre_stop = pre_stop
+        self.on_change = on_change
+        self.start_timeout_s = start_timeout_s
+        self.replicas: list[Any] = []
+
+    def _alive(self) -> list[Any]:
+        dead = [r for r in self.replicas if not r.alive()]
+        for r in dead:
+            log.warning("replica %s exited with %s; dropping it", r.info.get("addr"), r.proc.returncode)
+            self.replicas.remove(r)
+        return self.replicas
+
+    def get_replicas(self) -> int:
+        return len(self._alive())
+
+    def set_replicas(self, n: int) -> int:
+        from rlctl.online.procs import GoService
+
+        if n < 0:
+            raise ActuatorError(f"replicas must be >= 0, not {n}")
+        alive = self._alive()
+        changed = False
+        while len(alive) < n:
+            try:
+                alive.append(
+                    GoService(self.args, token_file=self.token_file, binary=self.binary).start(self.start_timeout_s)
+                )
+            except Exception as exc:
+                raise ActuatorError(f"starting replica {len(alive) + 1} of {n} failed: {exc}") from None
+            changed = True
+        while len(alive) > n:
+            replica = alive[-1]
+            if self.pre_stop is not None:
+                self.pre_stop(replica)
+            replica.stop()
+            alive.pop()
+            changed = True
+        if changed and self.on_change is not None:
+            self.on_change(self)
+        return len(alive)
+
+    def urls(self) -> list[str]:
+        return [r.url for r in self._alive()]
+
+    def metrics_urls(self) -> list[str]:
+        return [r.metrics_url for r in self._alive()]
+
+    def admin_urls(self) -> list[str]:
+        return [r.admin_url for r in self._alive()]
+
+    def close(self) -> None:
+        for r in self.replicas:
+            r.stop()
+        self.replicas.clear()
+
+    def __enter__(self) -> ProcessReplicaActuator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MsrActuator:
+    """Turbo and the hardware prefetchers through model-specific registers.
+
+    These writes change the whole host, so the actuator refuses to exist without
+    ``allow_writes=True`` (the CLI's ``--allow-msr-writes``). Writes go through
+    :func:`rlctl.telemetry.sensors.set_turbo` / :func:`~rlctl.telemetry.sensors.set_prefetchers`.
+    """
+
+    knobs: tuple[str, ...] = MSR_KNOBS
+
+    def __init__(self, *, allow_writes: bool, dev_root: str | Path = "/dev/cpu", vendor: str | None = None) -> None:
+        if not allow_writes:
+            raise ConfigError(
+                "refusing to actuate turbo/prefetch: MSR writes change hardware state for every process on the "
+                "host; pass --allow-msr-writes (allow_msr_writes=True) to do it on purpose"
+            )
+        self.dev_root = dev_root
+        self.vendor = vendor
+
+    def get(self) -> dict[str, bool]:
+        from rlctl.telemetry import sensors
+
+        out: dict[str, bool] = {}
+        for name, reading in (
+            ("turbo", sensors.turbo_enabled(dev_root=self.dev_root, vendor=self.vendor)),
+            ("prefetch", sensors.prefetch_enabled(dev_root=self.dev_root, vendor=self.vendor)),
+        ):
+            if reading.value is None:
+                raise ActuatorError(f"cannot read {name}: {reading.unavailable}")
+            out[name] = reading.value >= 0.5
+        return out
+
+    def set(self, name: str, on: bool) -> None:
+        from rlctl.telemetry import sensors
+
+        if name == "turbo":
+            sensors.set_turbo(on, allow_writes=True, dev_root=self.dev_root, vendor=self.vendor)
+        elif name == "prefetch":
+            sensors.set_prefetchers(on, allow_writes=True, dev_root=self.dev_root, vendor=self.vendor)
+        else:
+            raise ActuatorError(f"the MSR actuator sets {list(MSR_KNOBS)}, not {name!r}")
+
+
+class Actuators:
+    """Every actuator of one service behind :meth:`read` and :meth:`apply`.
+
+    Knobs without an actuator cannot move; :meth:`controllable` lists the ones that can, so
+    the control loop can keep the rest out of the safety layer's ``allow``.
+    """
+
+    def __init__(
+        self,
+        *,
+        admin: AdminKnobsActuator | None = None,
+        replicas: ReplicaActuator | None = None,
+        msr: MsrActuator | None = None,
+    ) -> None:
+        self.admin = admin
+        self.replicas = replicas
+        self.msr = msr
+
+    def controllable(self) -> tuple[str, ...]:
+        names: list[str] = []
+        if self.replicas is not None:
+            names.append("replicas")
+        if self.admin is not None:
+            names += RUNTIME_KNOBS
+        if self.msr is not None:
+            names += MSR_KNOBS
+        return tuple(n for n in KNOB_FIELDS if n in names)
+
+    def read(self, known: npt.ArrayLike) -> tuple[FloatArray, dict[str, str]]:
+        """The knobs in effect now; knobs that cannot be read keep their value in ``known``.
+
+        Returns the knob row and, per actuator that failed, why.
+        """
+        out = np.array(known, dtype=np.float64).reshape(len(KNOB_FIELDS))
+        errors: dict[str, str] = {}
+        if self.replicas is not None:
+            try:
+                out[KNOB_COL["replicas"]] = self.replicas.get_replicas()
+            except ActuatorError as exc:
+                errors["replicas"] = str(exc)
+        if self.admin is not None:
+            try:
+                for name, value in self.admin.get().items():
+                    out[KNOB_COL[name]] = value
+            except ActuatorError as exc:
+                errors["admin"] = str(exc)
+        if self.msr is not None:
+            try:
+                for name, on in self.msr.get().items():
+                    out[KNOB_COL[name]] = 1.0 if on else 0.0
+            except (ActuatorError, ConfigError) as exc:
+                errors["msr"] = str(exc)
+        return out, errors
+
+    def apply(self, current: npt.ArrayLike, target: npt.ArrayLike) -> tuple[FloatArray, dict[str, str]]:
+        """Move from ``current`` to ``target``; returns the knobs now in effect and each actuator's result.
+
+        Results are ``ok: ...`` or ``error: ...`` per actuator touched (nothing to change: empty).
+        """
+        cur = np.asarray(current, dtype=np.float64).reshape(len(KNOB_FIELDS))
+        tgt = np.asarray(target, dtype=np.float64).reshape(len(KNOB_FIELDS))
+        now = cur.copy()
+        results: dict[str, str] = {}
+        changed = {n for n in KNOB_FIELDS if math.isfinite(tgt[KNOB_COL[n]]) and tgt[KNOB_COL[n]] != cur[KNOB_COL[n]]}
+        scaled_up = False
+        if "replicas" in changed:
+            col = KNOB_COL["replicas"]
+            if self.replicas is None:
+                results["replicas"] = "error: no replica actuator configured"
+            else:
+                try:
+                    got = self.replicas.set_replicas(int(tgt[col]))
+                    results["replicas"] = f"ok: {int(cur[col])} -> {got}"
+                    scaled_up = got > cur[col]
+                    now[col] = got
+                except (ActuatorError, ConfigError) as exc:
+                    results["replicas"] = f"error: {exc}"
+        runtime = [n for n in RUNTIME_KNOBS if n in changed]
+        # New replicas start with their flags' knobs: give them the current settings too.
+        if scaled_up and isinstance(self.replicas, ProcessReplicaActuator):
+            runtime = list(RUNTIME_KNOBS)
+        if runtime:
+            if self.admin is None:
+                results["admin"] = "error: no admin actuator configured"
+            else:
+                body = {n: int(tgt[KNOB_COL[n]]) if n in changed else int(cur[KNOB_COL[n]]) for n in runtime}
+                try:
+                    self.admin.put(body)
+                    results["admin"] = "ok: " + ", ".join(f"{k}={v}" for k, v in body.items())
+                    for n in runtime:
+                        now[KNOB_COL[n]] = body[n]
+                except (ActuatorError, ConfigError) as exc:
+                    results["admin"] = f"error: {exc}"
+        for name in MSR_KNOBS:
+            if name not in changed:
+                continue
+            if self.msr is None:
+                results[name] = "error: MSR writes are not enabled (--allow-msr-writes)"
+                continue
+            on = bool(tgt[KNOB_COL[name]] >= 0.5)
+            try:
+                self.msr.set(name, on)
+                results[name] = f"ok: {'on' if on else 'off'}"
+                now[KNOB_COL[name]] = 1.0 if on else 0.0
+            except (ActuatorError, ConfigError) as exc:
+                results[name] = f"error: {exc}"
+        return now, results

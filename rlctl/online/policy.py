@@ -1,0 +1,335 @@
+"""The learned policy as the control loop and the policy server see it.
+
+- :class:`ActRequest` / :class:`ActResponse`: the ``POST /act`` body and answer (pydantic,
+  validated at the edge; the server answers 422 with the reason on bad input).
+- :class:`PolicyModel`: a verified artifact (sha256 and schema hash, via
+  :mod:`policies.artifact`) that decides for many services in one ``predict`` call. The
+  Ray Serve deployment and the in-process policy both use it, so they cannot disagree.
+- :class:`InProcessPolicy` and :class:`HttpPolicy`: what the control loop calls; both raise
+  :class:`PolicyUnavailable` (with a ``cause``) when no decision came back in time.
+- :func:`placeholder_artifact`: an untrained policy of the shipped architecture, for
+  benchmarks and drills when no trained policy exists (it never needs the simulator).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rlctl.contract import (
+    ACTION_NVEC,
+    FEATURE_HIGH,
+    FEATURE_LOW,
+    KNOB_FIELDS,
+    N_FEATURES,
+    N_TELEMETRY,
+    SCHEMA_HASH,
+    TELEMETRY_FIELDS,
+    FeatureSpec,
+    KnobBounds,
+    Knobs,
+    apply_array,
+    featurize,
+)
+from rlctl.errors import RlctlError
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Longest window a request may carry (an hour of 5 s samples is 720).
+MAX_WINDOW = 1024
+
+
+class PolicyUnavailable(RlctlError):
+    """No policy decision came back: ``cause`` is ``policy-timeout`` or ``policy-error``."""
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+# ----------------------------------------------------------------------------- wire format
+
+
+class KnobsModel(BaseModel):
+    """The knobs in effect now, by contract name (:class:`rlctl.contract.Knobs`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(ge=0, le=100_000)
+    gomaxprocs: int = Field(ge=0, le=1024)
+    gogc: int = Field(ge=-1, le=100_000)
+    gomemlimit_mib: int = Field(ge=0, le=2**40)
+    object_pool_size: int = Field(ge=0, le=1_000_000)
+    conn_pool_size: int = Field(ge=0, le=10_000)
+    prefetch: bool
+    turbo: bool
+
+    def to_array(self) -> FloatArray:
+        return np.array([float(getattr(self, f)) for f in KNOB_FIELDS], dtype=np.float64)
+
+
+class ActRequest(BaseModel):
+    """``POST /act``: one service's telemetry window (oldest first) and its knobs.
+
+    ``window`` is either rows of ``len(TELEMETRY_FIELDS)`` numbers in contract column order
+    (``null`` for a missing value) or sample objects keyed by contract field name (missing
+    fields are NaN, unknown fields an error).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str = Field(min_length=1, max_length=253)
+    window: list[list[float | None]] | list[dict[str, float | str | None]] = Field(min_length=1, max_length=MAX_WINDOW)
+    knobs: KnobsModel
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, rows: list[Any]) -> list[Any]:
+        for i, row in enumerate(rows):
+            if isinstance(row, dict):
+                unknown = set(row) - set(TELEMETRY_FIELDS) - {"service"}
+                if unknown:
+                    raise ValueError(
+                        f"window sample {i} has unknown field(s) {sorted(unknown)}; use TELEMETRY_FIELDS names"
+                    )
+                bad = [k for k, v in row.items() if k != "service" and isinstance(v, str)]
+                if bad:
+                    raise ValueError(f"window sample {i}: field(s) {bad} must be numbers or null")
+            elif len(row) != N_TELEMETRY:
+                raise ValueError(
+                    f"window row {i} has {len(row)} values, expected {N_TELEMETRY} in TELEMETRY_FIELDS order "
+                    f"({TELEMETRY_FIELDS[0]}, {TELEMETRY_FIELDS[1]}, ...)"
+                )
+        return rows
+
+    def window_array(self) -> FloatArray:
+        """The window as a ``(W, F)`` float64 array; missing values are NaN."""
+        out = np.full((len(self.window), N_TELEMETRY), np.nan)
+        for i, row in enumerate(self.window):
+            if isinstance(row, dict):
+                for j, name in enumerate(TELEMETRY_FIELDS):
+                    v = row.get(name)
+                    if v is not None:
+                        out[i, j] = float(v)
+            else:
+                out[i] = [np.nan if v is None else v for v in row]
+        return out
+
+
+class ActManyRequest(BaseModel):
+    """``POST /act/many``: many services in one request (a controller of many services sends this)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[ActRequest] = Field(min_length=1, max_length=4096)
+
+
+class ActResponse(BaseModel):
+    """The answer to ``POST /act``."""
+
+    service: str
+    action: list[int]
+    target_knobs: dict[str, int | bool]
+    policy: str
+    schema_hash: str
+    feature_hash: str
+
+
+class ActManyResponse(BaseModel):
+    responses: list[ActResponse]
+
+
+def window_payload(window: npt.ArrayLike) -> list[list[float | None]]:
+    """Rows for :class:`ActRequest` in strict JSON (non-finite values become null)."""
+    arr = np.asarray(window, dtype=np.float64)
+    return [[float(v) if math.isfinite(v) else None for v in row] for row in arr]
+
+
+def knobs_dict(row: npt.ArrayLike) -> dict[str, int | bool]:
+    """A knob row as the ``Knobs`` dict (non-finite entries become the contract defaults)."""
+    v = np.asarray(row, dtype=np.float64)
+    default = Knobs().to_array()
+    return Knobs.from_array(np.where(np.isfinite(v), v, default)).to_dict()
+
+
+def feature_hash(obs: npt.ArrayLike) -> str:
+    """First 16 hex digits of the sha256 of one float32 feature vector: what the policy saw."""
+    return hashlib.sha256(np.ascontiguousarray(obs, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a policy answered for one service."""
+
+    action: list[int]
+    target_knobs: FloatArray
+    policy: str
+    schema_hash: str
+    feature_hash: str
+
+    def response(self, service: str) -> ActResponse:
+        return ActResponse(
+            service=service,
+            action=self.action,
+            target_knobs=knobs_dict(self.target_knobs),
+            policy=self.policy,
+            schema_hash=self.schema_hash,
+            feature_hash=self.feature_hash,
+        )
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class PolicyModel:
+    """A verified policy artifact that decides for many services per call.
+
+    :param policy: ``default`` or an artifact folder (``manifest.json`` + ``model.zip``);
+        loading verifies the zip's sha256 and the contract's schema hash and raises
+        :class:`~rlctl.errors.ArtifactError` on a mismatch.
+    :param torch_threads: threads for inference. One keeps a serving replica from fighting
+        other processes for cores; a batch of 64 is still well under a millisecond.
+    """
+
+    def __init__(self, policy: str | Path = "default", *, device: str = "cpu", torch_threads: int = 1) -> None:
+        import torch
+
+        from policies.ppo import PPOController
+
+        torch.set_num_threads(torch_threads)
+        self.policy_ref = str(policy)
+        self.controller = PPOController(policy, device=device)
+        self.artifact = self.controller.artifact
+        self.name = self.controller.name
+        self.bounds: KnobBounds = self.artifact.bounds
+        self.slo_p99_ms = self.controller.slo_p99_ms
+        self.window = self.artifact.features.window
+
+    def featurize(self, windows: Sequence[npt.ArrayLike]) -> npt.NDArray[np.float32]:
+        """Feature vectors of many ``(W_i, F)`` windows (one featurize call per window length)."""
+        arrays = [np.asarray(w, dtype=np.float64) for w in windows]
+        lengths = {a.shape[0] for a in arrays}
+        if len(lengths) == 1:
+            return featurize(np.stack(arrays), slo_p99_ms=self.slo_p99_ms)
+        return np.concatenate([featurize(a[None], slo_p99_ms=self.slo_p99_ms) for a in arrays])
+
+    def decide(self, windows: Sequence[npt.ArrayLike], knobs: npt.ArrayLike) -> list[Decision]:
+        """One decision per service: featurize, predict (deterministic), apply within the artifact's bounds."""
+        obs = self.featurize(windows)
+        actions, _ = self.controller.model.predict(obs, deterministic=True)
+        actions = np.asarray(actions, dtype=np.int64).reshape(len(obs), -1)
+        targets = apply_array(np.asarray(knobs, dtype=np.float64).reshape(len(obs), -1), actions, self.bounds)
+        return [
+            Decision([int(a) for a in actions[i]], targets[i], self.name, SCHEMA_HASH, feature_hash(obs[i]))
+            for i in range(len(obs))
+        ]
+
+
+class InProcessPolicy:
+    """The policy loaded into the control loop's own process (no server)."""
+
+    def __init__(self, policy: str | Path = "default") -> None:
+        self.model = PolicyModel(policy)
+        self.name = self.model.name
+        self.window = self.model.window
+
+    def act(self, service: str, window: npt.ArrayLike, knobs: npt.ArrayLike) -> Decision:
+        return self.model.decide([window], np.asarray(knobs, dtype=np.float64)[None])[0]
+
+
+class HttpPolicy:
+    """The policy server's ``POST /act`` (Ray Serve, see :mod:`rlctl.online.serve`).
+
+    :param url: the server's base URL (``http://127.0.0.1:8000``) or the ``/act`` URL.
+    :param timeout_s: connect and read timeout; the control loop sets it well inside one
+        interval so a dead or slow server means a fallback in the same interval.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 1.0) -> None:
+        self.url = url if url.rstrip("/").endswith("/act") else url.rstrip("/") + "/act"
+        self.timeout_s = timeout_s
+        self.name = f"http:{self.url}"
+        self.window: int | None = None
+
+    def act(self, service: str, window: npt.ArrayLike, knobs: npt.ArrayLike) -> Decision:
+        body = json.dumps({"service": service, "window": window_payload(window), "knobs": knobs_dict(knobs)})
+        req = urllib.request.Request(
+            self.url, data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                answer = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode("utf-8", errors="replace")
+            raise PolicyUnavailable("policy-error", f"{self.url}: HTTP {exc.code}: {detail}") from None
+        except TimeoutError:
+            raise PolicyUnavailable("policy-timeout", f"{self.url}: no answer within {self.timeout_s:g} s") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                raise PolicyUnavailable("policy-timeout", f"{self.url}: no answer in {self.timeout_s:g} s") from None
+            raise PolicyUnavailable("policy-error", f"{self.url}: {reason}") from None
+        except json.JSONDecodeError as exc:
+            raise PolicyUnavailable("policy-error", f"{self.url}: answer is not JSON ({exc.msg})") from None
+        try:
+            resp_model = ActResponse.model_validate(answer)
+        except ValueError as exc:
+            raise PolicyUnavailable("policy-error", f"{self.url}: malformed answer: {exc}") from None
+        if resp_model.schema_hash != SCHEMA_HASH:
+            raise PolicyUnavailable(
+                "policy-error",
+                f"{self.url} serves a policy of contract schema {resp_model.schema_hash}, this controller speaks "
+                f"{SCHEMA_HASH}; deploy a policy trained with this rlctl version",
+            )
+        target = Knobs(**resp_model.target_knobs).to_array()  # type: ignore[arg-type]
+        return Decision(resp_model.action, target, resp_model.policy, resp_model.schema_hash, resp_model.feature_hash)
+
+
+# ----------------------------------------------------------------------------- placeholder
+
+
+def placeholder_artifact(out_dir: str | Path, *, seed: int = 0, net_arch: Sequence[int] = (128, 128)) -> Path:
+    """An *untrained* PPO policy with the shipped architecture, saved as a verified artifact.
+
+    For benchmarks and drills when no trained policy exists: it has the right input and
+    output shapes and inference cost, and decides nothing useful. Built from the
+    contract's spaces alone, so it does not need the simulator.
+    """
+    import tempfile
+
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from policies.artifact import save_artifact
+
+    class _Spaces(gym.Env[Any, Any]):
+        observation_space = gym.spaces.Box(FEATURE_LOW, FEATURE_HIGH, shape=(N_FEATURES,), dtype=np.float32)
+        action_space = gym.spaces.MultiDiscrete(np.array(ACTION_NVEC, dtype=np.int64))
+
+        def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:  # type: ignore[type-arg]
+            return np.zeros(N_FEATURES, dtype=np.float32), {}
+
+        def step(self, action: Any) -> Any:
+            raise RuntimeError("placeholder spaces only: this env is never stepped")
+
+    model = PPO("MlpPolicy", DummyVecEnv([_Spaces]), seed=seed, device="cpu", verbose=0,
+                policy_kwargs={"net_arch": list(net_arch), "activation_fn": torch.nn.Tanh})  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        zip_path = Path(tmp) / "model.zip"
+        model.save(zip_path)
+        save_artifact(Path(out_dir), zip_path, name="placeholder-untrained", env_version="none", config={},
+                      seed=seed, bounds=KnobBounds(), features=FeatureSpec())  # fmt: skip
+    return Path(out_dir)

@@ -1,0 +1,366 @@
+"""The control loop with a real redis-server and a real gosvc; the drills for Redis and the Go service.
+
+Drills run the loop in a thread at a 0.5 s interval, kill a part mid-run, and check that the
+loop keeps deciding, falls back (or holds) on the first step after the kill and logs why,
+resumes when the part returns, and loses no acknowledged telemetry.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_rlctl
+from online_support import TOKEN, gosvc, redis_server, tiny_artifact, token_file, wait_until
+
+from rlctl.contract import KNOB_COL, TelemetrySample
+from rlctl.online.actuators import Actuators, AdminKnobsActuator
+from rlctl.online.loop import ControlConfig, ControllerMetrics, ControlLoop, StepResult, run_in_thread
+from rlctl.online.policy import HttpPolicy, InProcessPolicy, PolicyUnavailable
+from rlctl.online.procs import GoService, RedisServer, free_port
+from rlctl.online.safety import SafetyConfig
+from rlctl.online.store import TelemetryStore
+from rlctl.telemetry.scrape import Scraper
+
+INTERVAL = 0.5
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    with redis_server(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[GoService]:
+    with gosvc(tmp_path, "--cpu-us", "20", "--gomaxprocs", "2") as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_artifact(tmp_path_factory.mktemp("art") / "tiny")
+
+
+def make_loop(
+    service: GoService, redis: RedisServer | None, *, policy: object = None, consumer: str = "c", **safety: object
+) -> ControlLoop:
+    scraper = Scraper(service.metrics_url, service="svc", timeout_s=0.3)
+    scraper.prime()  # the first scrape of a window needs a previous one for its rates
+    admin = AdminKnobsActuator(service.admin_url, token=TOKEN, timeout_s=0.3)
+    store = TelemetryStore(redis.url, consumer=consumer, timeout_s=0.2) if redis else None
+    config = ControlConfig("svc", interval_s=INTERVAL, safety=SafetyConfig(**safety))  # type: ignore[arg-type]
+    return ControlLoop(config, Actuators(admin=admin), scrape=scraper.scrape, store=store, policy=policy)  # type: ignore[arg-type]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.results: list[StepResult] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, r: StepResult) -> None:
+        with self.lock:
+            self.results.append(r)
+
+    def after(self, t: float) -> list[StepResult]:
+        with self.lock:
+            return [r for r in self.results if r.time_s > t]
+
+
+def test_steps_audit_and_ack_everything(service: GoService, redis: RedisServer) -> None:
+    loop = make_loop(service, redis)
+    results = [loop.step() for _ in range(3)]
+    assert [r.reason for r in results] == ["hpa", "hpa", "hpa"]  # no policy: the HPA rule decides
+    store = TelemetryStore(redis.url)
+    audit = store.audit_records("svc")
+    assert [a.reason for a in audit] == ["hpa"] * 3
+    assert [a.telemetry_ids for a in audit] == [r.telemetry_ids for r in results]
+    assert all(len(a.telemetry_ids) == 1 and a.feature_hash for a in audit)
+    assert store.pending_count("svc") == 0 and store.length("svc") == 3
+    assert audit[-1].current_knobs and audit[-1].current_knobs["gomaxprocs"] == 2
+
+
+def test_in_process_policy_decides_and_the_audit_has_its_action(
+    service: GoService, redis: RedisServer, artifact: Path
+) -> None:
+    policy = InProcessPolicy(artifact)
+    loop = make_loop(service, redis, policy=policy)
+    r = loop.step()
+    assert r.reason == "policy" and r.controller == "ppo:tiny" and r.raw_action is not None and len(r.raw_action) == 8
+    (rec,) = TelemetryStore(redis.url).audit_records("svc")
+    assert rec.raw_action == r.raw_action and rec.controller == "ppo:tiny" and len(rec.feature_hash) == 16
+
+
+def test_dry_run_changes_nothing(service: GoService, redis: RedisServer) -> None:
+    class WantsGogc800:
+        name, window = "greedy", None
+
+        def act(self, service: str, window: object, knobs: np.ndarray) -> object:
+            from rlctl.online.policy import Decision
+
+            target = knobs.copy()
+            target[KNOB_COL["gogc"]] = 800
+            return Decision([2, 1, 2, 1, 1, 1, 0, 0], target, "greedy", "x", "y")
+
+    loop = make_loop(service, redis, policy=WantsGogc800(), dry_run=True)
+    r = loop.step()
+    assert r.reason == "dry-run" and r.detail.startswith("would: policy")
+    assert r.actuation == {"all": "skipped (dry-run): would change gogc"}
+    assert r.safe[KNOB_COL["gogc"]] == 200  # one rung, as it would have been
+    assert AdminKnobsActuator(service.admin_url, token=TOKEN).get()["gogc"] == 100
+    assert TelemetryStore(redis.url).audit_records("svc")[-1].reason == "dry-run"
+
+
+def test_killswitch_stops_actuation_and_lifting_it_resumes(service: GoService, redis: RedisServer) -> None:
+    store = TelemetryStore(redis.url)
+    store.set_killswitch(True, service="svc", reason="incident")
+    loop = make_loop(service, redis)
+    r = loop.step()
+    assert (r.reason, r.detail, r.actuation) == ("killswitch", "rlctl:killswitch:svc is set (incident)", {})
+    store.set_killswitch(False, service="svc")
+    assert loop.step().reason == "hpa"
+
+
+def test_stale_telemetry_holds_or_falls_back(service: GoService) -> None:
+    old = time.time() - 60
+
+    def stale() -> TelemetrySample:
+        return TelemetrySample.from_dict({"timestamp_s": old, "offered_qps": 1, "p99_ms": 1, "cpu_util": 0.5})
+
+    admin = AdminKnobsActuator(service.admin_url, token=TOKEN)
+    for action, reason in (("hold", "hold"), ("hpa", "fallback")):
+        config = ControlConfig("svc", interval_s=INTERVAL, safety=SafetyConfig(stale_action=action))  # type: ignore[arg-type]
+        r = ControlLoop(config, Actuators(admin=admin), scrape=stale).step()
+        assert (r.reason, r.cause) == (reason, "telemetry-stale")
+        assert r.detail.startswith("newest sample is 60.") and r.detail.endswith("(limit 1.5 s = 3 intervals)")
+
+
+def test_restarted_controller_rereads_what_it_did_not_acknowledge(service: GoService, redis: RedisServer) -> None:
+    first = make_loop(service, redis, consumer="ctl")
+    first.step()
+    # The first controller dies between reading and acknowledging: its entries stay pending.
+    store = TelemetryStore(redis.url, consumer="ctl")
+    unacked = store.add_many([TelemetrySample.from_dict({"timestamp_s": time.time() + i, "service": "svc"})
+                              for i in (0.001, 0.002)])  # fmt: skip
+    assert [e.id for e in store.read("svc")] == unacked
+    assert store.pending_count("svc") == 2
+    second = make_loop(service, redis, consumer="ctl")
+    r = second.step()
+    assert set(unacked) <= set(r.telemetry_ids) and r.acked == len(r.telemetry_ids)
+    assert store.pending_count("svc") == 0
+
+
+def test_controller_metrics_endpoint(service: GoService, redis: RedisServer) -> None:
+    metrics = ControllerMetrics()
+    port = free_port()
+    server = metrics.serve(port)
+    try:
+        loop = make_loop(service, redis)
+        loop.metrics = metrics
+        for _ in range(3):
+            loop.step()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    finally:
+        server.shutdown()
+    assert 'rlctl_decisions_total{reason="hpa",service="svc"} 3.0' in text
+    assert 'rlctl_boundary_saturation_ratio{service="svc"}' in text
+    assert 'rlctl_redis_up{service="svc"} 1.0' in text and "rlctl_last_p99_ms" in text
+
+
+def test_policy_server_that_never_answers_times_out_into_the_fallback(service: GoService) -> None:
+    with socket.socket() as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.listen(8)  # accepts connections, never answers
+        url = f"http://127.0.0.1:{sink.getsockname()[1]}"
+        loop = make_loop(service, None, policy=HttpPolicy(url, timeout_s=0.2))
+        t = time.monotonic()
+        r = loop.step()
+        assert time.monotonic() - t < INTERVAL
+        assert (r.reason, r.cause) == ("fallback", "policy-timeout")
+        assert r.detail == f"{url}/act: no answer within 0.2 s"
+    with pytest.raises(PolicyUnavailable, match="Connection refused") as err:
+        HttpPolicy(url, timeout_s=0.2).act("svc", np.zeros((1, 27)), np.ones(8))
+    assert err.value.cause == "policy-error"
+
+
+@pytest.mark.slow
+def test_drill_redis_killed_mid_run(service: GoService, tmp_path: Path, artifact: Path,
+                                    caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="rlctl.online.loop")
+    redis = RedisServer(appendonly=True, directory=tmp_path / "r")
+    redis.start()
+    rec = Recorder()
+    loop = make_loop(service, redis, policy=InProcessPolicy(artifact))
+    thread = run_in_thread(loop, on_step=rec)
+    try:
+        wait_until(lambda: sum(r.reason == "policy" for r in rec.results) >= 3, 15)
+        redis.kill()
+        killed = time.time()
+        first = wait_until(lambda: rec.after(killed)[:1], 5)[0]
+        assert (first.reason, first.cause) == ("fallback", "redis-down"), first  # the very next step
+        assert "redis" in first.detail
+        wait_until(lambda: len(rec.after(killed)) >= 4, 10)
+        assert all(r.reason == "fallback" and r.cause == "redis-down" for r in rec.after(killed))
+        assert any("fallback (redis-down)" in m for m in caplog.messages)
+        redis.start()
+        restarted = time.time()
+        wait_until(lambda: [r for r in rec.after(restarted) if r.reason == "policy"], 10)
+    finally:
+        loop.stop()
+        thread.join(5)
+    try:
+        assert not thread.is_alive()
+        store = TelemetryStore(redis.url)
+        loop.step()  # one more step acknowledges whatever the last one read
+        in_stream = {e.id for e in store.entries("svc")}
+        audited = [i for a in store.audit_records("svc") for i in a.telemetry_ids]
+        assert audited and set(audited) <= in_stream  # acknowledged telemetry survived the crash
+        assert store.pending_count("svc") == 0
+        # Decisions made while Redis was down were buffered and written when it came back.
+        assert any(a.cause == "redis-down" for a in store.audit_records("svc"))
+        # Every sample scraped during the outage reached the stream.
+        stamps = sorted(e.sample.timestamp_s for e in store.entries("svc") if e.sample)
+        outage = [r.time_s for r in rec.results if r.cause == "redis-down"]
+        assert sum(1 for s in stamps if min(outage) - 0.1 <= s <= max(outage) + 0.6) >= len(outage)
+    finally:
+        redis.cleanup()
+
+
+@pytest.mark.slow
+def test_drill_go_service_killed(tmp_path: Path, redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="rlctl.online.loop")
+    port = free_port()
+    tok = token_file(tmp_path)
+    svc = GoService(["--cpu-us", "20"], token_file=tok, addr=f"127.0.0.1:{port}").start()
+    rec = Recorder()
+    loop = make_loop(svc, redis)
+    thread = run_in_thread(loop, on_step=rec)
+    try:
+        wait_until(lambda: sum(r.reason == "hpa" for r in rec.results) >= 2, 10)
+        svc.kill()
+        killed = time.time()
+        first = wait_until(lambda: rec.after(killed)[:1], 5)[0]
+        assert (first.reason, first.cause) == ("hold", "service-down"), first
+        assert "scrape" in first.detail and first.actuation.get("read-admin", "").startswith("error: GET")
+        wait_until(lambda: len(rec.after(killed)) >= 3, 10)
+        assert all(r.reason == "hold" and not r.scraped for r in rec.after(killed))
+        assert any("hold (service-down)" in m for m in caplog.messages)
+        svc = GoService(["--cpu-us", "20"], token_file=tok, addr=f"127.0.0.1:{port}").start()
+        back = time.time()
+        wait_until(lambda: [r for r in rec.after(back) if r.reason == "hpa"], 10)
+    finally:
+        loop.stop()
+        thread.join(5)
+        svc.stop()
+    assert not thread.is_alive()
+    store = TelemetryStore(redis.url)
+    assert any(a.cause == "service-down" for a in store.audit_records("svc"))
+    assert store.pending_count("svc") <= 1
+
+
+@pytest.mark.parametrize("each_replica", [False, True])
+def test_cli_control_runs_and_audits(
+    service: GoService, redis: RedisServer, tmp_path: Path, each_replica: bool
+) -> None:
+    tok = token_file(tmp_path)
+    extra = ["--each-replica"] if each_replica else []
+    proc = run_rlctl("control", "--service", "cli", "--metrics", service.metrics_url, "--admin", service.admin_url,
+                     "--admin-token-file", str(tok), "--redis", redis.url, "--interval", "0.3", "--max-steps", "3",
+                     "--no-status", "--metrics-port", "0", "--policy", "hpa", *extra, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped after 3 decisions" in proc.stderr
+    assert [a.reason for a in TelemetryStore(redis.url).audit_records("cli")] == ["hpa"] * 3
+
+
+def test_cli_control_bad_input_exits_2() -> None:
+    proc = run_rlctl("control", "--service", "x", "--metrics", "http://127.0.0.1:9/metrics", "--policy", "p",
+                     "--policy-url", "http://127.0.0.1:9")  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "ConfigError: pass either --policy-url (a policy server) or --policy (in-process), not both"
+    )
+
+
+def test_cli_killswitch(redis: RedisServer) -> None:
+    assert run_rlctl("killswitch", "on", "--service", "a", "--redis", redis.url, "--reason", "drill").returncode == 0
+    assert TelemetryStore(redis.url).killswitch("a") == "rlctl:killswitch:a is set (drill)"
+    assert run_rlctl("killswitch", "off", "--service", "a", "--redis", redis.url).returncode == 0
+    assert TelemetryStore(redis.url).killswitch("a") is None
+
+
+def test_step_result_p99_is_a_number_after_traffic(service: GoService, redis: RedisServer) -> None:
+    loop = make_loop(service, redis)
+    loop.step()
+    for _ in range(20):
+        urllib.request.urlopen(f"{service.url}/work", timeout=5).read()
+    r = loop.step()
+    assert math.isfinite(r.p99_ms) and r.p99_ms > 0
+
+
+def test_replica_set_scraper_sums_replicas_exactly(tmp_path: Path) -> None:
+    from rlctl.online.actuators import ProcessReplicaActuator
+    from rlctl.online.sources import ReplicaSetScraper
+
+    with ProcessReplicaActuator(["--cpu-us", "10", "--gomaxprocs", "1"], token_file=token_file(tmp_path)) as reps:
+        reps.set_replicas(2)
+        scraper = ReplicaSetScraper(reps.metrics_urls, service="rs")
+        scraper.scrape()
+        for i, url in enumerate(reps.urls()):
+            for _ in range(10 * (i + 1)):
+                urllib.request.urlopen(f"{url}/work", timeout=5).read()
+        s = scraper.scrape()
+    assert s.replicas == 2 and s.gomaxprocs == 1  # per-replica settings are not summed
+    assert s.served_qps * s.interval_s == pytest.approx(30, abs=0.5)  # 10 + 20 requests, both replicas
+    assert math.isfinite(s.p99_ms) and s.error_rate == 0.0
+
+
+def test_status_view_renders(service: GoService, redis: RedisServer) -> None:
+    from rich.console import Console
+
+    from rlctl.commands.control import _status_table
+
+    loop = make_loop(service, redis)
+    Console(file=io.StringIO()).print(_status_table(loop.status()))  # before any step
+    loop.step()
+    status = loop.status()
+    assert status["reason"] == "hpa" and status["redis_ok"] and status["knobs"]["gomaxprocs"] == 2
+    console = Console(record=True, width=160)
+    console.print(_status_table(status))
+    text = console.export_text()
+    assert "decision" in text and "hpa" in text and "saturation in 60 s" in text
+
+
+def test_each_address_resolves_a_host_to_one_url_per_address() -> None:
+    from rlctl.online.sources import each_address
+
+    assert each_address("http://127.0.0.1:8080/admin/knobs")() == ["http://127.0.0.1:8080/admin/knobs"]
+    assert each_address("http://[::1]:9/metrics")() == ["http://[::1]:9/metrics"]
+    assert each_address("http://no-such-host.invalid:80/metrics")() == []
+
+
+@pytest.mark.slow
+def test_online_code_never_imports_the_simulator_or_the_trainer(tmp_path: Path) -> None:
+    """Production runs the controller and the policy server without envs/ or the trainer."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import rlctl.online.loop, rlctl.online.serve, rlctl.online.bench, rlctl.online.e2e, rlctl.commands.control\n"
+        "from rlctl.online.policy import InProcessPolicy, placeholder_artifact\n"
+        f"InProcessPolicy(placeholder_artifact({str(tmp_path / 'p')!r}))\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'envs' or m in ('policies.train', 'policies.evaluate')]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
