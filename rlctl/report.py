@@ -18,12 +18,16 @@ def plot_timelines(
     slo_p99_ms: float,
     title: str = "",
     fault_windows: Sequence[tuple[float, float, str]] = (),
+    time_unit: str = "h",
 ) -> Path:
     """One PNG with four stacked panels: load, P99 against the SLO, replicas, runtime knobs.
 
     ``runs`` maps a controller name to series keyed ``t_s``, ``offered_qps``, ``p99_ms``,
-    ``replicas`` and optionally ``gomaxprocs``, ``gogc``. Fault windows are shaded.
+    ``replicas`` and optionally ``gomaxprocs``, ``gogc``. Fault windows are shaded. The time
+    axis is in ``time_unit``: ``h`` (hours), ``min`` or ``s`` (for runs of a few minutes).
     """
+    scale = {"h": 3600.0, "min": 60.0, "s": 1.0}[time_unit]
+    label = {"h": "hours", "min": "minutes", "s": "seconds"}[time_unit]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,11 +37,11 @@ def plot_timelines(
     out.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
     first = next(iter(runs.values()))
-    t_h = first["t_s"] / 3600.0
+    t_h = first["t_s"] / scale
     axes[0].plot(t_h, first["offered_qps"], color="black", lw=0.8)
     axes[0].set_ylabel("offered req/s")
     for name, s in runs.items():
-        th = s["t_s"] / 3600.0
+        th = s["t_s"] / scale
         axes[1].plot(th, np.maximum(s["p99_ms"], 1e-2), lw=0.8, label=name)
         axes[2].step(th, s["replicas"], where="post", lw=0.9, label=name)
         if "gomaxprocs" in s:
@@ -49,13 +53,13 @@ def plot_timelines(
     axes[1].set_ylabel("P99 ms")
     axes[2].set_ylabel("replicas")
     axes[3].set_ylabel("runtime knobs")
-    axes[3].set_xlabel("hours")
+    axes[3].set_xlabel(label)
     for ax in axes[1:]:
         ax.legend(loc="upper right", fontsize=7)
-    for start, end, label in fault_windows:
+    for start, end, name in fault_windows:
         for ax in axes:
-            ax.axvspan(start / 3600.0, end / 3600.0, color="orange", alpha=0.15)
-        axes[0].text(start / 3600.0, axes[0].get_ylim()[1] * 0.9, label, fontsize=7, color="darkorange")
+            ax.axvspan(start / scale, end / scale, color="orange", alpha=0.15)
+        axes[0].text(start / scale, axes[0].get_ylim()[1] * 0.9, name, fontsize=7, color="darkorange")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

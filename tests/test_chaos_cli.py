@@ -153,7 +153,7 @@ def test_cleanup_prints_a_table(cluster: tuple[FakeKubeAPI, Path]) -> None:
         (["-n", "demo", "--all", "--run-id", "r1"], ConfigError, "exactly one of --run-id ID"),
         (["--all"], ConfigError, "pass --namespace NS"),
         (["--all", "-n", "kube-system"], ChaosError, "system namespaces are never allowed"),
-        (["--all", "-n", "demo", "--backend", "local"], ConfigError, "only the k8s backend leaves objects"),
+        (["--all", "-n", "demo", "--backend", "sim"], ConfigError, "choose k8s or local"),
         (["--all", "-n", "demo", "--kubeconfig", "/nonexistent/kubeconfig"], ConfigError, "does not exist"),
     ],
 )

@@ -19,6 +19,9 @@ func TestCommandDispatch(t *testing.T) {
 		{[]string{"serve", "--no-such-flag"}, 2, "flag provided but not defined"},
 		{[]string{"serve", "--gomaxprocs", "5000"}, 2, "gomaxprocs=5000 is out of range: allowed 1..1024"},
 		{[]string{"loadgen"}, 2, "--url is required"},
+		{[]string{"help"}, 0, "proxy"},
+		{[]string{"proxy", "--upstream", "ftp://x"}, 2, "want http(s)://host:port URLs"},
+		{[]string{"proxy", "--admin", "0.0.0.0:0"}, 2, "refusing to serve the admin API on non-loopback"},
 		{[]string{"loadgen", "--url", "http://127.0.0.1:1/", "--ramp", "5"}, 2, "want start,step,step-seconds"},
 	}
 	for _, c := range cases {

@@ -72,7 +72,7 @@ def render(
 
 @chaos_app.command("cleanup")
 def cleanup(
-    backend: str = typer.Option("k8s", "--backend", help="Backend whose leftovers to remove (k8s)."),
+    backend: str = typer.Option("k8s", "--backend", help="Backend whose leftovers to remove: k8s or local."),
     run_id: str | None = typer.Option(None, "--run-id", help="Delete the objects of this run."),
     all_runs: bool = typer.Option(False, "--all", help="Delete every object rlctl created, of any run."),
     namespace: list[str] = typer.Option(
@@ -84,11 +84,25 @@ def cleanup(
     as_json: bool = typer.Option(False, "--json", help="Print the deleted objects as JSON."),
     timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds to wait for each object to disappear."),
 ) -> None:
-    """Delete the Chaos Mesh objects labelled app.kubernetes.io/managed-by=rlctl (of one run, or all)."""
+    """Revert what a chaos run left behind.
+
+    k8s: delete the Chaos Mesh objects labelled app.kubernetes.io/managed-by=rlctl (of one run, or all).
+    local: revert the faults recorded in the run journal (kill stress-ng, proxies and replicas, resume
+    stopped processes, restore CPU quotas, remove cgroups); without --run-id or --all, only runs whose
+    owner process is dead.
+    """
+    if backend == "local":
+        from chaos.local import cleanup as local_cleanup
+
+        reverted = local_cleanup(run_id, all_runs)
+        if as_json:
+            typer.echo(json.dumps({"backend": "local", "reverted": reverted}, indent=2))
+        else:
+            typer.echo("\n".join(reverted) if reverted else "nothing to revert")
+        return
     if backend != "k8s":
         raise ConfigError(
-            f"--backend {backend}: only the k8s backend leaves objects behind to clean up; "
-            "the sim and local backends revert their faults when a run ends"
+            f"--backend {backend}: choose k8s or local; the sim backend leaves nothing behind to clean up"
         )
     if (run_id is None) == (not all_runs):
         raise ConfigError("pass exactly one of --run-id ID (one run's objects) or --all (every run's)")

@@ -1,0 +1,24 @@
+"""The local chaos backend: real faults on this host against the Go test-bed.
+
+- :mod:`chaos.local.backend`: :class:`LocalBackend` runs a scenario under a controller.
+- :mod:`chaos.local.proxy`: ``gosvc proxy``, the balancer that injects network faults.
+- :mod:`chaos.local.replicas`: ``gosvc serve`` replicas in cgroup v1 CPU groups.
+- :mod:`chaos.local.faults`: what each fault kind does here (stress-ng, signals, proxy).
+- :mod:`chaos.local.journal`: the on-disk journal and :func:`cleanup`, which reverts a
+  crashed run: ``rlctl chaos cleanup --backend local``.
+"""
+
+from typing import Any
+
+from chaos.local.journal import cleanup
+
+__all__ = ["LocalBackend", "LocalConfig", "cleanup"]
+
+
+def __getattr__(name: str) -> Any:
+    # The backend imports the live loop, which imports the journal: load it on first use.
+    if name in ("LocalBackend", "LocalConfig"):
+        from chaos.local import backend
+
+        return getattr(backend, name)
+    raise AttributeError(f"module 'chaos.local' has no attribute {name!r}")

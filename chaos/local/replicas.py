@@ -1,0 +1,360 @@
+"""The local replica manager: ``gosvc serve`` processes behind the fault proxy.
+
+Each replica is a ``gosvc serve`` on a free loopback port. With a CPU quota, each runs in
+its own cgroup v1 CPU group, ``/sys/fs/cgroup/cpu/rlctl/<run-id>/<replica>``, with
+``cpu.cfs_quota_us / cpu.cfs_period_us`` = the quota in cores, so a replica has a real,
+fixed capacity (as a pod with a CPU limit has) however many cores the host has. A replica
+is moved into its cgroup right after it started, so its spin-loop calibration runs
+unthrottled; the first replica's calibration fixes the work per request (``--cpu-iters``)
+for all the others.
+
+The manager scales (new replicas are registered with the proxy once they listen; removed
+ones are taken out of rotation before SIGTERM), and carries out the pod faults:
+
+- pod kill: SIGKILL, out of rotation, a new process (a new port) after ``restart_delay_s``;
+- pod failure: SIGSTOP for the window, then SIGCONT (the proxy's health checks take a
+  frozen replica out of rotation, as a readiness probe would);
+- CPU quota changes through ``cpu.cfs_quota_us``, the original written to the journal first.
+
+Runtime knobs go to every replica's ``/admin/knobs`` (bearer token in the environment);
+a replica started later gets the current knobs as flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import secrets
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chaos.local.journal import CGROUP_CPU_ROOT, Entry, Journal, proc_state, read_int, remove_cgroup, write_int
+from chaos.local.process import Managed, read_json_line, spawn
+from chaos.local.proxy import FaultProxy
+from rlctl.contract import Knobs
+from rlctl.errors import ChaosError
+
+log = logging.getLogger(__name__)
+
+CFS_PERIOD_US = 100_000
+
+
+def cgroup_v1_available(root: Path = CGROUP_CPU_ROOT) -> str | None:
+    """None when cgroup v1 CPU quotas can be set here, else the reason they cannot."""
+    quota = root / "cpu.cfs_quota_us"
+    if not quota.exists():
+        return f"no cgroup v1 CPU controller at {root} (cpu.cfs_quota_us missing)"
+    if not os.access(root, os.W_OK):
+        return f"{root} is not writable (run as root, or without per-replica CPU quotas: --replica-cpu 0)"
+    return None
+
+
+@dataclass
+class Replica:
+    """One replica slot; ``proc`` is its current process (None while it is dead)."""
+
+    name: str
+    cgroup: Path | None = None
+    proc: Managed | None = None
+    url: str = ""
+    state: str = "down"  # ready | stopped | down
+    generation: int = 0
+    started_s: float = 0.0
+    stop_entry: Entry | None = None
+    log_path: Path | None = None
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+
+class ReplicaManager:
+    """Starts, scales, kills, freezes and re-quotas ``gosvc serve`` replicas of one run.
+
+    :param quota_cores: CPU quota per replica (cgroup v1), None for no cgroup.
+    :param cpu_us: CPU work per request (``gosvc serve --cpu-us``).
+    :param serve_args: extra ``gosvc serve`` flags (e.g. ``--alloc-bytes``).
+    """
+
+    def __init__(
+        self,
+        gosvc: str,
+        journal: Journal,
+        proxy: FaultProxy,
+        knobs: Knobs,
+        *,
+        quota_cores: float | None = 0.5,
+        cpu_us: int = 200,
+        serve_args: tuple[str, ...] = (),
+        log_dir: Path | None = None,
+        start_timeout_s: float = 10.0,
+        admin_timeout_s: float = 1.0,
+    ) -> None:
+        self.gosvc = gosvc
+        self.journal = journal
+        self.proxy = proxy
+        self.knobs = knobs
+        self.quota_cores = quota_cores
+        self.cpu_us = cpu_us
+        self.cpu_iters: int | None = None
+        self.serve_args = serve_args
+        self.log_dir = log_dir
+        self.start_timeout_s = start_timeout_s
+        self.admin_timeout_s = admin_timeout_s
+        self.token = secrets.token_hex(16)
+        self.replicas: dict[str, Replica] = {}
+        self._next = 0
+        self.base: Path | None = None
+        self.restarts: dict[str, float] = {}  # replica name -> monotonic time it comes back
+
+    # ------------------------------------------------------------------ cgroups
+
+    def setup(self) -> None:
+        """Create the run's cgroup (journaled first) when replicas get a CPU quota."""
+        if self.quota_cores is None:
+            return
+        why = cgroup_v1_available()
+        if why:
+            raise ChaosError(f"per-replica CPU quotas need cgroup v1: {why}")
+        parent = CGROUP_CPU_ROOT / "rlctl"
+        # Shared by concurrent runs: whichever run ends last and finds it empty removes it.
+        self.journal.record("cgroup", path=str(parent), only_if_empty=True)
+        self.base = parent / self.journal.run_id
+        self.journal.record("cgroup", path=str(self.base))
+        self.base.mkdir(parents=True, exist_ok=True)
+
+    def _cgroup_for(self, name: str) -> Path | None:
+        if self.base is None or self.quota_cores is None:
+            return None
+        path = self.base / name
+        if not path.exists():
+            path.mkdir()
+            write_int(path / "cpu.cfs_period_us", CFS_PERIOD_US)
+            write_int(path / "cpu.cfs_quota_us", max(1000, round(self.quota_cores * CFS_PERIOD_US)))
+        return path
+
+    def set_quota(self, replica: Replica, cores: float | None) -> None:
+        """Change a replica's CPU quota (None: unlimited); the original goes to the journal first."""
+        if replica.cgroup is None:
+            raise ChaosError(f"replica {replica.name} has no cgroup: start the run with a per-replica CPU quota")
+        quota_file = replica.cgroup / "cpu.cfs_quota_us"
+        self.journal.record(
+            "quota",
+            path=str(replica.cgroup),
+            quota_us=read_int(quota_file),
+            period_us=read_int(replica.cgroup / "cpu.cfs_period_us"),
+        )
+        write_int(quota_file, -1 if cores is None else max(1000, round(cores * CFS_PERIOD_US)))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _serve_argv(self) -> list[str]:
+        k = self.knobs
+        argv = [
+            self.gosvc, "serve", "--addr", "127.0.0.1:0",
+            "--gomaxprocs", str(k.gomaxprocs), "--gogc", str(k.gogc), "--gomemlimit", f"{k.gomemlimit_mib}MiB",
+            "--pool-size", str(k.object_pool_size), "--conn-pool", str(k.conn_pool_size),
+            "--shutdown-timeout", "2s",
+        ]  # fmt: skip
+        if self.cpu_iters is not None:
+            argv += ["--cpu-iters", str(self.cpu_iters)]
+        else:
+            argv += ["--cpu-us", str(self.cpu_us)]
+        return argv + list(self.serve_args)
+
+    def start(self, name: str | None = None) -> Replica:
+        """Start a replica (a new slot, or ``name`` again after a kill) and put it in rotation."""
+        if name is None:
+            name = f"r{self._next}"
+            self._next += 1
+        rep = self.replicas.setdefault(name, Replica(name))
+        rep.cgroup = self._cgroup_for(name)
+        rep.generation += 1
+        rep.log_path = self.log_dir / f"{name}.{rep.generation}.log" if self.log_dir else None
+        stderr = rep.log_path.open("a") if rep.log_path else None
+        try:
+            rep.proc = spawn(
+                self.journal, "replica", self._serve_argv(), stdout=subprocess.PIPE,
+                stderr=stderr if stderr is not None else subprocess.DEVNULL,
+                env={"GOSVC_ADMIN_TOKEN": self.token}, detail={"replica": name, "cgroup": str(rep.cgroup or "")},
+            )  # fmt: skip
+        finally:
+            if stderr is not None:
+                stderr.close()
+        info = read_json_line(rep.proc, timeout_s=self.start_timeout_s, what=f"replica {name}", log_path=rep.log_path)
+        if self.cpu_iters is None and info.get("cpu_iters_per_us"):
+            self.cpu_iters = max(1, round(float(info["cpu_iters_per_us"]) * self.cpu_us))
+        if rep.cgroup is not None:
+            # Moved after calibration: cgroup.procs moves every thread of the process.
+            (rep.cgroup / "cgroup.procs").write_text(str(rep.proc.pid))
+        rep.url = f"http://{info['addr']}"
+        rep.started_s = time.monotonic()
+        self.proxy.add_upstream(rep.url)
+        rep.state = "ready"
+        rep.history.append(f"started pid {rep.proc.pid} on {rep.url}")
+        log.info("replica %s ready on %s (pid %d)", name, rep.url, rep.proc.pid)
+        return rep
+
+    def stop(self, rep: Replica, grace_s: float = 2.0) -> None:
+        """Take ``rep`` out of rotation, then stop its process (resuming it first if frozen)."""
+        if rep.url:
+            with contextlib.suppress(ChaosError):
+                self.proxy.remove_upstream(rep.url)
+        if rep.state == "stopped":
+            self.thaw(rep)
+        if rep.proc is not None:
+            rep.proc.stop(grace_s=grace_s)
+        rep.proc, rep.state = None, "down"
+
+    def remove(self, rep: Replica) -> None:
+        """Scale ``rep`` away for good."""
+        self.restarts.pop(rep.name, None)
+        self.stop(rep)
+        if rep.cgroup is not None:
+            # Whatever else runs in the slot's cgroup (a stressor aimed at it) goes with it.
+            with contextlib.suppress(OSError):
+                for pid in (rep.cgroup / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+            remove_cgroup(rep.cgroup)
+        self.replicas.pop(rep.name, None)
+
+    def shutdown(self) -> None:
+        for rep in list(self.replicas.values()):
+            with contextlib.suppress(Exception):
+                self.stop(rep, grace_s=1.0)
+        self.restarts.clear()
+        if self.base is not None:
+            remove_cgroup(self.base)
+
+    # ------------------------------------------------------------------ faults
+
+    def kill(self, rep: Replica, restart_after_s: float | None) -> None:
+        """SIGKILL (a pod kill); a new process comes back after ``restart_after_s`` seconds."""
+        if rep.proc is None:
+            return
+        pid = rep.proc.pid
+        if rep.url:
+            with contextlib.suppress(ChaosError):
+                self.proxy.remove_upstream(rep.url)
+        if rep.stop_entry is not None:
+            rep.stop_entry.remove()
+            rep.stop_entry = None
+        rep.proc.kill()
+        rep.proc, rep.state, rep.url = None, "down", ""
+        rep.history.append(f"killed pid {pid}")
+        if restart_after_s is not None:
+            self.restarts[rep.name] = time.monotonic() + restart_after_s
+
+    def freeze(self, rep: Replica) -> None:
+        """SIGSTOP (a pod failure); journaled first so a crash still resumes it."""
+        if rep.proc is None or rep.state == "stopped":
+            return
+        rep.stop_entry = self.journal.record(
+            "stopped", pid=rep.proc.pid, start_time=rep.proc.start_time, what=f"replica {rep.name}"
+        )
+        rep.proc.signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 1.0
+        while proc_state(rep.proc.pid) not in ("T", None) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        rep.state = "stopped"
+        rep.history.append(f"froze pid {rep.proc.pid}")
+
+    def thaw(self, rep: Replica) -> None:
+        if rep.state != "stopped":
+            return
+        if rep.proc is not None:
+            rep.proc.signal(signal.SIGCONT)
+            rep.history.append(f"resumed pid {rep.proc.pid}")
+        if rep.stop_entry is not None:
+            rep.stop_entry.remove()
+            rep.stop_entry = None
+        rep.state = "ready" if rep.proc is not None else "down"
+
+    def due_restarts(self) -> list[Replica]:
+        """Restart the killed replicas whose restart time has come; returns them."""
+        now = time.monotonic()
+        out = []
+        for name, due in list(self.restarts.items()):
+            if due <= now:
+                del self.restarts[name]
+                if name in self.replicas:
+                    out.append(self.start(name))
+        return out
+
+    # ------------------------------------------------------------------ views
+
+    def live(self) -> list[Replica]:
+        """Replicas with a process (ready or frozen)."""
+        return [r for r in self.replicas.values() if r.proc is not None]
+
+    def ready(self) -> list[Replica]:
+        return [r for r in self.replicas.values() if r.state == "ready" and r.proc is not None]
+
+    def desired(self) -> int:
+        """Replicas that exist or are due back (a killed pod still counts: its replacement is coming)."""
+        return len(self.replicas)
+
+    # ------------------------------------------------------------------ control
+
+    def scale_to(self, n: int) -> None:
+        """Start or remove replicas until there are ``n``; dead and frozen ones are removed first."""
+        n = max(0, n)
+        while len(self.replicas) < n:
+            self.start()
+        if len(self.replicas) > n:
+            order = {"down": 0, "stopped": 1, "ready": 2}
+            victims = sorted(self.replicas.values(), key=lambda r: (order[r.state], -r.started_s))
+            for rep in victims[: len(self.replicas) - n]:
+                self.remove(rep)
+
+    def apply_knobs(self, knobs: Knobs) -> list[str]:
+        """PUT the runtime knobs to every ready replica; returns the replicas that failed."""
+        self.knobs = knobs
+        body = json.dumps(
+            {
+                "gomaxprocs": knobs.gomaxprocs,
+                "gogc": knobs.gogc,
+                "gomemlimit_bytes": knobs.gomemlimit_mib * 2**20,
+                "object_pool_size": knobs.object_pool_size,
+                "conn_pool_size": knobs.conn_pool_size,
+            }
+        ).encode()
+        failed = []
+        for rep in self.ready():
+            req = urllib.request.Request(
+                f"{rep.url}/admin/knobs",
+                data=body,
+                method="PUT",
+                headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=self.admin_timeout_s) as resp:
+                    resp.read()
+            except (urllib.error.URLError, OSError) as exc:
+                log.warning("replica %s: knobs not applied: %s", rep.name, getattr(exc, "reason", exc))
+                failed.append(rep.name)
+        return failed
+
+    @staticmethod
+    def quota_of(rep: Replica) -> float | None:
+        """The replica's CPU quota in cores (None: unlimited or no cgroup)."""
+        if rep.cgroup is None:
+            return None
+        quota = read_int(rep.cgroup / "cpu.cfs_quota_us")
+        return None if quota < 0 else quota / read_int(rep.cgroup / "cpu.cfs_period_us")
+
+    def total_quota(self) -> float:
+        """CPU quota of all live replicas in cores (NaN without quotas)."""
+        if self.quota_cores is None:
+            return math.nan
+        return sum(self.quota_of(r) or 0.0 for r in self.live())

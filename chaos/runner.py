@@ -1,0 +1,435 @@
+"""The chaos experiment runner: one scenario, one backend, several controllers, one report.
+
+:func:`run_experiment` resolves every controller first (so a missing policy artifact fails
+before any fault is injected), asks the backend to refuse what it cannot run, then runs the
+scenario once per controller. :func:`build_report` scores each :class:`~chaos.record.RunRecord`
+the same way whatever the backend:
+
+==================  ========================================================================
+score               definition
+==================  ========================================================================
+slo_violation_s     seconds of intervals whose client-side P99 was over the SLO (an interval
+                    with load but no latency figure counts as violated)
+replica_seconds     replicas x seconds (every replica that costs: running, starting, frozen)
+recovery            per fault window: seconds from the window's end until the first interval
+                    with P99 back under the SLO (``recovered: false`` if that never happened)
+boundary_events     :class:`rlctl.boundary.BoundaryDetector` over the run's telemetry
+actions             decisions that changed a knob; ``knob_changes`` lists every change
+==================  ========================================================================
+
+:func:`write_report` writes ``report.json`` (or ``--json``), ``report.md`` and
+``timelines.png`` (fault windows shaded) into the report folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from chaos.record import RunRecord, fault_label
+from chaos.spec import Scenario
+from policies.base import Controller
+from rlctl.contract import KnobBounds, Knobs
+from rlctl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REPORT_SCHEMA = "rlctl.chaos-run/v1"
+BACKENDS = ("sim", "local", "k8s")
+#: Baselines by name; ``hpa-<target>`` (e.g. ``hpa-0.6``) and ``ppo:<artifact>`` too.
+BASELINES = ("static", "hpa", "hpa-tuned", "threshold", "oracle")
+
+
+class Backend(Protocol):
+    name: str
+
+    def check(self, scenario: Scenario) -> None: ...
+
+    def plan(self, scenario: Scenario) -> list[str]: ...
+
+    def run(self, scenario: Scenario, controller: Controller, *, run_id: str) -> RunRecord: ...
+
+
+# ------------------------------------------------------------------ controllers
+
+
+@dataclass(frozen=True)
+class ControllerContext:
+    """What resolving a controller name needs to know about the run."""
+
+    backend: str
+    scenario: Scenario
+    bounds: KnobBounds = field(default_factory=KnobBounds)
+    initial_knobs: Knobs = field(default_factory=Knobs)
+    seed: int = 0
+
+
+def check_controller_names(specs: Sequence[str]) -> list[str]:
+    """Validate ``--controller`` values (syntax only) and refuse duplicates."""
+    if not specs:
+        raise ConfigError("pass at least one --controller, e.g. --controller hpa-tuned --controller ppo:default")
+    seen = set()
+    for spec in specs:
+        ok = spec in BASELINES or (spec.startswith("ppo:") and len(spec) > 4)
+        if spec.startswith("hpa-") and spec != "hpa-tuned":
+            try:
+                ok = 0 < float(spec[4:]) <= 1.5
+            except ValueError:
+                ok = False
+        if not ok:
+            raise ConfigError(
+                f"--controller {spec!r}: use ppo:default, ppo:PATH, {', '.join(BASELINES)} "
+                "or hpa-<target> (e.g. hpa-0.6)"
+            )
+        if spec in seen:
+            raise ConfigError(f"--controller {spec!r} is given twice; each controller runs once")
+        seen.add(spec)
+    return list(specs)
+
+
+def _sim_config(ctx: ControllerContext) -> Any:
+    from envs.sim import EnvConfig
+
+    return EnvConfig(
+        episode_s=max(ctx.scenario.duration_s, 5.0),
+        slo_p99_ms=ctx.scenario.slo_p99_ms,
+        bounds=ctx.bounds,
+        initial_knobs=ctx.initial_knobs,
+    )
+
+
+def resolve_controller(spec: str, ctx: ControllerContext) -> tuple[Controller, dict[str, Any]]:
+    """The controller for a ``--controller`` value, and facts about it for the report.
+
+    ``hpa-tuned`` is the HPA with the CPU target a simulator sweep of this very scenario picks
+    (:func:`policies.evaluate.tuned_hpa`), then fixed. ``static`` keeps the initial knobs.
+    """
+    from envs.profile import ServiceProfile
+    from policies.baselines import HPAConfig, HPAController, StaticController
+    from policies.evaluate import make_baseline, tuned_hpa
+
+    check_controller_names([spec])
+    if spec.startswith("ppo:"):
+        from policies.ppo import PPOController
+
+        ppo = PPOController(spec[4:], name=spec)
+        return ppo, {"artifact": str(ppo.artifact.path)}
+    config, profile = _sim_config(ctx), ServiceProfile()
+    if spec == "hpa-tuned":
+        _, chosen = tuned_hpa([ctx.scenario], [ctx.seed], config, profile)
+        target = chosen[ctx.scenario.name]
+        hpa = HPAController(HPAConfig(target_cpu=target, max_replicas=ctx.bounds.max_replicas), name="hpa-tuned")
+        return hpa, {"hpa_target_cpu": target, "tuned_by": "simulator sweep of this scenario"}
+    if spec == "oracle" and ctx.backend != "sim":
+        raise ConfigError(
+            "--controller oracle knows the simulator's future load and faults; it runs on --backend sim only"
+        )
+    if spec == "static" and ctx.backend != "sim":
+        return StaticController(ctx.initial_knobs, name="static"), {"knobs": ctx.initial_knobs.to_dict()}
+    return make_baseline(spec, config, profile), {}
+
+
+# ------------------------------------------------------------------ running
+
+
+def run_experiment(
+    scenario: Scenario,
+    backend: Backend,
+    controllers: Sequence[str],
+    *,
+    run_id: str,
+    context: ControllerContext,
+    on_start: Callable[[str], None] | None = None,
+) -> tuple[list[RunRecord], dict[str, dict[str, Any]]]:
+    """Run ``scenario`` on ``backend`` once per controller; returns the records and controller facts."""
+    backend.check(scenario)
+    resolved = [(spec, *resolve_controller(spec, context)) for spec in check_controller_names(controllers)]
+    records, facts = [], {}
+    for spec, controller, info in resolved:
+        if on_start is not None:
+            on_start(spec)
+        log.info("running %s on %s with %s", scenario.name, backend.name, spec)
+        record = backend.run(scenario, controller, run_id=run_id)
+        record.controller = spec
+        records.append(record)
+        facts[spec] = info
+    return records, facts
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def detect_boundaries(record: RunRecord) -> list[dict[str, Any]]:
+    """Boundary events of the run's telemetry (the online detector, default rule)."""
+    from rlctl.boundary import BoundaryDetector, DetectorConfig
+
+    detector = BoundaryDetector(DetectorConfig(interval_s=record.interval_s))
+    events = []
+    for sample in record.telemetry:
+        event = detector.update(sample)
+        if event is not None:
+            events.append({"time_s": round(float(event.time_s), 3), "fired": event.fired})
+    return events
+
+
+def score(record: RunRecord, scenario: Scenario) -> dict[str, Any]:
+    """The scores of one run (see the module docstring)."""
+    s = record.series
+    slo = scenario.slo_p99_ms
+    t, dt, p99 = s["t_s"], s["dt_s"], s["p99_ms"]
+    offered = s["offered_qps"]
+    with np.errstate(invalid="ignore"):
+        violated = (p99 > slo) | (~np.isfinite(p99) & (offered > 0))
+    duration = float(dt.sum())
+    recovery = []
+    for i, w in enumerate(scenario.windows()):
+        starts = t - dt
+        after = np.flatnonzero(starts >= w.end_s - 1e-6)
+        during = (starts < w.end_s) & (t > w.start_s)
+        entry: dict[str, Any] = {
+            "fault": fault_label(w, i),
+            "kind": w.kind.value,
+            "start_s": w.start_s,
+            "end_s": w.end_s,
+            "violation_s_during": float(dt[during & violated].sum()),
+        }
+        ok = after[~violated[after]] if after.size else after
+        entry["recovered"] = bool(ok.size)
+        entry["recovery_s"] = round(max(0.0, float(starts[ok[0]] - w.end_s)), 3) if ok.size else None
+        recovery.append(entry)
+    decisions = sorted({a["t_s"] for a in record.actions})
+    finite = p99[np.isfinite(p99)]
+    return {
+        "duration_s": duration,
+        "slo_violation_s": float(dt[violated].sum()),
+        "replica_seconds": float((s["replicas"] * dt).sum()),
+        "recovery": recovery,
+        "boundary_events": detect_boundaries(record),
+        "actions": len(decisions),
+        "actions_per_hour": len(decisions) / (duration / 3600.0) if duration > 0 else 0.0,
+        "knob_changes": record.actions,
+        "p99_ms_median": float(np.median(finite)) if finite.size else None,
+        "error_rate_mean": float(np.average(s["error_rate"], weights=dt)) if duration > 0 else 0.0,
+    }
+
+
+def build_report(
+    scenario: Scenario,
+    records: Sequence[RunRecord],
+    *,
+    backend: str,
+    run_id: str,
+    scenario_file: str | None = None,
+    facts: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The report: the same shape for every backend (see :data:`REPORT_SCHEMA`)."""
+    results: dict[str, Any] = {}
+    for r in records:
+        results[r.controller] = {
+            **score(r, scenario),
+            "controller": (facts or {}).get(r.controller, {}),
+            "injections": r.injections,
+            "notes": r.notes,
+            "extra": r.extra,
+            "series": {k: v.tolist() for k, v in r.series.items()},
+        }
+    report = {
+        "schema": REPORT_SCHEMA,
+        "run_id": run_id,
+        "backend": backend,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "scenario": {
+            "name": scenario.name,
+            "file": scenario_file,
+            "description": scenario.description,
+            "duration_s": scenario.duration_s,
+            "slo_p99_ms": scenario.slo_p99_ms,
+            "load": scenario.load.model_dump(),
+        },
+        "faults": [
+            {
+                "fault": fault_label(w, i),
+                "kind": w.kind.value,
+                "start_s": w.start_s,
+                "end_s": w.end_s,
+                "params": dict(w.spec.params),
+            }
+            for i, w in enumerate(scenario.windows())
+        ],
+        "controllers": [r.controller for r in records],
+        "results": results,
+    }
+    return _strict(report)
+
+
+def _strict(v: Any) -> Any:
+    """NaN and infinities become None, numpy scalars plain numbers: strict JSON."""
+    if isinstance(v, dict):
+        return {str(k): _strict(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_strict(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _recovery_cell(entry: dict[str, Any], duration_s: float) -> str:
+    if entry["recovered"]:
+        return f"{entry['recovery_s']:.0f}"
+    return f"not recovered (> {max(0.0, duration_s - entry['end_s']):.0f})"
+
+
+def render_markdown(report: dict[str, Any], *, png_name: str | None = "timelines.png") -> str:
+    """``report.md``: scores side by side, recovery per fault, injections and notes."""
+    sc = report["scenario"]
+    names = report["controllers"]
+    res = report["results"]
+    out = [
+        f"# Chaos run: `{sc['name']}` on the {report['backend']} backend",
+        "",
+        f"Run id `{report['run_id']}`, {report['created']}. {sc['description']}".rstrip(),
+        "",
+        f"Duration {sc['duration_s']:g} s, SLO P99 <= {sc['slo_p99_ms']:g} ms, load `{sc['load']['kind']}`.",
+        "",
+        "## Faults",
+        "",
+        "| fault | kind | window (s) | parameters |",
+        "|---|---|---|---|",
+    ]
+    for f in report["faults"]:
+        params = ", ".join(f"{k}={v}" for k, v in f["params"].items()) or "defaults"
+        out.append(f"| {f['fault']} | {f['kind']} | {f['start_s']:g}-{f['end_s']:g} | {params} |")
+    out += [
+        "",
+        "## Results",
+        "",
+        "| controller | SLO violation (s) | replica-seconds | actions | boundary events | median P99 (ms) | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in names:
+        r = res[n]
+        out.append(
+            f"| {n} | {_fmt(r['slo_violation_s'])} | {_fmt(r['replica_seconds'], 0)} | {r['actions']} | "
+            f"{len(r['boundary_events'])} | {_fmt(r['p99_ms_median'], 2)} | {100 * (r['error_rate_mean'] or 0):.2f}% |"
+        )
+    if report["faults"]:
+        out += ["", "## Recovery after each fault (s until P99 is back under the SLO)", ""]
+        out.append("| fault | ends at (s) | " + " | ".join(names) + " |")
+        out.append("|---|---:|" + "---:|" * len(names))
+        for i, f in enumerate(report["faults"]):
+            cells = [_recovery_cell(res[n]["recovery"][i], res[n]["duration_s"]) for n in names]
+            out.append(f"| {f['fault']} | {f['end_s']:g} | " + " | ".join(cells) + " |")
+    for n in names:
+        r = res[n]
+        lines = []
+        for e in r["boundary_events"]:
+            lines.append(f"- boundary crossed at {e['time_s']:.0f} s ({', '.join(e['fired'])})")
+        for inj in r["injections"]:
+            if inj.get("error"):
+                lines.append(f"- fault {inj['fault']}: **{inj['error']}**")
+            elif report["backend"] != "sim":
+                when = f"{_fmt(inj['injected_s'])}-{_fmt(inj['reverted_s'])} s"
+                lines.append(f"- fault {inj['fault']} at {when} on {', '.join(inj['targets'])}: {inj['detail']}")
+        lines += [f"- {note}" for note in r["notes"]]
+        facts = r.get("controller") or {}
+        if facts:
+            lines.insert(0, "- controller: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+        if lines:
+            out += ["", f"### {n}", "", *lines]
+    if png_name:
+        out += ["", f"![timelines]({png_name})", ""]
+    return "\n".join(out) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> Path:
+    """``timelines.png``: load, P99 against the SLO, replicas and runtime knobs; faults shaded."""
+    from rlctl.report import plot_timelines
+
+    runs = {}
+    for n in report["controllers"]:
+        s = report["results"][n]["series"]
+        runs[n] = {k: np.asarray([np.nan if x is None else x for x in s[k]], dtype=np.float64)
+                   for k in ("t_s", "offered_qps", "p99_ms", "replicas", "gomaxprocs", "gogc")}  # fmt: skip
+    windows = [(f["start_s"], f["end_s"], f["fault"]) for f in report["faults"]]
+    sc = report["scenario"]
+    unit = "s" if sc["duration_s"] <= 900 else "min" if sc["duration_s"] <= 4 * 3600 else "h"
+    return plot_timelines(
+        path,
+        runs,
+        slo_p99_ms=sc["slo_p99_ms"],
+        title=f"{sc['name']} on {report['backend']} (run {report['run_id']})",
+        fault_windows=windows,
+        time_unit=unit,
+    )
+
+
+def write_report(report: dict[str, Any], report_dir: Path | None, json_path: Path | None) -> dict[str, str]:
+    """Write the JSON, Markdown and PNG; returns what was written where."""
+    from rlctl.report import write_atomic
+
+    files: dict[str, str] = {}
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        files["png"] = str(plot(report, report_dir / "timelines.png"))
+        files["markdown"] = str(report_dir / "report.md")
+        json_path = json_path or report_dir / "report.json"
+    if json_path is not None:
+        files["json"] = str(json_path)
+    report["files"] = files
+    if "markdown" in files:
+        write_atomic(files["markdown"], render_markdown(report))
+    if json_path is not None:
+        write_atomic(json_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    return files
+
+
+def results_table(report: dict[str, Any]) -> Any:
+    """A Rich table of the scores, controllers side by side."""
+    from rich.table import Table
+
+    sc = report["scenario"]
+    names = report["controllers"]
+    res = report["results"]
+    table = Table(title=f"{sc['name']} on {report['backend']} — SLO P99 <= {sc['slo_p99_ms']:g} ms")
+    table.add_column("score")
+    for n in names:
+        table.add_column(n, justify="right")
+    rows = [
+        ("SLO violation (s)", lambda r: _fmt(r["slo_violation_s"])),
+        ("replica-seconds", lambda r: _fmt(r["replica_seconds"], 0)),
+        ("actions", lambda r: str(r["actions"])),
+        ("boundary events", lambda r: str(len(r["boundary_events"]))),
+        ("median P99 (ms)", lambda r: _fmt(r["p99_ms_median"], 2)),
+        ("error rate", lambda r: f"{100 * (r['error_rate_mean'] or 0):.2f}%"),
+    ]
+    for label, fn in rows:
+        table.add_row(label, *(fn(res[n]) for n in names))
+    for i, f in enumerate(report["faults"]):
+        table.add_row(
+            f"recovery after {f['fault']} (s)",
+            *(_recovery_cell(res[n]["recovery"][i], res[n]["duration_s"]) for n in names),
+        )
+    return table

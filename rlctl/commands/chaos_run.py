@@ -1,0 +1,201 @@
+"""``rlctl chaos run``: run a scenario under several controllers on one backend and compare them.
+
+Added to the ``chaos`` sub-app of :mod:`rlctl.commands.chaos`::
+
+    rlctl chaos run SCENARIO.yaml --backend sim|local|k8s --controller ppo:default \\
+        --controller hpa-tuned [--controller static ...] --json OUT --report DIR [--run-id ID] [--dry-run]
+
+Every backend writes the same report: SLO-violation seconds, replica-seconds, recovery time
+per fault, boundary events and actions per controller, as a Rich table, ``report.md``,
+``timelines.png`` and JSON. Heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rlctl.errors import ConfigError
+
+#: Exit code of a run stopped by SIGINT/SIGTERM (after every fault was reverted).
+EXIT_INTERRUPTED = 130
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` to ``rlctl chaos`` (the sub-app is mounted by :mod:`rlctl.commands.chaos`)."""
+    from rlctl.commands.chaos import chaos_app
+
+    chaos_app.command("run")(run)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def run(
+    scenario: Path = typer.Argument(..., help="Scenario YAML file (see chaos/scenarios/)."),
+    backend: str = typer.Option("sim", "--backend", "-b", help="Where the faults happen: sim, local or k8s."),
+    controller: list[str] = typer.Option(
+        [],
+        "--controller",
+        "-c",
+        help="Controller to run (repeatable): ppo:default, ppo:PATH, hpa-tuned, hpa, hpa-<target>, threshold, "
+        "static, oracle (sim only). Default: hpa-tuned.",
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the JSON report here (default: DIR/report.json)."),
+    report_dir: Path | None = typer.Option(None, "--report", help="Folder for report.md, timelines.png, report.json."),
+    run_id: str | None = typer.Option(None, "--run-id", help="Run id (journal, cgroups, chaos objects); default: new."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check the scenario, backend and controllers; print the plan; inject nothing."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the simulator, the load's arrivals and fault targets."),
+    load_scale: float = typer.Option(1.0, "--load-scale", help="local/k8s: multiply the scenario's load."),
+    replica_cpu: float = typer.Option(
+        0.5, "--replica-cpu", help="local: CPU quota per replica in cores (cgroup v1); 0 = no cgroup."
+    ),
+    cpu_us: int = typer.Option(200, "--cpu-us", help="local: CPU work per request (gosvc serve --cpu-us)."),
+    interval_s: float = typer.Option(5.0, "--interval", help="local/k8s: seconds between controller decisions."),
+    initial_replicas: int = typer.Option(2, "--replicas", help="local/k8s: replicas at the start."),
+    max_replicas: int = typer.Option(6, "--max-replicas", help="local/k8s: most replicas a controller may run."),
+    loss_mode: str = typer.Option("drop", "--loss-mode", help="local: network-loss as 'drop' or 'reset'."),
+    partition_mode: str = typer.Option("blackhole", "--partition-mode", help="local: 'blackhole' or 'refuse'."),
+    gosvc: Path | None = typer.Option(None, "--gosvc", help="local: gosvc binary (default deploy/gosvc/bin/gosvc)."),
+    stress_ng: Path | None = typer.Option(None, "--stress-ng", help="local: stress-ng binary."),
+    namespace: list[str] = typer.Option([], "--namespace", "-n", help="k8s: namespaces faults may touch."),
+    url: str | None = typer.Option(None, "--url", help="k8s: the service's base URL reachable from here."),
+    metrics_url: list[str] = typer.Option([], "--metrics-url", help="k8s: /metrics URL to scrape (repeatable)."),
+    deployment: str | None = typer.Option(None, "--deployment", help="k8s: [NAMESPACE/]NAME of the Deployment."),
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="k8s: kubeconfig file."),
+    context: str | None = typer.Option(None, "--context", help="k8s: kubeconfig context."),
+) -> None:
+    """Run SCENARIO once per --controller on a backend and report them side by side."""
+    from rich.console import Console
+
+    from chaos.local.journal import check_run_id
+    from chaos.runner import ControllerContext, check_controller_names
+    from chaos.spec import load_scenario
+    from rlctl.contract import KnobBounds, Knobs
+
+    if backend not in ("sim", "local", "k8s"):
+        raise ConfigError(f"--backend {backend!r}: choose sim, local or k8s")
+    if loss_mode not in ("drop", "reset"):
+        raise ConfigError(f"--loss-mode {loss_mode!r}: choose drop or reset")
+    if partition_mode not in ("blackhole", "refuse"):
+        raise ConfigError(f"--partition-mode {partition_mode!r}: choose blackhole or refuse")
+    if load_scale <= 0 or interval_s <= 0 or replica_cpu < 0 or cpu_us < 0:
+        raise ConfigError("--load-scale and --interval must be > 0; --replica-cpu and --cpu-us >= 0")
+    if not 1 <= initial_replicas <= max_replicas:
+        raise ConfigError(f"--replicas {initial_replicas} must be between 1 and --max-replicas {max_replicas}")
+    spec = load_scenario(scenario)
+    controllers = check_controller_names(controller or ["hpa-tuned"])
+    rid = check_run_id(run_id) if run_id else new_run_id()
+
+    chosen: Any
+    if backend == "sim":
+        from chaos.sim import SimBackend, SimConfig
+
+        chosen = SimBackend(SimConfig(seed=seed))
+        ctx = ControllerContext("sim", spec, seed=seed)
+    else:
+        bounds = KnobBounds(max_replicas=max_replicas, max_gomaxprocs=4)
+        knobs = Knobs(replicas=initial_replicas, gomaxprocs=1)
+        ctx = ControllerContext(backend, spec, bounds=bounds, initial_knobs=knobs, seed=seed)
+        if backend == "local":
+            from chaos.local import LocalBackend, LocalConfig
+
+            chosen = LocalBackend(
+                LocalConfig(
+                    gosvc=str(gosvc) if gosvc else None,
+                    stress_ng=str(stress_ng) if stress_ng else None,
+                    replica_cpu=replica_cpu or None,
+                    cpu_us=cpu_us,
+                    interval_s=interval_s,
+                    load_scale=load_scale,
+                    initial_knobs=knobs,
+                    bounds=bounds,
+                    loss_mode=loss_mode,
+                    partition_mode=partition_mode,
+                    log_dir=report_dir / "logs" if report_dir else None,
+                    seed=seed,
+                )
+            )
+        else:
+            from chaos.k8s_run import K8sConfig, K8sRunBackend
+
+            chosen = K8sRunBackend(
+                K8sConfig(
+                    gosvc=str(gosvc) if gosvc else None,
+                    interval_s=interval_s,
+                    load_scale=load_scale,
+                    initial_knobs=knobs,
+                    bounds=bounds,
+                    log_dir=report_dir / "logs" if report_dir else None,
+                    seed=seed,
+                    namespaces=tuple(namespace),
+                    kubeconfig=str(kubeconfig) if kubeconfig else None,
+                    context=context,
+                    url=url,
+                    metrics_urls=tuple(metrics_url),
+                    deployment=deployment,
+                    dry_run=dry_run,
+                )
+            )
+
+    console = Console(stderr=True)
+    if dry_run:
+        from chaos.runner import resolve_controller
+
+        lines = chosen.plan(spec)
+        for name in controllers:
+            resolve_controller(name, ctx)  # a missing artifact or an oracle off the simulator fails here
+        _print_plan(console, spec.name, chosen, controllers, rid, lines)
+        return
+    _execute(console, spec, scenario, chosen, ctx, controllers, rid, report_dir, json_out)
+
+
+def _print_plan(console: Any, name: str, backend: Any, controllers: list[str], rid: str, lines: list[str]) -> None:
+    console.print(f"[bold]dry run[/bold]: {name} on the {backend.name} backend, run id {rid}")
+    console.print(f"controllers, one run each: {', '.join(controllers)}")
+    for line in lines:
+        typer.echo(line)
+
+
+def _execute(
+    console: Any,
+    spec: Any,
+    scenario_path: Path,
+    backend: Any,
+    ctx: Any,
+    controllers: list[str],
+    rid: str,
+    report_dir: Path | None,
+    json_out: Path | None,
+) -> None:
+    from rich.console import Console
+
+    from chaos.runner import build_report, results_table, run_experiment, write_report
+
+    if report_dir is None and json_out is None:
+        console.print("[yellow]no --report or --json given: results are printed only[/yellow]")
+
+    def started(name: str) -> None:
+        console.print(
+            f"running [bold]{name}[/bold] on the {backend.name} backend ({spec.duration_s:g}s of scenario time)"
+        )
+
+    try:
+        records, facts = run_experiment(spec, backend, controllers, run_id=rid, context=ctx, on_start=started)
+    except KeyboardInterrupt:
+        console.print(f"[red]interrupted[/red]: every fault of run {rid} was reverted; no report written")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    report = build_report(
+        spec, records, backend=backend.name, run_id=rid, scenario_file=str(scenario_path), facts=facts
+    )
+    files = write_report(report, report_dir, json_out)
+    Console().print(results_table(report))
+    if files:
+        console.print("wrote " + ", ".join(f"{k} {v}" for k, v in files.items()))
