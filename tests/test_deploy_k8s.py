@@ -27,6 +27,7 @@ BUILDS = {"base": ("base", "rlctl"), "example": ("overlays/example", "rlctl-demo
 CHAOS_KINDS = {"NetworkChaos", "StressChaos", "PodChaos", "IOChaos", "TimeChaos", "Schedule", "Workflow"}
 CHAOS_RESOURCES = {"networkchaos", "stresschaos", "podchaos", "iochaos", "timechaos", "schedules", "workflows"}
 
+
 @pytest.fixture
 def kubectl_present() -> None:
     if shutil.which("kubectl") is None:
