@@ -16,7 +16,10 @@ from policies.train import TrainConfig, make_model, policy_parameters, train
 from rlctl.contract import DEFAULT_WINDOW, N_TELEMETRY, FeatureSpec, KnobBounds, Knobs
 from rlctl.errors import ArtifactError
 
-TINY = TrainConfig(n_envs=2, n_steps=32, batch_size=64, n_epochs=1, total_timesteps=128, eval_every=0, seed=3)
+TINY = TrainConfig(
+    n_envs=2, n_steps=32, batch_size=64, n_epochs=1, total_timesteps=128, eval_every=0, seed=3, pretrain_episodes=2,
+    pretrain_epochs=1,
+)
 
 
 @pytest.fixture(scope="module")
