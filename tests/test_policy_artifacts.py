@@ -17,7 +17,14 @@ from rlctl.contract import DEFAULT_WINDOW, N_TELEMETRY, FeatureSpec, KnobBounds,
 from rlctl.errors import ArtifactError
 
 TINY = TrainConfig(
-    n_envs=2, n_steps=32, batch_size=64, n_epochs=1, total_timesteps=128, eval_every=0, seed=3, pretrain_episodes=2,
+    n_envs=2,
+    n_steps=32,
+    batch_size=64,
+    n_epochs=1,
+    total_timesteps=128,
+    eval_every=0,
+    seed=3,
+    pretrain_episodes=2,
     pretrain_epochs=1,
 )
 

@@ -1,0 +1,546 @@
+"""Validate ``rlctl probe`` against ground truth on the gosvc test-bed, in one command.
+
+    python -m rlctl.boundary.validate --json out/validate.json
+    python -m rlctl.boundary.validate --configs cpu --steady-minutes 10 --json /tmp/steady70.json
+    python -m rlctl.boundary.validate --configs cpu --automaxprocs --json out/automaxprocs.json
+
+For each service configuration (CPU-bound; allocation-heavy with GOGC=25; mutex-contended):
+
+1. **coarse**: a quick probe (ramp 100 qps / 2 s) estimates the capacity ``K0``;
+2. **ground truth**: a fine step sweep, 18 levels from 0.2 x K0 to 1.3 x K0 with 4 s
+   per level, run to the end, on a fresh service. The sweep's knee is the load at
+   which its P99 crosses 4x its low-load median (the median P99 of four warm-up levels,
+   skipping levels over twice the lowest, which are another tenant's interference),
+   interpolated linearly between the last level below and the first of two consecutive
+   levels above (one level above alone is treated as noise). This is the same "P99 up
+   300 %" criterion the detector uses, measured slowly (the Kneedle knee of the sweep up to
+   that boundary is reported too, as a second reference). The sweep runs once before and
+   once after the probe; the ground truth is their mean, their difference the drift of
+   the shared host in between;
+3. **probe**: ``rlctl probe``'s procedure (ramp from 0.2 x K0 in K0/15 steps of 3 s,
+   detector defaults) on a fresh service; its Kneedle knee and its stop point are
+   compared with the ground truth: the knee within +-10 %, the stop within two ramp
+   steps of the crossing.
+
+Every phase restarts the service, so a backlog left by one overload cannot leak into the
+next. Per-level and per-step P99 are aggregated identically (median of 1 s intervals).
+
+``--steady-minutes M`` then holds 70 % of the first configuration's ground-truth knee for
+M minutes and feeds the online detector (defaults: 5 s samples, 30-sample window) to
+check that it never fires below the boundary.
+
+``--automaxprocs`` runs the CPU-bound service inside a cgroup v1 CPU quota of one core
+(``/sys/fs/cgroup/cpu/rlctl-probe``; the load generator stays outside it) with
+GOMAXPROCS 2 and then 1, and reports CFS throttling and the knee of each. The cgroup is
+always removed afterwards.
+
+Everything runs on loopback. The host is shared, so figures carry its noise; the JSON
+keeps every curve so a reader can judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import selectors
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rlctl.boundary.detector import BoundaryDetector, DetectorConfig
+from rlctl.boundary.knee import kneedle_knee, lower_envelope
+from rlctl.boundary.probe import ProbeConfig, Ramp, resolve_loadgen, run_probe, write_report
+from rlctl.errors import ChaosError, ConfigError, RlctlError
+from rlctl.telemetry.scrape import Scraper
+
+logger = logging.getLogger("rlctl.boundary.validate")
+
+#: Relative error of the probe's knee against the ground truth that counts as a pass.
+KNEE_TOLERANCE = 0.10
+#: Ramp steps after the ground-truth crossing by which the probe must have stopped.
+STOP_WITHIN_STEPS = 2
+#: P99 rise over the low-load median that defines the ground-truth knee (up 300 %).
+GROUND_TRUTH_RISE = 4.0
+SWEEP_LEVELS = 18
+SWEEP_STEP_S = 4.0
+PROBE_STEPS_PER_K0 = 15
+PROBE_STEP_S = 3.0
+CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    """One gosvc configuration under test."""
+
+    name: str
+    description: str
+    flags: tuple[str, ...]
+
+
+#: The CPU-bound configuration's work per request, without its GOMAXPROCS.
+CPU_WORK = ("--cpu-us", "1000")
+
+CONFIGS: dict[str, ServiceConfig] = {
+    "cpu": ServiceConfig("cpu", "CPU-bound: 1 ms of computation per request, GOMAXPROCS 2",
+                         (*CPU_WORK, "--gomaxprocs", "2")),
+    "alloc": ServiceConfig(
+        "alloc",
+        "allocation-heavy: 8 x 256 KiB fresh buffers per request (no pool), GOGC 25, GOMEMLIMIT 24 MiB",
+        ("--cpu-us", "50", "--alloc-bytes", "262144", "--alloc-count", "8", "--pool-size", "0",
+         "--gogc", "25", "--gomemlimit", "24MiB", "--gomaxprocs", "2"),
+    ),
+    "mutex": ServiceConfig("mutex", "mutex-contended: 1 ms of computation under one global lock per request",
+                           ("--cpu-us", "50", "--mutex-us", "1000", "--gomaxprocs", "2")),
+}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ service
+
+
+class Service:
+    """``gosvc serve`` on a free loopback port; a context manager that always stops it."""
+
+    def __init__(self, gosvc: str, flags: Sequence[str], log_path: Path) -> None:
+        self.log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [gosvc, "serve", "--addr", "127.0.0.1:0", *flags], stdout=subprocess.PIPE, stderr=self.log, text=True
+        )
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout=30):
+            self.stop()
+            raise ChaosError(f"gosvc serve {' '.join(flags)} did not start within 30 s; see {log_path}")
+        self.url = f"http://{json.loads(self.proc.stdout.readline())['addr']}"
+        self.pid = self.proc.pid
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.log.close()
+
+
+#: cpu.shares given to the validation's own cgroups (0: leave the scheduler alone).
+CPU_SHARES = {"shares": 0}
+
+
+@contextlib.contextmanager
+def cpu_cgroup(pid: int, name: str, *, quota_cores: float | None = None, shares: int = 0) -> Iterator[Path]:
+    """Put ``pid`` (with its threads, and children it starts later) into a cgroup v1 cpu group.
+
+    ``quota_cores`` sets a CFS quota (period 100 ms); ``shares`` sets ``cpu.shares``. The
+    tasks are always moved back to the root group and the cgroup removed afterwards.
+    """
+    if not (CGROUP_ROOT / "cgroup.procs").exists():
+        raise ConfigError(f"no cgroup v1 cpu controller at {CGROUP_ROOT}; this mode needs one (and root)")
+    cgroup = CGROUP_ROOT / name
+    cgroup.mkdir(exist_ok=True)
+    try:
+        if quota_cores is not None:
+            (cgroup / "cpu.cfs_period_us").write_text("100000")
+            (cgroup / "cpu.cfs_quota_us").write_text(str(int(quota_cores * 100_000)))
+        if shares:
+            (cgroup / "cpu.shares").write_text(str(shares))
+        (cgroup / "cgroup.procs").write_text(str(pid))
+        logger.info("pid %d in %s (quota %s cores, shares %s)", pid, cgroup, quota_cores, shares or "default")
+        yield cgroup
+    finally:
+        for task in (cgroup / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):  # the task may have exited meanwhile
+                (CGROUP_ROOT / "cgroup.procs").write_text(task)
+        cgroup.rmdir()
+        logger.info("removed %s", cgroup)
+
+
+def cpu_quota_cgroup(pid: int, cores: float = 1.0) -> contextlib.AbstractContextManager[Path]:
+    """The one-core CFS quota of ``--automaxprocs`` (with the run's cpu.shares, if any)."""
+    return cpu_cgroup(pid, "rlctl-probe", quota_cores=cores, shares=CPU_SHARES["shares"])
+
+
+# ------------------------------------------------------------------------------ phases
+
+#: Wait for the host's 1-minute load average to fall below this before each phase (0: don't).
+QUIET_LOADAVG = {"threshold": 0.0, "max_wait_s": 600.0}
+PHASES: list[dict[str, Any]] = []
+
+
+def loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Record the host load around a phase, after waiting for a quiet host if asked to."""
+    waited = 0.0
+    threshold, max_wait = QUIET_LOADAVG["threshold"], QUIET_LOADAVG["max_wait_s"]
+    while threshold and loadavg() > threshold and waited < max_wait:
+        time.sleep(10.0)
+        waited += 10.0
+    started = time.time()
+    record: dict[str, Any] = {"phase": name, "waited_s": waited, "loadavg_start": loadavg()}
+    try:
+        yield
+    finally:
+        record["loadavg_end"] = loadavg()
+        record["duration_s"] = round(time.time() - started, 1)
+        PHASES.append(record)
+
+
+def _probe(url: str, gosvc: str, ramp: Ramp, max_qps: float, **kw: Any) -> dict[str, Any]:
+    config = ProbeConfig.from_cli(url, loadgen=gosvc, ramp=ramp, max_qps=max_qps, **kw)
+    return run_probe(config)
+
+
+def coarse_capacity(config: ServiceConfig, gosvc: str, logs: Path) -> float:
+    """A quick probe's stop point: the scale for the sweep and the fine probe."""
+    with phase(f"{config.name}-coarse"), Service(gosvc, config.flags, logs / f"{config.name}-coarse.log") as svc:
+        report = _probe(svc.url, gosvc, Ramp(100, 100, 2), 20_000, profile_dir=str(logs / "profiles"))
+    # Where the rule first held: the stop point minus the confirmation steps.
+    k0 = float(report["stopped_at_qps"]) - (report["detector"]["consecutive"] - 1) * report["ramp"]["step_qps"]
+    logger.info("%s: coarse capacity %.0f qps (stopped by %s)", config.name, k0, report["stopped_by"])
+    return k0
+
+
+def robust_warmup(p99: Sequence[float], n: int = 4, ratio: float = 2.0) -> list[int]:
+    """Indices of the warm-up levels, chosen as the detector chooses them.
+
+    Levels are taken in order; one whose P99 is over ``ratio`` times the lowest so far is
+    interference and skipped (and earlier ones over ``ratio`` x a new lowest are dropped),
+    until ``n`` consistent levels are collected or ``3 n`` levels were seen.
+    """
+    kept: list[int] = []
+    for i, v in enumerate(p99):
+        if i >= 3 * n or len(kept) >= n:
+            break
+        if not math.isfinite(v):
+            continue
+        lowest = min([v] + [p99[j] for j in kept])
+        kept = [j for j in kept if p99[j] <= ratio * lowest]
+        if v <= ratio * lowest:
+            kept.append(i)
+    return kept
+
+
+def ground_truth(curve: Sequence[dict[str, Any]], baseline_levels: int = 4) -> dict[str, Any]:
+    """The ground-truth knee of a sweep curve (see the module docstring)."""
+    loads = [float(p["qps"]) for p in curve]
+    p99 = [float(p["p99_ms"]) if p["p99_ms"] is not None else math.nan for p in curve]
+    warm = robust_warmup(p99, baseline_levels)
+    base = statistics.median(p99[i] for i in warm) if warm else math.nan
+    threshold = GROUND_TRUTH_RISE * base
+    over = [v > threshold for v in p99]
+    begin = (warm[-1] + 1) if warm else len(p99)
+    first = next((i for i in range(max(begin, 1), len(over) - 1) if over[i] and over[i + 1]), None)
+    result: dict[str, Any] = {
+        "definition": f"load where P99 crosses {GROUND_TRUTH_RISE:g}x the median P99 of the {baseline_levels} "
+        "warm-up levels, interpolated; first of two consecutive levels above",
+        "warmup_levels_qps": [loads[i] for i in warm],
+        "baseline_p99_ms": base,
+        "threshold_p99_ms": threshold,
+        "kneedle_knee_qps": kneedle_knee(*lower_envelope(loads, p99)),
+    }
+    if first is None:
+        return {**result, "knee_qps": None, "first_level_over_qps": None, "kneedle_to_boundary_qps": None}
+    # The same Kneedle the probe runs, on the sweep up to where the probe's rule would stop it.
+    result["kneedle_to_boundary_qps"] = kneedle_knee(*lower_envelope(loads[: first + 2], p99[: first + 2]))
+    lo, hi = loads[first - 1], loads[first]
+    below = p99[first - 1] if p99[first - 1] <= threshold else base
+    frac = (threshold - below) / (p99[first] - below) if p99[first] > below else 1.0
+    return {**result, "knee_qps": lo + (hi - lo) * min(max(frac, 0.0), 1.0), "first_level_over_qps": hi}
+
+
+def sweep(config: ServiceConfig, gosvc: str, k0: float, logs: Path, tag: str = "") -> dict[str, Any]:
+    """Fine step sweep, 18 levels of 4 s from 0.2 x K0 to 1.3 x K0, run to the end."""
+    start = max(10.0, round(0.2 * k0))
+    step = max(5.0, round(1.1 * k0 / (SWEEP_LEVELS - 1)))
+    detector = DetectorConfig(window=4, warmup=4, consecutive=3, require=("p99_rise",), any_of=(),
+                              learn_after_warmup=False, interval_s=SWEEP_STEP_S,
+                              warmup_outlier_ratio=2.0)  # fmt: skip
+    with (
+        phase(f"{config.name}-sweep-{tag}"),
+        Service(gosvc, config.flags, logs / f"{config.name}-sweep{tag}.log") as svc,
+    ):
+        report = _probe(
+            svc.url, gosvc, Ramp(start, step, SWEEP_STEP_S), start + step * (SWEEP_LEVELS - 1),
+            detector=detector, warmup_steps=4, consecutive=3, profile_dir=str(logs / "profiles"),
+            stop_on_boundary=False, max_scrape_failures=1_000_000,  # /metrics times out when overloaded
+        )  # fmt: skip
+    truth = ground_truth(report["curve"])
+    levels = len(report["curve"])
+    logger.info("%s: sweep %s knee %s qps over %d levels", config.name, tag, _q(truth["knee_qps"]), levels)
+    return {"ramp": report["ramp"], "levels": len(report["curve"]), "curve": report["curve"], **truth}
+
+
+def fine_probe(config: ServiceConfig, gosvc: str, k0: float, logs: Path, **kw: Any) -> dict[str, Any]:
+    """``rlctl probe`` with its defaults and a ramp scaled to K0."""
+    start = max(10.0, round(0.2 * k0))
+    step = max(5.0, round(k0 / PROBE_STEPS_PER_K0))
+    flags = kw.pop("flags", config.flags)
+    with phase(f"{config.name}-probe"), Service(gosvc, flags, logs / f"{config.name}-probe.log") as svc:
+        cgroup = kw.pop("cgroup", None)
+        ctx = cpu_quota_cgroup(svc.pid, cgroup) if cgroup else contextlib.nullcontext()
+        with ctx:
+            report = _probe(svc.url, gosvc, Ramp(start, step, PROBE_STEP_S), 3 * k0,
+                            profile_dir=str(logs / "profiles"), **kw)  # fmt: skip
+    logger.info("%s: probe knee %s qps, stopped at %.0f", config.name, _q(report["knee_qps"]), report["stopped_at_qps"])
+    return report
+
+
+def compare(truth: dict[str, Any], probe: dict[str, Any]) -> dict[str, Any]:
+    """The probe against the ground truth: knee error and how late the ramp stopped."""
+    gt, knee = truth["knee_qps"], probe["knee_qps"]
+    step = probe["ramp"]["step_qps"]
+    consecutive = probe["detector"]["consecutive"]
+    crossing = probe["stopped_at_qps"] - (consecutive - 1) * step if probe["stopped_by"] == "detector" else None
+    out: dict[str, Any] = {
+        "ground_truth_knee_qps": gt,
+        "probe_knee_qps": knee,
+        "probe_knee_qps_second_method": probe["knee_qps_second_method"],
+        "probe_stopped_at_qps": probe["stopped_at_qps"],
+        "probe_stopped_by": probe["stopped_by"],
+        "probe_rule_first_held_at_qps": crossing,
+        "probe_step_qps": step,
+    }
+    if gt is None or knee is None:
+        return {**out, "knee_error": None, "knee_within_10pct": False, "stop_steps_after_crossing": None,
+                "stopped_within_2_steps": False}  # fmt: skip
+    steps_after = (probe["stopped_at_qps"] - gt) / step
+    kneedle_gt = truth.get("kneedle_to_boundary_qps")
+    return {
+        **out,
+        "sweep_kneedle_to_boundary_qps": kneedle_gt,
+        "knee_error_vs_sweep_kneedle": (knee - kneedle_gt) / kneedle_gt if kneedle_gt else None,
+        "stop_intervals_after_crossing": steps_after * probe["ramp"]["step_s"] / probe["ramp"]["interval_s"],
+        "knee_error": (knee - gt) / gt,
+        "knee_within_10pct": abs(knee - gt) / gt <= KNEE_TOLERANCE,
+        "stop_steps_after_crossing": steps_after,
+        "stopped_within_2_steps": probe["stopped_by"] == "detector" and steps_after <= STOP_WITHIN_STEPS,
+    }
+
+
+def validate_config(config: ServiceConfig, gosvc: str, logs: Path) -> dict[str, Any]:
+    """Coarse estimate, sweep, probe, sweep again: the probe is judged against the mean of
+    the sweeps around it, and their difference shows how much the host drifted meanwhile."""
+    k0 = coarse_capacity(config, gosvc, logs)
+    before = sweep(config, gosvc, k0, logs, "before")
+    probe = fine_probe(config, gosvc, k0, logs)
+    after = sweep(config, gosvc, k0, logs, "after")
+    write_report(probe, logs / f"{config.name}-probe.json")
+    knees = [s["knee_qps"] for s in (before, after) if s["knee_qps"] is not None]
+    kneedles = [s["kneedle_to_boundary_qps"] for s in (before, after) if s.get("kneedle_to_boundary_qps")]
+    truth = {
+        "knee_qps": sum(knees) / len(knees) if knees else None,
+        "kneedle_to_boundary_qps": sum(kneedles) / len(kneedles) if kneedles else None,
+        "sweep_knees_qps": [before["knee_qps"], after["knee_qps"]],
+        "sweep_spread": (max(knees) - min(knees)) / min(knees) if len(knees) == 2 else None,
+        "definition": before["definition"],
+    }
+    return {
+        "config": dataclasses.asdict(config),
+        "coarse_capacity_qps": k0,
+        "comparison": compare(truth, probe),
+        "ground_truth": truth,
+        "sweeps": {"before": before, "after": after},
+        "probe": {k: probe[k] for k in ("knee_qps", "knee_qps_second_method", "knee_agreement", "max_qps_at_slo",
+                                        "stopped_at_qps", "stopped_by", "stop_reason", "ramp", "curve", "settings")},
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ steady
+
+
+def steady(config: ServiceConfig, gosvc: str, rate: float, minutes: float, logs: Path) -> dict[str, Any]:
+    """Hold ``rate`` for ``minutes`` with the online detector (defaults) watching 5 s samples."""
+    detector = BoundaryDetector(DetectorConfig(), pprof_url=None)
+    samples: list[dict[str, Any]] = []
+    with phase(f"{config.name}-steady"), Service(gosvc, config.flags, logs / f"{config.name}-steady.log") as svc:
+        scraper = Scraper(f"{svc.url}/metrics")
+        scraper.prime()
+        argv = [gosvc, "loadgen", "--url", f"{svc.url}/work", "--rate", f"{rate:g}",
+                "--duration", f"{minutes * 60:g}s", "--interval", "5s"]  # fmt: skip
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = json.loads(raw)
+                if line.get("summary"):
+                    continue
+                try:
+                    server = scraper.scrape(offered_qps=float(line["offered_qps"]))
+                except Exception as exc:  # keep the run going on a missed scrape; the detector sees NaN
+                    logger.warning("scrape failed: %s", exc)
+                    continue
+                sample = dataclasses.replace(server, p50_ms=float(line["p50_ms"]), p99_ms=float(line["p99_ms"]))
+                event = detector.update(sample)
+                samples.append({"t_s": line["t_s"], "offered_qps": line["offered_qps"], "p99_ms": line["p99_ms"],
+                                "goroutines": sample.goroutines, "alloc_bytes_per_s": sample.alloc_bytes_per_s,
+                                "fired": [s.name for s in detector.last_signals if s.fired],
+                                "event": event is not None})  # fmt: skip
+    p99 = sorted(s["p99_ms"] for s in samples)
+    return {
+        "rate_qps": rate,
+        "minutes": minutes,
+        "samples": len(samples),
+        "events": len(detector.events),
+        "detector_fired": bool(detector.events),
+        "samples_with_any_signal": sum(1 for s in samples if s["fired"]),
+        "p99_ms_median": p99[len(p99) // 2] if p99 else None,
+        "p99_ms_max": p99[-1] if p99 else None,
+        "baseline": detector.baseline().to_dict(),
+        "series": samples,
+    }
+
+
+# ------------------------------------------------------------------------------ quota
+
+
+def automaxprocs(gosvc: str, logs: Path) -> dict[str, Any]:
+    """The CPU-bound service under a one-core quota with GOMAXPROCS 2 against 1."""
+    base = CONFIGS["cpu"]
+    flags1, flags2 = (*CPU_WORK, "--gomaxprocs", "1"), (*CPU_WORK, "--gomaxprocs", "2")
+    with phase("quota-coarse"), Service(gosvc, flags1, logs / "quota-coarse.log") as svc, cpu_quota_cgroup(svc.pid):
+        coarse = _probe(svc.url, gosvc, Ramp(50, 50, 2), 20_000, profile_dir=str(logs / "profiles"))
+    k0 = float(coarse["stopped_at_qps"])
+    logger.info("quota: coarse capacity with GOMAXPROCS 1 %.0f qps", k0)
+    out: dict[str, Any] = {"quota_cores": 1.0, "coarse_capacity_qps": k0}
+    for procs, flags in (("gomaxprocs_2", flags2), ("gomaxprocs_1", flags1)):
+        cfg = dataclasses.replace(base, name=f"quota-{procs}")
+        report = fine_probe(cfg, gosvc, k0, logs, flags=flags, cgroup=1.0)
+        write_report(report, logs / f"quota-{procs}-probe.json")
+        throttled = [p["cfs_throttled_fraction"] for p in report["curve"] if p["cfs_throttled_fraction"] is not None]
+        out[procs] = {
+            "knee_qps": report["knee_qps"],
+            "knee_qps_second_method": report["knee_qps_second_method"],
+            "stopped_at_qps": report["stopped_at_qps"],
+            "stopped_by": report["stopped_by"],
+            "max_qps_at_slo": report["max_qps_at_slo"],
+            "settings": report["settings"],
+            "throttled_fraction_mean": sum(throttled) / len(throttled) if throttled else None,
+            "throttled_fraction_max": max(throttled) if throttled else None,
+            "throttled_fraction_first_step": throttled[0] if throttled else None,
+            "curve": report["curve"],
+        }
+    k2, k1 = out["gomaxprocs_2"]["knee_qps"], out["gomaxprocs_1"]["knee_qps"]
+    out["knee_lower_with_gomaxprocs_2"] = k2 is not None and k1 is not None and k2 < k1
+    t2, t1 = out["gomaxprocs_2"]["throttled_fraction_mean"], out["gomaxprocs_1"]["throttled_fraction_mean"]
+    out["more_throttling_with_gomaxprocs_2"] = t2 is not None and t1 is not None and t2 > t1
+    return out
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def _q(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0f}"
+
+
+def run_phases(args: argparse.Namespace, names: list[str], gosvc: str, logs: Path, results: dict[str, Any]) -> None:
+    """The comparison, steady and quota runs asked for, into ``results``."""
+    if not args.skip_comparison:
+        for name in names:
+            try:
+                results["configs"][name] = validate_config(CONFIGS[name], gosvc, logs)
+            except RlctlError as exc:  # one broken configuration must not lose the others' figures
+                logger.error("%s failed: %s: %s", name, type(exc).__name__, exc)
+                results["configs"][name] = {"error": f"{type(exc).__name__}: {exc}", "comparison": {}}
+        comps = [r["comparison"] for r in results["configs"].values()]
+        results["all_knees_within_10pct"] = all(c.get("knee_within_10pct") for c in comps)
+        results["all_stopped_within_2_steps"] = all(c.get("stopped_within_2_steps") for c in comps)
+    if args.steady_minutes > 0:
+        first = names[0]
+        knee = args.knee_qps or results["configs"].get(first, {}).get("ground_truth", {}).get("knee_qps")
+        if not knee:
+            raise ConfigError("--steady-minutes needs a knee: run the comparison or pass --knee-qps")
+        results["steady"] = steady(CONFIGS[first], gosvc, round(0.7 * knee), args.steady_minutes, logs)
+        results["steady"]["config"] = first
+        results["steady"]["knee_qps"] = knee
+    if args.automaxprocs:
+        results["automaxprocs"] = automaxprocs(gosvc, logs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlctl.boundary.validate", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", type=Path, required=True, help="write the results here")
+    parser.add_argument("--configs", default="cpu,alloc,mutex", help="comma-separated subset of cpu,alloc,mutex")
+    parser.add_argument("--steady-minutes", type=float, default=0.0, help="hold 70%% of the first knee this long")
+    parser.add_argument("--automaxprocs", action="store_true", help="also run the one-core cgroup quota comparison")
+    parser.add_argument("--skip-comparison", action="store_true", help="only the steady or quota runs")
+    parser.add_argument("--knee-qps", type=float, help="knee for --steady-minutes when --skip-comparison")
+    parser.add_argument("--loadgen", help="gosvc binary (default: deploy/gosvc/bin/gosvc)")
+    parser.add_argument("--logs", type=Path, help="directory for service logs and probe reports")
+    parser.add_argument(
+        "--cpu-shares",
+        type=int,
+        default=0,
+        help="run the test-bed and load generator in a cgroup v1 group with this cpu.shares "
+        "(e.g. 8192) so other tenants of a shared host cannot starve them; removed afterwards",
+    )
+    parser.add_argument(
+        "--quiet-loadavg",
+        type=float,
+        default=0.0,
+        help="before each phase wait (up to 10 min) for the 1-min load average to drop below this",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = set(names) - set(CONFIGS)
+    if unknown:
+        raise ConfigError(f"--configs: unknown {sorted(unknown)}; choose from {sorted(CONFIGS)}")
+    gosvc = resolve_loadgen(args.loadgen)
+    QUIET_LOADAVG["threshold"] = args.quiet_loadavg
+    CPU_SHARES["shares"] = args.cpu_shares
+    logs = args.logs or args.json.with_suffix("")
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    results: dict[str, Any] = {
+        "tolerance": KNEE_TOLERANCE,
+        "stop_within_steps": STOP_WITHIN_STEPS,
+        "cpu_shares": args.cpu_shares,
+        "host_cpus": os.cpu_count(),
+        "configs": {},
+    }
+    # Children (gosvc, loadgen) inherit this process's cgroup.
+    own = cpu_cgroup(os.getpid(), "rlctl-validate", shares=args.cpu_shares) if args.cpu_shares else None
+    with own or contextlib.nullcontext():
+        run_phases(args, names, gosvc, logs, results)
+    results["duration_s"] = round(time.time() - started, 1)
+    results["phases"] = PHASES
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+    brief = {k: v for k, v in results.items() if k in ("all_knees_within_10pct", "all_stopped_within_2_steps")}
+    comparisons = {k: v["comparison"] for k, v in results["configs"].items()}
+    sys.stdout.write(json.dumps({"comparisons": comparisons, **brief, "duration_s": results["duration_s"]}, indent=2))
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except RlctlError as exc:
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        sys.exit(exc.exit_code)

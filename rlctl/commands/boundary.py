@@ -1,0 +1,84 @@
+"""``rlctl probe`` and ``rlctl guard``: find a live service's boundary and guard it in CI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rlctl.contract import DEFAULT_SLO_P99_MS
+
+
+def register(app: typer.Typer) -> None:
+    """Add the boundary commands to ``app``."""
+
+    @app.command("probe")
+    def probe(
+        url: str = typer.Argument(..., help="Endpoint to load; a bare root such as http://127.0.0.1:8080 means /work."),
+        json_out: Path = typer.Option(..., "--json", help="Write the JSON report here."),
+        metrics_url: str | None = typer.Option(None, help="Prometheus /metrics URL (default: URL's host /metrics)."),
+        ramp: str = typer.Option("100,100,5", help="start,step,step-seconds of the load ramp (requests/s, s)."),
+        max_qps: float = typer.Option(10_000.0, help="Highest ramp step; the probe normally stops before it."),
+        slo_p99_ms: float = typer.Option(DEFAULT_SLO_P99_MS, help="P99 objective for max_qps_at_slo, ms."),
+        interval_s: float = typer.Option(1.0, help="Load-generator reporting and scrape interval, s."),
+        warmup_steps: int = typer.Option(3, help="Ramp steps that form the detector's baseline."),
+        consecutive: int = typer.Option(2, help="Steps in a row the boundary rule must hold to stop."),
+        plot: Path | None = typer.Option(None, "--plot", help="Also write P99-against-load as a PNG."),
+        loadgen: str | None = typer.Option(None, help="gosvc binary (default: deploy/gosvc/bin/gosvc, then PATH)."),
+        profile_dir: Path | None = typer.Option(None, help="Where pprof profiles at the boundary go."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No live table."),
+    ) -> None:
+        """Ramp load until the service crosses its boundary, then report the knee."""
+        from rich.console import Console
+
+        from rlctl.boundary.probe import ProbeConfig, ProbeDisplay, Ramp, plot_report, run_probe, write_report
+
+        config = ProbeConfig.from_cli(
+            url,
+            metrics_url=metrics_url,
+            loadgen=loadgen,
+            ramp=Ramp.parse(ramp),
+            max_qps=max_qps,
+            slo_p99_ms=slo_p99_ms,
+            interval_s=interval_s,
+            warmup_steps=warmup_steps,
+            consecutive=consecutive,
+            profile_dir=str(profile_dir) if profile_dir else None,
+        )
+        if quiet:
+            report = run_probe(config)
+        else:
+            with ProbeDisplay() as display:
+                report = run_probe(config, on_update=display)
+        write_report(report, json_out)
+        if plot is not None:
+            plot_report(report, plot)
+        console = Console(stderr=True)
+        knee = report["knee_qps"]
+        console.print(
+            f"knee {'n/a' if knee is None else f'{knee:.0f}'} qps "
+            f"(second method {_fmt(report['knee_qps_second_method'])}), "
+            f"max qps at SLO {_fmt(report['max_qps_at_slo'])}, stopped at {report['stopped_at_qps']:.0f} qps "
+            f"by {report['stopped_by']}; report {json_out}"
+        )
+
+    @app.command("guard")
+    def guard(
+        base: Path = typer.Argument(..., help="Baseline probe report (JSON)."),
+        new: Path = typer.Argument(..., help="New probe report (JSON)."),
+        max_shift: float = typer.Option(0.15, help="Largest allowed downward knee shift, as a fraction."),
+    ) -> None:
+        """Exit 1 when the knee in NEW moved down by more than --max-shift from BASE."""
+        from rich.console import Console
+
+        from rlctl.boundary.guard import compare, render_table
+        from rlctl.errors import CheckFailed
+
+        result = compare(base, new, max_shift=max_shift)
+        Console().print(render_table(result))
+        if not result.passed:
+            raise CheckFailed(result.message())
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0f}"

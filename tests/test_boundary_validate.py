@@ -1,0 +1,62 @@
+"""The validation script's ground-truth definition and its comparison with a probe."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlctl.boundary.validate import compare, ground_truth, robust_warmup
+
+
+def curve(p99s: list[float], start: float = 100.0, step: float = 50.0) -> list[dict[str, float]]:
+    return [{"qps": start + i * step, "p99_ms": p} for i, p in enumerate(p99s)]
+
+
+def test_warmup_skips_interference_and_keeps_the_quiet_levels() -> None:
+    assert robust_warmup([2.0, 2.2, 2.1, 2.3, 2.0]) == [0, 1, 2, 3]
+    # A burst during the first levels: those are dropped once lower ones arrive.
+    assert robust_warmup([24.0, 136.0, 205.0, 70.0, 7.2, 5.4, 8.0, 6.0]) == [4, 5, 6, 7]
+
+
+def test_ground_truth_interpolates_the_4x_crossing() -> None:
+    # Baseline median of 2,2,2,2 is 2 ms: the threshold is 8 ms, crossed between 400 (4 ms)
+    # and 450 qps (12 ms): halfway.
+    truth = ground_truth(curve([2, 2, 2, 2, 2.5, 3, 4, 12, 40, 200]))
+    assert truth["baseline_p99_ms"] == 2.0 and truth["threshold_p99_ms"] == 8.0
+    assert truth["knee_qps"] == pytest.approx(425.0)
+    assert truth["first_level_over_qps"] == 450.0
+    assert truth["kneedle_to_boundary_qps"] is not None and 300.0 <= truth["kneedle_to_boundary_qps"] <= 450.0
+
+
+def test_one_level_over_is_noise_not_the_knee() -> None:
+    truth = ground_truth(curve([2, 2, 2, 2, 30, 2.5, 3, 4, 12, 40]))
+    assert truth["first_level_over_qps"] == 500.0
+    assert truth["knee_qps"] == pytest.approx(475.0)
+
+
+def test_no_crossing_means_no_knee() -> None:
+    truth = ground_truth(curve([2, 2, 2, 2, 2.5, 3, 4, 5]))
+    assert truth["knee_qps"] is None
+
+
+def probe_report(knee: float, stopped: float, step: float = 50.0, by: str = "detector") -> dict[str, object]:
+    return {
+        "knee_qps": knee,
+        "knee_qps_second_method": knee,
+        "stopped_at_qps": stopped,
+        "stopped_by": by,
+        "ramp": {"step_qps": step, "step_s": 3.0, "interval_s": 1.0},
+        "detector": {"consecutive": 2},
+    }
+
+
+def test_compare_judges_knee_error_and_stop_delay() -> None:
+    good = compare({"knee_qps": 1000.0}, probe_report(knee=950.0, stopped=1100.0))
+    assert good["knee_error"] == pytest.approx(-0.05)
+    assert good["knee_within_10pct"] and good["stopped_within_2_steps"]
+    assert good["stop_steps_after_crossing"] == pytest.approx(2.0)
+    assert good["stop_intervals_after_crossing"] == pytest.approx(6.0)
+    assert good["probe_rule_first_held_at_qps"] == 1050.0
+    late = compare({"knee_qps": 1000.0}, probe_report(knee=1200.0, stopped=1300.0))
+    assert not late["knee_within_10pct"] and not late["stopped_within_2_steps"]
+    never = compare({"knee_qps": 1000.0}, probe_report(knee=950.0, stopped=2000.0, by="max_qps"))
+    assert not never["stopped_within_2_steps"] and never["probe_rule_first_held_at_qps"] is None
