@@ -113,7 +113,10 @@ def run_eval(
     console = Console(stderr=True)
     with console.status(f"evaluating {len(controllers)} controllers on {len(scenarios)} scenarios x {seeds} seeds"):
         report, runs = evaluate(controllers, scenarios, list(range(seeds)), config, profile)
-    Console().print(render_table(report))
+    import shutil
+
+    # The table is wide: never squeeze it below 150 columns (pipes and CI logs report 80).
+    Console(width=max(150, shutil.get_terminal_size().columns)).print(render_table(report))
     if json_out is not None:
         from rlctl.report import write_atomic
 
