@@ -47,7 +47,7 @@ from typing import Any
 from rlctl.boundary.detector import BoundaryDetector, BoundaryEvent, DetectorConfig, Signal
 from rlctl.contract import DEFAULT_SLO_P99_MS, TelemetrySample
 from rlctl.errors import ConfigError, TelemetryError
-from rlctl.telemetry.scrape import MetricsSnapshot, Scraper, compute_sample
+from rlctl.telemetry.scrape import MetricsSnapshot, Scraper, compute_sample, counter_delta
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +233,8 @@ class StepResult:
     gc_cpu_fraction: float
     gc_cycles_per_s: float
     cfs_throttled_fraction: float
+    cfs_periods: float
+    cfs_throttled_periods: float
     cpu_util: float
     heap_bytes: float
     sample: TelemetrySample = field(repr=False)
@@ -267,6 +269,11 @@ class _Step:
         if snap is not None:
             self.end_snap = snap
             self.goroutines.append(snap.gauge("go_goroutines"))
+
+    def _delta(self, counter: str) -> float:
+        if self.start_snap is None or self.end_snap is None:
+            return math.nan
+        return counter_delta(self.start_snap, self.end_snap, counter)
 
     def finish(self, service: str) -> StepResult:
         duration = sum(float(line["interval_s"]) for line in self.lines)
@@ -312,6 +319,8 @@ class _Step:
             gc_cpu_fraction=server.gc_cpu_fraction,
             gc_cycles_per_s=server.gc_cycles_per_s,
             cfs_throttled_fraction=server.cfs_throttled_fraction,
+            cfs_periods=self._delta("gosvc_cfs_periods_total"),
+            cfs_throttled_periods=self._delta("gosvc_cfs_throttled_periods_total"),
             cpu_util=server.cpu_util,
             heap_bytes=server.heap_bytes,
             sample=sample,
