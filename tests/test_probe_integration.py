@@ -250,3 +250,21 @@ def test_probe_finds_the_knee_of_the_real_test_bed(gosvc: str, tmp_path: Path) -
 
 def test_gosvc_binary_is_built() -> None:
     assert os.access(REPO_GOSVC, os.X_OK), f"{REPO_GOSVC} is missing: run `bash deploy/gosvc/build.sh`"
+
+
+def test_min_steps_holds_the_stop_until_enough_levels(
+    fake_service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "fake-gosvc"
+    script.write_text(f"#!{sys.executable}\n{FAKE_LOADGEN}")
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_KNEE_STEP", "6")
+    monkeypatch.setenv("FAKE_SIGTERM_FILE", str(tmp_path / "sigterm"))
+    config = ProbeConfig.from_cli(
+        fake_service, loadgen=str(script), ramp=Ramp(100, 100, 2), max_qps=3000, min_steps=10,
+        profile_dir=str(tmp_path / "prof"),
+    )  # fmt: skip
+    report = run_probe(config)
+    assert report["stopped_by"] == "detector"
+    assert len(report["curve"]) == 10 and report["stopped_at_qps"] == 1000.0
+    assert report["boundary_event"]["sample"]["offered_qps"] == 800.0  # the event itself came at step 7

@@ -126,7 +126,10 @@ class ProbeConfig:
     miss a few; the client-side latency does not depend on them)."""
     scrape_timeout_s: float = 2.0
     stop_on_boundary: bool = True
-    """False runs the whole ramp (a ground-truth sweep); detector events are still reported."""
+    """False runs the whole ramp; detector events are still reported."""
+    min_steps: int = 0
+    """Do not stop before this many steps are complete (a ground-truth sweep wants a minimum
+    number of levels); a boundary crossed earlier stops the ramp once they are."""
     detector: DetectorConfig | None = None
     """Overrides the detector built from ``warmup_steps`` and ``consecutive``."""
 
@@ -508,7 +511,7 @@ def run_probe(config: ProbeConfig, *, on_update: Callable[[ProbeState], None] | 
             if line.get("summary"):
                 summary = line
                 continue
-            if state.event is not None and config.stop_on_boundary:
+            if stopped_by == "detector":
                 continue  # draining after SIGTERM: the service is past the boundary already
             snap = scrapes.take()
             mid = float(line["t_s"]) - float(line["interval_s"]) / 2
@@ -526,10 +529,11 @@ def run_probe(config: ProbeConfig, *, on_update: Callable[[ProbeState], None] | 
                 state.signals = detector.last_signals
                 if event is not None and state.event is None:
                     state.event = event
-                    if config.stop_on_boundary:
-                        state.status, stopped_by = "boundary crossed: stopping the ramp", "detector"
-                        state.stopped_loadgen_target_qps = state.current_target
-                        proc.stop()
+                stop_now = config.stop_on_boundary and len(state.steps) >= config.min_steps
+                if state.event is not None and stop_now and stopped_by != "detector":
+                    state.status, stopped_by = "boundary crossed: stopping the ramp", "detector"
+                    state.stopped_loadgen_target_qps = state.current_target
+                    proc.stop()
                 step = _Step(step.index + 1, config.ramp.target(step.index + 1), step.end_snap or step.start_snap)
             notify(state)
     finally:

@@ -1,14 +1,22 @@
 """Validate ``rlctl probe`` against ground truth on the gosvc test-bed, in one command.
 
-    python -m rlctl.boundary.validate --json out/validate.json
-    python -m rlctl.boundary.validate --configs cpu --steady-minutes 10 --json /tmp/steady70.json
-    python -m rlctl.boundary.validate --configs cpu --automaxprocs --json out/automaxprocs.json
+    python -m rlctl.boundary.validate --cpu-shares 16384 --json out/validate.json
+    python -m rlctl.boundary.validate --cpu-shares 16384 --configs cpu --skip-comparison \
+        --knee-qps 786 --steady-minutes 10 --json /tmp/steady70.json
+    python -m rlctl.boundary.validate --cpu-shares 16384 --skip-comparison --automaxprocs \
+        --json out/automaxprocs.json
+
+(``--steady-minutes`` without ``--skip-comparison`` measures the knee first.) On a host
+shared with other work, ``--cpu-shares`` puts this process and everything it starts into
+a cgroup v1 group with that ``cpu.shares`` for the duration (removed afterwards), so the
+neighbours cannot starve the test-bed and move its capacity between phases.
 
 For each service configuration (CPU-bound; allocation-heavy with GOGC=25; mutex-contended):
 
 1. **coarse**: a quick probe (ramp 100 qps / 2 s) estimates the capacity ``K0``;
-2. **ground truth**: a fine step sweep, 18 levels from 0.2 x K0 to 1.3 x K0 with 4 s
-   per level, run to the end, on a fresh service. The sweep's knee is the load at
+2. **ground truth**: a fine step sweep on a fresh service, levels of 4 s from 0.2 x K0 in
+   steps of 1.4 x K0 / 21, stopping three levels past the crossing but never before 15
+   levels (22 at most, i.e. up to 1.6 x K0). The sweep's knee is the load at
    which its P99 crosses 4x its low-load median (the median P99 of four warm-up levels,
    skipping levels over twice the lowest, which are another tenant's interference),
    interpolated linearly between the last level below and the first of two consecutive
@@ -17,7 +25,7 @@ For each service configuration (CPU-bound; allocation-heavy with GOGC=25; mutex-
    that boundary is reported too, as a second reference). The sweep runs once before and
    once after the probe; the ground truth is their mean, their difference the drift of
    the shared host in between;
-3. **probe**: ``rlctl probe``'s procedure (ramp from 0.2 x K0 in K0/15 steps of 3 s,
+3. **probe**: ``rlctl probe``'s procedure (ramp from 0.2 x K0 in K0/20 steps of 4 s,
    detector defaults) on a fresh service; its Kneedle knee and its stop point are
    compared with the ground truth: the knee within +-10 %, the stop within two ramp
    steps of the crossing.
@@ -70,10 +78,11 @@ KNEE_TOLERANCE = 0.10
 STOP_WITHIN_STEPS = 2
 #: P99 rise over the low-load median that defines the ground-truth knee (up 300 %).
 GROUND_TRUTH_RISE = 4.0
-SWEEP_LEVELS = 18
+SWEEP_LEVELS = 22
+SWEEP_MIN_LEVELS = 15
 SWEEP_STEP_S = 4.0
-PROBE_STEPS_PER_K0 = 15
-PROBE_STEP_S = 3.0
+PROBE_STEPS_PER_K0 = 20
+PROBE_STEP_S = SWEEP_STEP_S  # the same dwell time: a GOMEMLIMIT-bound heap needs time to fill
 CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
 
 
@@ -273,9 +282,12 @@ def ground_truth(curve: Sequence[dict[str, Any]], baseline_levels: int = 4) -> d
 
 
 def sweep(config: ServiceConfig, gosvc: str, k0: float, logs: Path, tag: str = "") -> dict[str, Any]:
-    """Fine step sweep, 18 levels of 4 s from 0.2 x K0 to 1.3 x K0, run to the end."""
+    """Fine step sweep, levels of 4 s from 0.2 x K0 up to 1.6 x K0 (22 levels at most).
+
+    It stops three levels past the crossing, but never before 15 levels.
+    """
     start = max(10.0, round(0.2 * k0))
-    step = max(5.0, round(1.1 * k0 / (SWEEP_LEVELS - 1)))
+    step = max(5.0, round(1.4 * k0 / (SWEEP_LEVELS - 1)))
     detector = DetectorConfig(window=4, warmup=4, consecutive=3, require=("p99_rise",), any_of=(),
                               learn_after_warmup=False, interval_s=SWEEP_STEP_S,
                               warmup_outlier_ratio=2.0)  # fmt: skip
@@ -286,7 +298,7 @@ def sweep(config: ServiceConfig, gosvc: str, k0: float, logs: Path, tag: str = "
         report = _probe(
             svc.url, gosvc, Ramp(start, step, SWEEP_STEP_S), start + step * (SWEEP_LEVELS - 1),
             detector=detector, warmup_steps=4, consecutive=3, profile_dir=str(logs / "profiles"),
-            stop_on_boundary=False, max_scrape_failures=1_000_000,  # /metrics times out when overloaded
+            min_steps=SWEEP_MIN_LEVELS, max_scrape_failures=1_000_000,  # /metrics times out when overloaded
         )  # fmt: skip
     truth = ground_truth(report["curve"])
     levels = len(report["curve"])
