@@ -11,6 +11,9 @@ score               definition
 slo_violation_s     seconds of intervals whose client-side P99 was over the SLO (an interval
                     with load but no latency figure counts as violated)
 replica_seconds     replicas x seconds (every replica that costs: running, starting, frozen)
+core_seconds_used   CPU seconds the replica processes used (local backend: /proc utime + stime)
+steady_violation_s  slo_violation_s outside every fault window and the 60 s after it
+flaps               replica changes that reverse the previous one (up then down, or down then up)
 recovery            per fault window: seconds from the window's end until the first interval
                     with P99 back under the SLO (``recovered: false`` if that never happened)
 boundary_events     :class:`rlctl.boundary.BoundaryDetector` over the run's telemetry
@@ -43,6 +46,8 @@ from rlctl.errors import ConfigError
 log = logging.getLogger(__name__)
 
 REPORT_SCHEMA = "rlctl.chaos-run/v1"
+#: Seconds after a fault window that still count as the fault's, not as the steady part.
+STEADY_MARGIN_S = 60.0
 BACKENDS = ("sim", "local", "k8s")
 #: Baselines by name; ``hpa-<target>`` (e.g. ``hpa-0.6``) and ``ppo:<artifact>`` too.
 BASELINES = ("static", "hpa", "hpa-tuned", "threshold", "oracle")
@@ -148,8 +153,13 @@ def run_experiment(
     run_id: str,
     context: ControllerContext,
     on_start: Callable[[str], None] | None = None,
+    wrap: Callable[[Controller, str], Controller] | None = None,
 ) -> tuple[list[RunRecord], dict[str, dict[str, Any]]]:
-    """Run ``scenario`` on ``backend`` once per controller; returns the records and controller facts."""
+    """Run ``scenario`` on ``backend`` once per controller; returns the records and controller facts.
+
+    ``wrap`` turns each resolved controller into the one that runs (e.g. the online path of
+    :mod:`chaos.online`); a wrapper's ``summary()`` lands in the record's ``extra.online``.
+    """
     backend.check(scenario)
     resolved = [(spec, *resolve_controller(spec, context)) for spec in check_controller_names(controllers)]
     records, facts = [], {}
@@ -157,7 +167,10 @@ def run_experiment(
         if on_start is not None:
             on_start(spec)
         log.info("running %s on %s with %s", scenario.name, backend.name, spec)
-        record = backend.run(scenario, controller, run_id=run_id)
+        running = wrap(controller, spec) if wrap is not None else controller
+        record = backend.run(scenario, running, run_id=run_id)
+        if running is not controller and hasattr(running, "summary"):
+            record.extra["online"] = running.summary()
         record.controller = spec
         records.append(record)
         facts[spec] = info
@@ -207,10 +220,22 @@ def score(record: RunRecord, scenario: Scenario) -> dict[str, Any]:
         recovery.append(entry)
     decisions = sorted({a["t_s"] for a in record.actions})
     finite = p99[np.isfinite(p99)]
+    starts = t - dt
+    steady = np.ones(len(t), dtype=bool)
+    for w in scenario.windows():  # a fault window and the STEADY_MARGIN_S after it are not steady
+        steady &= ~((starts < w.end_s + STEADY_MARGIN_S) & (t > w.start_s))
+    moves = np.sign([a["to"] - a["from"] for a in record.actions if a["knob"] == "replicas"])
+    replica_seconds = float((s["replicas"] * dt).sum())
+    quota = record.extra.get("replica_cpu_cores")
     return {
         "duration_s": duration,
         "slo_violation_s": float(dt[violated].sum()),
-        "replica_seconds": float((s["replicas"] * dt).sum()),
+        "steady_s": float(dt[steady].sum()),
+        "steady_violation_s": float(dt[steady & violated].sum()),
+        "replica_seconds": replica_seconds,
+        "core_seconds_allocated": replica_seconds * float(quota) if quota else None,
+        "core_seconds_used": record.extra.get("core_seconds_used"),
+        "flaps": int(np.sum(moves[1:] != moves[:-1])) if moves.size > 1 else 0,
         "recovery": recovery,
         "boundary_events": detect_boundaries(record),
         "actions": len(decisions),

@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "chaos_run",
     "control",
     "sim2real",
+    "validate_real",
 )
 
 

@@ -21,9 +21,11 @@ A run killed with SIGKILL leaves its journal for ``rlctl chaos cleanup --backend
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from chaos.live import LiveConfig, LiveRun, execute, signals_deferred, signals_raise
@@ -126,6 +128,16 @@ def _describe(w: FaultWindow) -> str:
     return f"SIGKILL the selected replicas, restart after {w.spec.param('restart_delay_s'):g}s"
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; utime, stime are fields 14, 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class _LocalRun(LiveRun):
     """One local run: the proxy, the replicas and the fault schedule around the live loop."""
 
@@ -140,6 +152,8 @@ class _LocalRun(LiveRun):
         self.replicas: ReplicaManager | None = None
         self.faults: LocalFaults | None = None
         self.scrapers: dict[tuple[str, int], Any] = {}
+        self.cpu_used: dict[tuple[str, int], float] = {}
+        """CPU seconds each replica process used, as last read (a killed one keeps its last reading)."""
         self.done: list[Injection] = []
         self.active: dict[int, Injection] = {}
         self.events: list[tuple[float, int, int, FaultWindow]] = []
@@ -199,8 +213,18 @@ class _LocalRun(LiveRun):
     def live_replicas(self) -> float:
         return float(len(self.replicas.live())) if self.replicas is not None else 0.0
 
+    def _account_cpu(self) -> None:
+        """Remember each replica process's CPU seconds so far (utime + stime from /proc)."""
+        assert self.replicas is not None
+        for rep in self.replicas.replicas.values():
+            if rep.proc is not None and rep.alive:
+                used = process_cpu_seconds(rep.proc.pid)
+                if used is not None:
+                    self.cpu_used[(rep.name, rep.generation)] = used
+
     def scrape(self) -> list[TelemetrySample]:
         assert self.replicas is not None
+        self._account_cpu()
         out = []
         for rep in self.replicas.ready():
             try:
@@ -241,6 +265,8 @@ class _LocalRun(LiveRun):
         if self.proxy is not None and self.proxy.proc is not None:
             self.extra["proxy_stats"] = self.proxy.stats()
         if self.replicas is not None:
+            self._account_cpu()
+            self.extra["core_seconds_used"] = round(sum(self.cpu_used.values()), 3)
             self.extra["replica_cpu_cores"] = self.cfg.replica_cpu
             self.extra["cpu_iters_per_request"] = self.replicas.cpu_iters
             self.extra["replica_history"] = {r.name: r.history for r in self.replicas.replicas.values()}

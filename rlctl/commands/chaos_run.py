@@ -71,6 +71,12 @@ def run(
     deployment: str | None = typer.Option(None, "--deployment", help="k8s: [NAMESPACE/]NAME of the Deployment."),
     kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="k8s: kubeconfig file."),
     context: str | None = typer.Option(None, "--context", help="k8s: kubeconfig context."),
+    online: bool = typer.Option(
+        False,
+        "--online",
+        help="local/k8s: decide through the production path (telemetry -> Redis -> Ray Serve for ppo: "
+        "or the baseline's rule -> safety -> actuators) instead of an in-process call.",
+    ),
 ) -> None:
     """Run SCENARIO once per --controller on a backend and report them side by side."""
     from rich.console import Console
@@ -90,6 +96,8 @@ def run(
         raise ConfigError("--load-scale and --interval must be > 0; --replica-cpu and --cpu-us >= 0")
     if not 1 <= initial_replicas <= max_replicas:
         raise ConfigError(f"--replicas {initial_replicas} must be between 1 and --max-replicas {max_replicas}")
+    if online and backend == "sim":
+        raise ConfigError("--online needs a live backend (local or k8s): the simulator has no telemetry to stream")
     spec = load_scenario(scenario)
     controllers = check_controller_names(controller or ["hpa-tuned"])
     rid = check_run_id(run_id) if run_id else new_run_id()
@@ -154,7 +162,7 @@ def run(
             resolve_controller(name, ctx)  # a missing artifact or an oracle off the simulator fails here
         _print_plan(console, spec.name, chosen, controllers, rid, lines)
         return
-    _execute(console, spec, scenario, chosen, ctx, controllers, rid, report_dir, json_out)
+    _execute(console, spec, scenario, chosen, ctx, controllers, rid, report_dir, json_out, online=online)
 
 
 def _print_plan(console: Any, name: str, backend: Any, controllers: list[str], rid: str, lines: list[str]) -> None:
@@ -174,7 +182,11 @@ def _execute(
     rid: str,
     report_dir: Path | None,
     json_out: Path | None,
+    *,
+    online: bool = False,
 ) -> None:
+    import contextlib
+
     from rich.console import Console
 
     from chaos.runner import build_report, results_table, run_experiment, write_report
@@ -188,7 +200,21 @@ def _execute(
         )
 
     try:
-        records, facts = run_experiment(spec, backend, controllers, run_id=rid, context=ctx, on_start=started)
+        with contextlib.ExitStack() as stack:
+            wrap = None
+            if online:
+                from chaos.online import OnlinePath
+
+                policies = [c[4:] for c in controllers if c.startswith("ppo:")]
+                console.print("starting redis-server" + (" and Ray Serve" if policies else "") + " for the online path")
+                path = stack.enter_context(OnlinePath(policies))
+
+                def wrap(inner: Any, name: str) -> Any:
+                    return path.controller(inner, name, bounds=ctx.bounds, interval_s=backend.config.interval_s)
+
+            records, facts = run_experiment(
+                spec, backend, controllers, run_id=rid, context=ctx, on_start=started, wrap=wrap
+            )
     except KeyboardInterrupt:
         console.print(f"[red]interrupted[/red]: every fault of run {rid} was reverted; no report written")
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -46,6 +46,9 @@ from rlctl.errors import RlctlError
 
 FloatArray = npt.NDArray[np.float64]
 
+#: Length of the decoder's accumulator (the policy's delta dimensions; see :mod:`policies.ppo`).
+CARRY_LEN = 6
+
 #: Longest window a request may carry (an hour of 5 s samples is 720).
 MAX_WINDOW = 1024
 
@@ -92,6 +95,16 @@ class ActRequest(BaseModel):
     service: str = Field(min_length=1, max_length=253)
     window: list[list[float | None]] | list[dict[str, float | str | None]] = Field(min_length=1, max_length=MAX_WINDOW)
     knobs: KnobsModel
+    carry: list[float] | None = Field(default=None, min_length=CARRY_LEN, max_length=CARRY_LEN)
+    """The decoder's error-feedback accumulator from this service's previous answer (``None``:
+    zeros, a fresh start). The server keeps no state per service: the caller carries it."""
+
+    @field_validator("carry")
+    @classmethod
+    def _check_carry(cls, carry: list[float] | None) -> list[float] | None:
+        if carry is not None and not all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in carry):
+            raise ValueError(f"carry {carry} must be {CARRY_LEN} numbers in [-1, 1]: send back the last answer's carry")
+        return carry
 
     @field_validator("window")
     @classmethod
@@ -144,6 +157,8 @@ class ActResponse(BaseModel):
     policy: str
     schema_hash: str
     feature_hash: str
+    carry: list[float] = Field(default_factory=list)
+    """Send this back as the next request's ``carry`` (the decoder's accumulator)."""
 
 
 class ActManyResponse(BaseModel):
@@ -177,6 +192,8 @@ class Decision:
     policy: str
     schema_hash: str
     feature_hash: str
+    carry: list[float] | None = None
+    """The decoder's accumulator after this decision (the next request's ``carry``)."""
 
     def response(self, service: str) -> ActResponse:
         return ActResponse(
@@ -186,6 +203,7 @@ class Decision:
             policy=self.policy,
             schema_hash=self.schema_hash,
             feature_hash=self.feature_hash,
+            carry=list(self.carry or []),
         )
 
 
@@ -224,14 +242,31 @@ class PolicyModel:
             return featurize(np.stack(arrays), slo_p99_ms=self.slo_p99_ms)
         return np.concatenate([featurize(a[None], slo_p99_ms=self.slo_p99_ms) for a in arrays])
 
-    def decide(self, windows: Sequence[npt.ArrayLike], knobs: npt.ArrayLike) -> list[Decision]:
-        """One decision per service: featurize, predict (deterministic), apply within the artifact's bounds."""
+    def decide(
+        self,
+        windows: Sequence[npt.ArrayLike],
+        knobs: npt.ArrayLike,
+        carries: Sequence[Sequence[float] | None] | None = None,
+    ) -> list[Decision]:
+        """One decision per service: featurize, decode, apply within the artifact's bounds.
+
+        Decoding is the controller's (:mod:`policies.ppo`): expected deltas with error
+        feedback, each service's accumulator passed in ``carries`` and returned in its
+        :class:`Decision` (SB3's per-dimension mode would keep every knob for ever).
+        """
+        from policies.ppo import action_probabilities, decode
+
         obs = self.featurize(windows)
-        actions, _ = self.controller.model.predict(obs, deterministic=True)
-        actions = np.asarray(actions, dtype=np.int64).reshape(len(obs), -1)
+        acc = np.zeros((len(obs), CARRY_LEN))
+        for i, c in enumerate(carries or []):
+            if c is not None:
+                acc[i] = np.clip(np.asarray(c, dtype=np.float64), -1.0, 1.0)
+        actions, acc = decode(action_probabilities(self.controller.model, obs), acc)
         targets = apply_array(np.asarray(knobs, dtype=np.float64).reshape(len(obs), -1), actions, self.bounds)
         return [
-            Decision([int(a) for a in actions[i]], targets[i], self.name, SCHEMA_HASH, feature_hash(obs[i]))
+            Decision(
+                [int(a) for a in actions[i]], targets[i], self.name, SCHEMA_HASH, feature_hash(obs[i]), acc[i].tolist()
+            )
             for i in range(len(obs))
         ]
 
@@ -243,9 +278,13 @@ class InProcessPolicy:
         self.model = PolicyModel(policy)
         self.name = self.model.name
         self.window = self.model.window
+        self.carry: dict[str, list[float] | None] = {}
 
     def act(self, service: str, window: npt.ArrayLike, knobs: npt.ArrayLike) -> Decision:
-        return self.model.decide([window], np.asarray(knobs, dtype=np.float64)[None])[0]
+        knob_row = np.asarray(knobs, dtype=np.float64)[None]
+        decision = self.model.decide([window], knob_row, [self.carry.get(service)])[0]
+        self.carry[service] = decision.carry
+        return decision
 
 
 class HttpPolicy:
@@ -261,9 +300,14 @@ class HttpPolicy:
         self.timeout_s = timeout_s
         self.name = f"http:{self.url}"
         self.window: int | None = None
+        self.carry: dict[str, list[float]] = {}
+        """Each service's decoder accumulator, sent back with its next request."""
 
     def act(self, service: str, window: npt.ArrayLike, knobs: npt.ArrayLike) -> Decision:
-        body = json.dumps({"service": service, "window": window_payload(window), "knobs": knobs_dict(knobs)})
+        payload: dict[str, Any] = {"service": service, "window": window_payload(window), "knobs": knobs_dict(knobs)}
+        if self.carry.get(service):
+            payload["carry"] = self.carry[service]
+        body = json.dumps(payload)
         req = urllib.request.Request(
             self.url, data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
         )
@@ -293,7 +337,10 @@ class HttpPolicy:
                 f"{SCHEMA_HASH}; deploy a policy trained with this rlctl version",
             )
         target = Knobs(**resp_model.target_knobs).to_array()  # type: ignore[arg-type]
-        return Decision(resp_model.action, target, resp_model.policy, resp_model.schema_hash, resp_model.feature_hash)
+        if resp_model.carry:
+            self.carry[service] = resp_model.carry
+        return Decision(resp_model.action, target, resp_model.policy, resp_model.schema_hash, resp_model.feature_hash,
+                        resp_model.carry or None)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- placeholder

@@ -94,7 +94,7 @@ class PolicyServer:
         if model is None:
             raise HTTPException(status_code=503, detail="no policy loaded")
         knobs = np.stack([r.knobs.to_array() for r in requests])
-        decisions = model.decide([r.window_array() for r in requests], knobs)
+        decisions = model.decide([r.window_array() for r in requests], knobs, [r.carry for r in requests])
         self.batches += 1
         self.decisions += len(requests)
         return [d.response(r.service) for d, r in zip(decisions, requests, strict=True)]

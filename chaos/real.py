@@ -1,0 +1,372 @@
+"""The policy against a tuned HPA on real Go processes: the suite behind ``rlctl validate-real``.
+
+Each run is ``rlctl chaos run SCENARIO --backend local --online`` with the settings below:
+every replica a ``gosvc serve`` in its own cgroup v1 CPU group (``REPLICA_CPU`` cores), so a
+replica adds real capacity; decisions through the production path (Redis, Ray Serve for the
+policy, the safety layer). The suite (``chaos/scenarios/real/``):
+
+==================  ===================================================================
+scenario            what happens
+==================  ===================================================================
+real-nasa-replay    the NASA trace, August 1995 (held out from training), 24x faster
+real-flash-crowd    150 -> 650 QPS in 30 s
+real-step-podkill   a step 200 -> 500 QPS, then two replicas SIGKILLed
+real-delay-stress   380 QPS, a 3 ms network delay, then a CPU stressor in one replica
+==================  ===================================================================
+
+Every scenario runs ``repeats`` times (seed = repeat), each controller once per repeat, the
+controllers' order reversed on odd repeats so host drift does not always favour one. After
+every scenario the summary (``summary.json``, ``summary.md``, ``summary.png``) is rewritten,
+so an interrupted suite keeps what it measured. The summary gives per controller and
+scenario the mean and range over repeats of SLO-violation seconds (client-side P99 over the
+SLO), replica-seconds, CPU core-seconds the replicas used, recovery after each fault,
+actions and flaps, the same in total, and the policy's ratios against ``hpa-tuned``
+with the issue's goal: violations <= 0.5x, replica-seconds <= 1.0x, and steady-part
+violations (outside fault windows and the minute after) no worse.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlctl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios" / "real"
+SUITE: tuple[str, ...] = ("nasa-replay", "flash-crowd", "step-podkill", "delay-stress")
+QUICK = "quick-flash"
+POLICY = "ppo:default"
+BASELINE = "hpa-tuned"
+SUMMARY_SCHEMA = "rlctl.validate-real/v1"
+GOAL_VIOLATION_RATIO = 0.5
+GOAL_REPLICA_RATIO = 1.0
+SCORES = ("slo_violation_s", "steady_violation_s", "replica_seconds", "core_seconds_used", "actions", "flaps")
+
+
+@dataclass(frozen=True)
+class RealConfig:
+    """The test-bed settings every run of the suite shares."""
+
+    replica_cpu: float = 0.25
+    """CPU quota per replica in cores (cgroup v1): one replica's knee is about 170 QPS."""
+    cpu_us: int = 1000
+    """CPU work per request (``gosvc serve --cpu-us``)."""
+    replicas: int = 2
+    max_replicas: int = 5
+    """Five replicas of 0.25 core leave the load generator, proxy, Redis and Ray most of a core."""
+    interval_s: float = 5.0
+    controllers: tuple[str, ...] = (POLICY, BASELINE)
+    repeats: int = 2
+    scenarios: tuple[str, ...] = SUITE
+    gosvc: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def scenario_path(name: str) -> Path:
+    p = SCENARIO_DIR / f"{name}.yaml"
+    if not p.exists():
+        known = ", ".join(sorted(f.stem for f in SCENARIO_DIR.glob("*.yaml")))
+        raise ConfigError(f"--scenario {name!r}: no {p}; choose from {known}")
+    return p
+
+
+def machine() -> dict[str, Any]:
+    """What the suite ran on (for the results' README)."""
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gib = int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+
+    def run(*argv: str) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "host": platform.node(),
+        "kernel": platform.release(),
+        "cpu_model": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "python": platform.python_version(),
+        "git_commit": run("git", "-C", str(SCENARIO_DIR), "rev-parse", "HEAD"),
+        "load_average": list(os.getloadavg()),
+    }
+
+
+def run_suite(
+    cfg: RealConfig,
+    out: Path,
+    *,
+    command: Sequence[str] | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the suite, writing each run's report under ``out`` and the summary after each scenario."""
+    import contextlib
+
+    from chaos.local import LocalBackend, LocalConfig
+    from chaos.online import OnlinePath
+    from chaos.runner import ControllerContext, build_report, check_controller_names, run_experiment, write_report
+    from chaos.spec import load_scenario
+    from rlctl.contract import KnobBounds, Knobs
+
+    controllers = check_controller_names(list(cfg.controllers))
+    if cfg.repeats < 1:
+        raise ConfigError(f"--repeats {cfg.repeats}: run each scenario at least once")
+    specs = {name: load_scenario(scenario_path(name)) for name in cfg.scenarios}
+    out.mkdir(parents=True, exist_ok=True)
+    bounds = KnobBounds(max_replicas=cfg.max_replicas, max_gomaxprocs=4)
+    knobs = Knobs(replicas=cfg.replicas, gomaxprocs=1)
+    meta = {
+        "schema": SUMMARY_SCHEMA,
+        "command": shlex.join(command or sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "settings": {
+            "replica_cpu_cores": cfg.replica_cpu, "cpu_us_per_request": cfg.cpu_us, "replicas": cfg.replicas,
+            "max_replicas": cfg.max_replicas, "interval_s": cfg.interval_s, "repeats": cfg.repeats,
+            "controllers": controllers, "scenarios": list(cfg.scenarios),
+            "path": "gosvc loadgen -> gosvc proxy -> gosvc serve replicas (cgroup each); telemetry -> Redis "
+            "Streams -> Ray Serve (policy) or the baseline's rule -> safety layer -> replica manager, /admin/knobs",
+        },
+        **cfg.extra,
+    }  # fmt: skip
+    reports: list[dict[str, Any]] = []
+    policies = [c[4:] for c in controllers if c.startswith("ppo:")]
+    with contextlib.ExitStack() as stack:
+        path = stack.enter_context(OnlinePath(policies))
+        for rep in range(cfg.repeats):
+            order = controllers if rep % 2 == 0 else list(reversed(controllers))
+            for name, spec in specs.items():
+                ctx = ControllerContext("local", spec, bounds=bounds, initial_knobs=knobs, seed=rep)
+                run_dir = out / f"{spec.name}-r{rep + 1}"
+                backend = LocalBackend(
+                    LocalConfig(
+                        gosvc=cfg.gosvc, replica_cpu=cfg.replica_cpu or None, cpu_us=cfg.cpu_us,
+                        interval_s=cfg.interval_s, initial_knobs=knobs, bounds=bounds,
+                        log_dir=run_dir / "logs", seed=rep,
+                    )
+                )  # fmt: skip
+                if on_start is not None:
+                    on_start(f"{spec.name} repeat {rep + 1}/{cfg.repeats}: {', '.join(order)}")
+
+                def wrap(inner: Any, ctl: str) -> Any:
+                    return path.controller(inner, ctl, bounds=bounds, interval_s=cfg.interval_s)
+
+                run_id = time.strftime("%Y%m%d-%H%M%S") + f"-r{rep + 1}"
+                records, facts = run_experiment(spec, backend, order, run_id=run_id, context=ctx, wrap=wrap)
+                report = build_report(spec, records, backend="local", run_id=run_id,
+                                      scenario_file=str(scenario_path(name).relative_to(SCENARIO_DIR.parents[1])),
+                                      facts=facts)  # fmt: skip
+                report["repeat"] = rep + 1
+                report["load_average_after"] = list(os.getloadavg())
+                write_report(report, run_dir, None)
+                reports.append(report)
+                summary = summarize(reports, meta)
+                write_summary(summary, out)
+    return summarize(reports, meta)
+
+
+def _stats(values: Sequence[float | None]) -> dict[str, Any]:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if not v.size:
+        return {"mean": None, "min": None, "max": None, "n": 0}
+    return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+
+
+def summarize(reports: Sequence[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """Per scenario and controller: mean and range over repeats; totals; the policy's ratios to the baseline."""
+    controllers: list[str] = []
+    for r in reports:
+        controllers += [c for c in r["controllers"] if c not in controllers]
+    scenarios: dict[str, Any] = {}
+    for r in reports:
+        entry = scenarios.setdefault(r["scenario"]["name"], {"runs": [], "per_controller": {}})
+        entry["runs"].append(str(Path(r["files"].get("json", "")).parent.name))
+    for name, entry in scenarios.items():
+        mine = [r for r in reports if r["scenario"]["name"] == name]
+        for c in controllers:
+            res = [r["results"][c] for r in mine if c in r["results"]]
+            block: dict[str, Any] = {k: _stats([x.get(k) for x in res]) for k in SCORES}
+            rec = [f.get("recovery_s") for x in res for f in x["recovery"]]
+            block["recovery_s"] = _stats([v for v in rec if v is not None])
+            block["unrecovered_faults"] = sum(1 for x in res for f in x["recovery"] if not f["recovered"])
+            block["hpa_target_cpu"] = sorted({r["results"][c]["controller"].get("hpa_target_cpu") for r in mine
+                                              if c in r["results"]} - {None})  # fmt: skip
+            entry["per_controller"][c] = block
+    totals: dict[str, Any] = {}
+    for c in controllers:
+        # Total per repeat (the sum over scenarios of that repeat), then mean and range over repeats.
+        by_rep: dict[int, dict[str, float]] = {}
+        for r in reports:
+            if c in r["results"]:
+                acc = by_rep.setdefault(int(r.get("repeat", 1)), dict.fromkeys(SCORES, 0.0))
+                for k in SCORES:
+                    acc[k] += float(r["results"][c].get(k) or 0.0)
+        totals[c] = {k: _stats([v[k] for v in by_rep.values()]) for k in SCORES}
+    verdict = None
+    if POLICY in totals and BASELINE in totals:
+        p, b = totals[POLICY], totals[BASELINE]
+
+        def ratio(key: str) -> float | None:
+            num, den = p[key]["mean"], b[key]["mean"]
+            if num is None or den is None:
+                return None
+            return float(num / den) if den > 0 else (1.0 if num == 0 else None)
+
+        steady_worse = []
+        for name, entry in scenarios.items():
+            pc = entry["per_controller"]
+            if POLICY in pc and BASELINE in pc:
+                ps, bs = pc[POLICY]["steady_violation_s"]["mean"], pc[BASELINE]["steady_violation_s"]["mean"]
+                if ps is not None and bs is not None and ps > bs:
+                    steady_worse.append({"scenario": name, "policy_s": ps, "baseline_s": bs})
+        vr, rr = ratio("slo_violation_s"), ratio("replica_seconds")
+        verdict = {
+            "violation_ratio": vr,
+            "replica_seconds_ratio": rr,
+            "core_seconds_ratio": ratio("core_seconds_used"),
+            "steady_worse": steady_worse,
+            "goal": f"violations <= {GOAL_VIOLATION_RATIO}x and replica-seconds <= {GOAL_REPLICA_RATIO}x "
+            f"{BASELINE}, never worse on the steady parts",
+            "met": bool(vr is not None and rr is not None and vr <= GOAL_VIOLATION_RATIO
+                        and rr <= GOAL_REPLICA_RATIO and not steady_worse),
+        }  # fmt: skip
+    return {**meta, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "controllers": controllers,
+            "scenarios": scenarios, "totals": totals, "verdict": verdict}  # fmt: skip
+
+
+def _cell(s: dict[str, Any], digits: int = 0) -> str:
+    if s["mean"] is None:
+        return "–"
+    if s["n"] > 1 and s["max"] - s["min"] > 0:
+        return f"{s['mean']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+    return f"{s['mean']:.{digits}f}"
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    """The summary as Markdown: settings, machine, per-scenario and total tables, the verdict."""
+    cs = summary["controllers"]
+    m, st = summary["machine"], summary["settings"]
+    lines = [
+        "# Real test-bed results: policy vs tuned HPA",
+        "",
+        f"Command: `{summary['command']}`  ",
+        f"Started {summary['started']}, updated {summary['updated']}.  ",
+        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, kernel {m['kernel']}, "
+        f"Python {m['python']}, commit {m['git_commit'][:12]}.  ",
+        f"Test-bed: {st['path']}; {st['replica_cpu_cores']} core per replica, {st['cpu_us_per_request']} µs CPU "
+        f"per request, {st['replicas']} replicas at the start, at most {st['max_replicas']}, a decision every "
+        f"{st['interval_s']:g} s.",
+        "",
+        "Cells: mean over repeats (range in brackets). Violation: seconds with the load generator's P99 over "
+        "the SLO. Steady: the same outside fault windows and the minute after them. Core-s: CPU seconds the "
+        "replica processes used. Flaps: replica changes reversing the previous one.",
+        "",
+    ]
+    for name, entry in summary["scenarios"].items():
+        pc = entry["per_controller"]
+        lines += [f"## {name}", "", f"Runs: {', '.join(entry['runs'])}", ""]
+        lines += ["| score | " + " | ".join(cs) + " |", "|---|" + "---:|" * len(cs)]
+        labels = [("SLO violation (s)", "slo_violation_s", 0), ("steady violation (s)", "steady_violation_s", 0),
+                  ("replica-seconds", "replica_seconds", 0), ("core-seconds used", "core_seconds_used", 0),
+                  ("recovery after faults (s)", "recovery_s", 0), ("actions", "actions", 0),
+                  ("flaps", "flaps", 0)]  # fmt: skip
+        for label, key, d in labels:
+            lines.append(f"| {label} | " + " | ".join(_cell(pc[c][key], d) if c in pc else "–" for c in cs) + " |")
+        lines.append("| unrecovered faults | " + " | ".join(str(pc[c]["unrecovered_faults"]) if c in pc else "–"
+                                                         for c in cs) + " |")  # fmt: skip
+        targets = {c: pc[c]["hpa_target_cpu"] for c in cs if c in pc and pc[c]["hpa_target_cpu"]}
+        if targets:
+            lines.append("")
+            lines.append("HPA CPU target from the simulator sweep: " +
+                         ", ".join(f"{c} {v}" for c, v in targets.items()))  # fmt: skip
+        lines.append("")
+    lines += ["## Total (sum over scenarios, per repeat)", "", "| score | " + " | ".join(cs) + " |",
+              "|---|" + "---:|" * len(cs)]  # fmt: skip
+    for key in SCORES:
+        lines.append(f"| {key} | " + " | ".join(_cell(summary["totals"][c][key]) for c in cs) + " |")
+    v = summary.get("verdict")
+    if v:
+
+        def r(x: float | None) -> str:
+            return "–" if x is None else f"{x:.2f}x"
+
+        lines += ["", f"## Verdict: {'goal met' if v['met'] else 'goal not met'}", "",
+                  f"Goal: {v['goal']}.", "",
+                  f"- SLO-violation seconds: {r(v['violation_ratio'])} of {BASELINE}",
+                  f"- replica-seconds: {r(v['replica_seconds_ratio'])}",
+                  f"- core-seconds used: {r(v['core_seconds_ratio'])}"]  # fmt: skip
+        for w in v["steady_worse"]:
+            lines.append(
+                f"- worse on the steady part of {w['scenario']}: {w['policy_s']:.0f} s vs {w['baseline_s']:.0f} s"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_summary(summary: dict[str, Any], path: Path) -> Path:
+    """Bars per scenario: violation seconds and replica-seconds, one bar per controller (range as error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cs = summary["controllers"]
+    names = list(summary["scenarios"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / max(len(cs), 1)
+    for ax, key, title in ((axes[0], "slo_violation_s", "SLO-violation seconds"),
+                           (axes[1], "replica_seconds", "replica-seconds")):  # fmt: skip
+        for i, c in enumerate(cs):
+            stats = [summary["scenarios"][n]["per_controller"].get(c, {}).get(key, {"mean": None}) for n in names]
+            mean = np.array([s["mean"] if s["mean"] is not None else np.nan for s in stats])
+            lo = np.array([s["mean"] - s["min"] if s["mean"] is not None else 0 for s in stats])
+            hi = np.array([s["max"] - s["mean"] if s["mean"] is not None else 0 for s in stats])
+            x = np.arange(len(names)) + (i - (len(cs) - 1) / 2) * width
+            ax.bar(x, mean, width, yerr=[lo, hi], capsize=3, label=c)
+        ax.set_xticks(np.arange(len(names)), [n.replace("real-", "") for n in names], rotation=15)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("Real test-bed: mean over repeats, range as error bars")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_summary(summary: dict[str, Any], out: Path) -> dict[str, str]:
+    from rlctl.report import write_atomic
+
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_atomic(out / "summary.md", render_summary(summary))
+    plot_summary(summary, out / "summary.png")
+    return {"json": str(out / "summary.json"), "markdown": str(out / "summary.md"), "png": str(out / "summary.png")}

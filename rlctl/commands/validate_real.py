@@ -1,0 +1,80 @@
+"""``rlctl validate-real``: the policy against a tuned HPA on real Go processes (see :mod:`chaos.real`).
+
+    rlctl validate-real --quick                      # one 3-minute run of the policy, online path
+    rlctl validate-real --out deploy/results/real    # the suite: 4 scenarios x 2 repeats x controllers
+
+Needs root (cgroup v1 CPU quotas), redis-server, stress-ng and the gosvc binary
+(``make system gosvc``). Heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from rlctl.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate-real")(validate_real)
+
+
+def validate_real(
+    quick: bool = typer.Option(
+        False, "--quick", help="One 3-minute flash crowd run of the policy (add -c hpa-tuned to compare)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Results folder (default: out/validate-real/<UTC time>; --quick: out/validate-real-quick)."
+    ),
+    controller: list[str] = typer.Option(
+        [],
+        "--controller",
+        "-c",
+        help="Controllers (repeatable). Default: ppo:default and hpa-tuned (--quick: ppo:default).",
+    ),
+    scenario: list[str] = typer.Option(
+        [], "--scenario", "-s", help="Scenarios of chaos/scenarios/real (repeatable). Default: the four of the suite."
+    ),
+    repeats: int = typer.Option(2, "--repeats", help="Runs of each scenario per controller (--quick: 1)."),
+    replica_cpu: float = typer.Option(0.25, "--replica-cpu", help="CPU quota per replica in cores (cgroup v1)."),
+    cpu_us: int = typer.Option(1000, "--cpu-us", help="CPU work per request (gosvc serve --cpu-us)."),
+    max_replicas: int = typer.Option(5, "--max-replicas", help="Most replicas a controller may run."),
+    gosvc: Path | None = typer.Option(None, "--gosvc", help="gosvc binary (default deploy/gosvc/bin/gosvc)."),
+) -> None:
+    """Run the real test-bed suite (or --quick) and write per-run reports and a summary."""
+    from rich.console import Console
+
+    from chaos.real import QUICK, SUITE, RealConfig, render_summary, run_suite
+
+    if replica_cpu <= 0 or cpu_us <= 0 or max_replicas < 2:
+        raise ConfigError("--replica-cpu and --cpu-us must be > 0 and --max-replicas at least 2")
+    if quick:
+        cfg = RealConfig(
+            replica_cpu=replica_cpu, cpu_us=cpu_us, max_replicas=max_replicas, repeats=1,
+            scenarios=tuple(scenario) or (QUICK,), controllers=tuple(controller) or ("ppo:default",),
+            gosvc=str(gosvc) if gosvc else None,
+        )  # fmt: skip
+        folder = out or Path("out/validate-real-quick")
+    else:
+        cfg = RealConfig(
+            replica_cpu=replica_cpu, cpu_us=cpu_us, max_replicas=max_replicas, repeats=repeats,
+            scenarios=tuple(scenario) or SUITE, controllers=tuple(controller) or ("ppo:default", "hpa-tuned"),
+            gosvc=str(gosvc) if gosvc else None,
+        )  # fmt: skip
+        folder = out or Path("out/validate-real") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    console = Console(stderr=True)
+    console.print(f"results go to {folder}; runs are {', '.join(cfg.scenarios)} x {cfg.repeats} x "
+                  f"{', '.join(cfg.controllers)}")  # fmt: skip
+
+    def started(what: str) -> None:
+        console.print(f"[bold]{time.strftime('%H:%M:%S')}[/bold] running {what}")
+
+    try:
+        summary = run_suite(cfg, folder, on_start=started)
+    except KeyboardInterrupt:
+        console.print(f"[red]interrupted[/red]: every fault was reverted; finished scenarios are in {folder}")
+        raise typer.Exit(130) from None
+    typer.echo(render_summary(summary))
+    console.print(f"wrote {folder}/summary.md, summary.json, summary.png and one report folder per run")
