@@ -51,6 +51,7 @@ SUITE: tuple[str, ...] = ("nasa-replay", "flash-crowd", "step-podkill", "delay-s
 QUICK = "quick-flash"
 POLICY = "ppo:default"
 BASELINE = "hpa-tuned"
+PROFILE = Path(__file__).resolve().parents[1] / "envs" / "profiles" / "testbed-real.yaml"
 SUMMARY_SCHEMA = "rlctl.validate-real/v1"
 GOAL_VIOLATION_RATIO = 0.5
 GOAL_REPLICA_RATIO = 1.0
@@ -73,6 +74,8 @@ class RealConfig:
     repeats: int = 2
     scenarios: tuple[str, ...] = SUITE
     gosvc: str | None = None
+    predict: bool = True
+    """Also run every scenario in the simulator (test-bed profile) and report sim against real."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -157,6 +160,9 @@ def run_suite(
         },
         **cfg.extra,
     }  # fmt: skip
+    if cfg.predict:
+        meta["simulator"] = {"profile": str(PROFILE.relative_to(SCENARIO_DIR.parents[2])),
+                             "scenarios": simulate(list(cfg.scenarios), controllers)}  # fmt: skip
     reports: list[dict[str, Any]] = []
     policies = [c[4:] for c in controllers if c.startswith("ppo:")]
     with contextlib.ExitStack() as stack:
@@ -308,6 +314,22 @@ def render_summary(summary: dict[str, Any]) -> str:
             lines.append("HPA CPU target from the simulator sweep: " +
                          ", ".join(f"{c} {v}" for c, v in targets.items()))  # fmt: skip
         lines.append("")
+    sim = summary.get("simulator")
+    if sim:
+        lines += ["## The simulator's prediction against the real runs", "",
+                  f"The simulator ran each scenario with the test-bed profile ({sim['profile']}), the same bounds, "
+                  "starting knobs and controllers (in-process). Cells: simulated / real mean.", "",
+                  "| scenario | controller | SLO violation (s) | replica-seconds |", "|---|---|---:|---:|"]  # fmt: skip
+        for name, entry in summary["scenarios"].items():
+            for c in cs:
+                pred = sim["scenarios"].get(name, {}).get(c)
+                real = entry["per_controller"].get(c)
+                if pred is None or real is None:
+                    continue
+                rv, rr = real["slo_violation_s"]["mean"], real["replica_seconds"]["mean"]
+                lines.append(f"| {name} | {c} | {pred['slo_violation_s']:.0f} / {rv:.0f} | "
+                             f"{pred['replica_seconds']:.0f} / {rr:.0f} |")  # fmt: skip
+        lines.append("")
     lines += ["## Total (sum over scenarios, per repeat)", "", "| score | " + " | ".join(cs) + " |",
               "|---|" + "---:|" * len(cs)]  # fmt: skip
     for key in SCORES:
@@ -370,3 +392,56 @@ def write_summary(summary: dict[str, Any], out: Path) -> dict[str, str]:
     write_atomic(out / "summary.md", render_summary(summary))
     plot_summary(summary, out / "summary.png")
     return {"json": str(out / "summary.json"), "markdown": str(out / "summary.md"), "png": str(out / "summary.png")}
+
+
+def simulate(
+    names: Sequence[str], controllers: Sequence[str], *, profile: Path | None = None, seeds: Sequence[int] = (0,)
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The simulator's prediction of the suite: per scenario and controller, mean scores over ``seeds``.
+
+    The simulator runs the test-bed's profile (``envs/profiles/testbed-real.yaml``) with the
+    suite's bounds and starting knobs; the controllers decide in-process (the sim backend).
+    """
+    from chaos.runner import ControllerContext, resolve_controller, score
+    from chaos.sim import SimBackend, SimConfig
+    from chaos.spec import load_scenario
+    from envs.profile import ServiceProfile
+    from rlctl.contract import KnobBounds, Knobs
+
+    cfg = RealConfig()
+    prof = ServiceProfile.load(profile or PROFILE)
+    bounds = KnobBounds(max_replicas=cfg.max_replicas, max_gomaxprocs=4)
+    knobs = Knobs(replicas=cfg.replicas, gomaxprocs=1)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in names:
+        spec = load_scenario(scenario_path(name))
+        out[spec.name] = {}
+        for c in controllers:
+            runs = []
+            for seed in seeds:
+                backend = SimBackend(SimConfig(seed=seed, bounds=bounds, profile=prof, initial_knobs=knobs))
+                ctl, _ = resolve_controller(c, ControllerContext("local", spec, bounds=bounds, initial_knobs=knobs,
+                                                                 seed=seed))  # fmt: skip
+                runs.append(score(backend.run(spec, ctl), spec))
+            out[spec.name][c] = {k: float(np.mean([float(r.get(k) or 0.0) for r in runs]))
+                                 for k in ("slo_violation_s", "replica_seconds", "actions", "flaps")}  # fmt: skip
+    return out
+
+
+def rebuild_summary(out: Path, *, predict: bool = True) -> dict[str, Any]:
+    """Recompute ``out``'s summary from its run reports (e.g. after scoring changed, or to add the prediction)."""
+    old = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    reports = [json.loads(p.read_text()) for p in sorted(out.glob("*/report.json"))]
+    if not reports:
+        raise ConfigError(f"{out}: no */report.json to summarize; run the suite into it first")
+    reports.sort(key=lambda r: (int(r.get("repeat", 1)), r.get("run_id", "")))
+    keep = ("schema", "command", "started", "machine", "settings")
+    meta = {k: old[k] for k in keep if k in old}
+    if predict:
+        names = [Path(r["scenario"]["file"]).stem for r in reports if r["scenario"].get("file")]
+        controllers = list(dict.fromkeys(c for r in reports for c in r["controllers"]))
+        meta["simulator"] = {"profile": str(PROFILE.relative_to(SCENARIO_DIR.parents[2])),
+                             "scenarios": simulate(list(dict.fromkeys(names)), controllers)}  # fmt: skip
+    summary = summarize(reports, meta)
+    write_summary(summary, out)
+    return summary

@@ -8,6 +8,7 @@ events are then found in that telemetry exactly as for a live run).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from envs.profile import ServiceProfile
 from envs.sim import EnvConfig
 from policies.base import Controller, FloatArray
 from policies.evaluate import OracleController, prepare_oracle, rollout
-from rlctl.contract import COL, KNOB_FIELDS, KnobBounds, TelemetrySample, clamp_array
+from rlctl.contract import COL, KNOB_FIELDS, KnobBounds, Knobs, TelemetrySample, clamp_array
 from rlctl.errors import ConfigError
 
 
@@ -32,6 +33,8 @@ class SimConfig:
     """Simulator step: one telemetry sample and one decision per step."""
     bounds: KnobBounds = field(default_factory=KnobBounds)
     profile: ServiceProfile = field(default_factory=ServiceProfile)
+    initial_knobs: Knobs | None = None
+    """Knobs at the start (default: the environment's)."""
 
 
 class _Recorder(Controller):
@@ -75,12 +78,15 @@ class SimBackend:
         self.config = config or SimConfig()
 
     def env_config(self, scenario: Scenario) -> EnvConfig:
-        return EnvConfig(
+        cfg = EnvConfig(
             dt_s=self.config.dt_s,
             episode_s=scenario.duration_s,
             slo_p99_ms=scenario.slo_p99_ms,
             bounds=self.config.bounds,
         )
+        if self.config.initial_knobs is not None:
+            cfg = dataclasses.replace(cfg, initial_knobs=self.config.initial_knobs)
+        return cfg
 
     def check(self, scenario: Scenario) -> None:
         if scenario.duration_s < self.config.dt_s:

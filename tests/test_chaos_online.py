@@ -180,3 +180,19 @@ def test_online_flag_is_refused_on_the_simulator(tmp_path: Path) -> None:
     scen = Path(__file__).resolve().parents[1] / "chaos" / "scenarios" / "real" / "quick-flash.yaml"
     res = run_rlctl("chaos", "run", str(scen), "--backend", "sim", "--online")
     assert res.returncode == 2 and "--online needs a live backend" in res.stderr
+
+
+def test_simulator_predicts_the_real_suite_with_the_test_bed_profile() -> None:
+    from chaos.real import simulate
+
+    pred = simulate(["quick-flash"], ["static", "hpa-tuned"])["real-quick-flash"]
+    # Two 0.25-core replicas cannot carry a 600 QPS flash crowd; the HPA adds replicas and violates less.
+    assert pred["static"]["replica_seconds"] == pytest.approx(2 * 180, rel=0.05)
+    assert pred["hpa-tuned"]["replica_seconds"] > pred["static"]["replica_seconds"]
+    assert pred["static"]["slo_violation_s"] > pred["hpa-tuned"]["slo_violation_s"]
+    s = summarize([_report("real-quick-flash", 1, {"static": {"viol": 50, "rs": 360},
+                                                   "hpa-tuned": {"viol": 20, "rs": 700}})],
+                  {**META, "simulator": {"profile": "envs/profiles/testbed-real.yaml",
+                                         "scenarios": {"real-quick-flash": pred}}})  # fmt: skip
+    md = render_summary(s)
+    assert "simulator's prediction" in md and "| real-quick-flash | static |" in md

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,26 @@ def test_pod_failure_is_an_outage_with_no_replicas() -> None:
     tel = steady(ServiceProfile(), np.array([100.0]), Knobs(replicas=1), replicas=0)
     assert tel[0, COL["error_rate"]] == 1.0
     assert tel[0, COL["p99_ms"]] == ServiceProfile().timeout_ms
+
+
+def test_sub_core_quota_throttles_only_when_a_period_holds_more_work_than_the_quota() -> None:
+    # The real test-bed: 0.25 core, GOMAXPROCS 1, ~1 ms per request. At 37 % of the quota a
+    # 100 ms period almost never holds 25 ms of work; near the quota most periods do.
+    low = cpu.cfs_throttled_fraction(1, 0.25, 0.37, service_s=0.001, cs2=0.2)
+    high = cpu.cfs_throttled_fraction(1, 0.25, 0.95, service_s=0.001, cs2=0.2)
+    assert float(low) < 1e-3 < 0.2 < float(high)
+    # With GOMAXPROCS within the quota the quota cannot run out, whatever the load.
+    assert float(cpu.cfs_throttled_fraction(2, 2.0, 0.99, service_s=0.001)) == 0.0
+
+
+def test_sub_core_quota_does_not_stretch_a_request_at_low_load() -> None:
+    from chaos.real import PROFILE
+
+    prof = ServiceProfile.load(PROFILE)
+    one = Knobs(replicas=1, gomaxprocs=1)
+    quarter, full_core = (
+        steady(p, np.array([40.0, 260.0]), one)[:, COL["p99_ms"]]
+        for p in (prof, dataclasses.replace(prof, cpu_quota_cores=1.0))
+    )
+    assert quarter[0] < 1.5 * full_core[0]  # the quota caps throughput; it does not slow a lone request 4x
+    assert quarter[1] > 5 * quarter[0]  # past ~70 % of the quota, throttling shows

@@ -35,22 +35,41 @@ def usable_cores(
 
 
 def cfs_throttled_fraction(
-    gomaxprocs: npt.ArrayLike, quota: npt.ArrayLike, util: npt.ArrayLike, gc_duty: npt.ArrayLike = 0.0
+    gomaxprocs: npt.ArrayLike,
+    quota: npt.ArrayLike,
+    util: npt.ArrayLike,
+    gc_duty: npt.ArrayLike = 0.0,
+    *,
+    service_s: npt.ArrayLike = 0.001,
+    cs2: npt.ArrayLike = 1.0,
+    period_s: npt.ArrayLike = 0.1,
 ) -> Array:
-    """Fraction of 100 ms CFS periods in which the replica is throttled.
+    """Fraction of CFS periods in which the replica is throttled.
 
-    With ``P <= quota`` threads the quota cannot run out inside a period. With
-    ``P > quota``, a busy burst runs P threads at once and spends the period's quota after
-    ``quota / P`` of it (Linux CFS bandwidth control, Documentation/scheduler/
-    sched-bwc.rst). The chance that a period holds such a burst grows with utilisation
-    and with GC mark phases, which wake ``0.25 * P`` workers at once.
+    CFS bandwidth control (Documentation/scheduler/sched-bwc.rst) gives a group ``quota x
+    period`` of CPU time per period across all CPUs. With ``P <= quota`` threads it cannot
+    run out. With ``P > quota`` it runs out in a period whose work exceeds ``quota x
+    period``. Requests arrive as a Poisson stream, so the work of one period is compound
+    Poisson: mean ``m = util x quota x period``, variance ``m x s x (1 + cs2)`` for mean
+    service time ``s``; the tail is taken as normal, ``P(W > q T) = 1 - Phi((q T - m) / sd)``.
+    (The first version used ``(1 - q / P) x util^2``, which on the real test-bed, a 0.25-core
+    replica at GOMAXPROCS 1 and 37 % of its quota, predicted 14 % throttled periods and a
+    116 ms P99 where the replica measured 4 ms: a period rarely holds 2.4x its mean work.)
+    GC mark phases wake ``0.25 x P`` workers at once and throttle while they run when that
+    is more than the quota.
     """
+    from scipy.special import ndtr
+
     p = np.asarray(gomaxprocs, dtype=np.float64)
     q = np.maximum(np.asarray(quota, dtype=np.float64), 1e-9)
-    over = clip(1.0 - q / p, 0.0, 1.0)
+    t = np.asarray(period_s, dtype=np.float64)
     u = clip(np.asarray(util, dtype=np.float64), 0.0, 1.0)
+    m = u * q * t
+    sd = np.sqrt(np.maximum(m * np.asarray(service_s, dtype=np.float64) * (1.0 + np.asarray(cs2)), 1e-18))
+    tail = (1.0 - ndtr((q * t - m) / sd)) * (p > q)
+    over = clip(1.0 - q / p, 0.0, 1.0)
     gc_burst = clip(np.asarray(gc_duty, dtype=np.float64), 0.0, 1.0) * (0.25 * p > q)
-    return clip(over * (u**2 + gc_burst), 0.0, 1.0)
+    return clip(tail + over * gc_burst, 0.0, 1.0)
 
 
 def throttle_stall_ms(gomaxprocs: npt.ArrayLike, quota: npt.ArrayLike, period_ms: npt.ArrayLike = 100.0) -> Array:

@@ -42,11 +42,20 @@ def validate_real(
     cpu_us: int = typer.Option(1000, "--cpu-us", help="CPU work per request (gosvc serve --cpu-us)."),
     max_replicas: int = typer.Option(5, "--max-replicas", help="Most replicas a controller may run."),
     gosvc: Path | None = typer.Option(None, "--gosvc", help="gosvc binary (default deploy/gosvc/bin/gosvc)."),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Only recompute --out's summary from its run reports (adds the simulator prediction)."
+    ),
 ) -> None:
     """Run the real test-bed suite (or --quick) and write per-run reports and a summary."""
     from rich.console import Console
 
-    from chaos.real import QUICK, SUITE, RealConfig, render_summary, run_suite
+    from chaos.real import QUICK, SUITE, RealConfig, rebuild_summary, render_summary, run_suite
+
+    if rebuild:
+        if out is None:
+            raise ConfigError("--rebuild needs --out DIR: the folder of a suite's run reports")
+        typer.echo(render_summary(rebuild_summary(out)))
+        return
 
     if replica_cpu <= 0 or cpu_us <= 0 or max_replicas < 2:
         raise ConfigError("--replica-cpu and --cpu-us must be > 0 and --max-replicas at least 2")
