@@ -72,6 +72,8 @@ class RealConfig:
     interval_s: float = 5.0
     controllers: tuple[str, ...] = (POLICY, BASELINE)
     repeats: int = 2
+    first_repeat: int = 1
+    """Number of the first repeat (its seed is one less): continue a suite in the same folder."""
     scenarios: tuple[str, ...] = SUITE
     gosvc: str | None = None
     predict: bool = True
@@ -167,7 +169,7 @@ def run_suite(
     policies = [c[4:] for c in controllers if c.startswith("ppo:")]
     with contextlib.ExitStack() as stack:
         path = stack.enter_context(OnlinePath(policies))
-        for rep in range(cfg.repeats):
+        for rep in range(cfg.first_repeat - 1, cfg.first_repeat - 1 + cfg.repeats):
             order = controllers if rep % 2 == 0 else list(reversed(controllers))
             for name, spec in specs.items():
                 ctx = ControllerContext("local", spec, bounds=bounds, initial_knobs=knobs, seed=rep)
@@ -180,7 +182,7 @@ def run_suite(
                     )
                 )  # fmt: skip
                 if on_start is not None:
-                    on_start(f"{spec.name} repeat {rep + 1}/{cfg.repeats}: {', '.join(order)}")
+                    on_start(f"{spec.name} repeat {rep + 1}: {', '.join(order)}")
 
                 def wrap(inner: Any, ctl: str) -> Any:
                     return path.controller(inner, ctl, bounds=bounds, interval_s=cfg.interval_s)

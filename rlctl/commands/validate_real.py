@@ -38,6 +38,9 @@ def validate_real(
         [], "--scenario", "-s", help="Scenarios of chaos/scenarios/real (repeatable). Default: the four of the suite."
     ),
     repeats: int = typer.Option(2, "--repeats", help="Runs of each scenario per controller (--quick: 1)."),
+    first_repeat: int = typer.Option(
+        1, "--first-repeat", help="Number of the first repeat: continue a suite in its --out folder (then --rebuild)."
+    ),
     replica_cpu: float = typer.Option(0.25, "--replica-cpu", help="CPU quota per replica in cores (cgroup v1)."),
     cpu_us: int = typer.Option(1000, "--cpu-us", help="CPU work per request (gosvc serve --cpu-us)."),
     max_replicas: int = typer.Option(5, "--max-replicas", help="Most replicas a controller may run."),
@@ -57,6 +60,8 @@ def validate_real(
         typer.echo(render_summary(rebuild_summary(out)))
         return
 
+    if first_repeat < 1:
+        raise ConfigError(f"--first-repeat {first_repeat}: repeats are numbered from 1")
     if replica_cpu <= 0 or cpu_us <= 0 or max_replicas < 2:
         raise ConfigError("--replica-cpu and --cpu-us must be > 0 and --max-replicas at least 2")
     if quick:
@@ -69,7 +74,8 @@ def validate_real(
     else:
         cfg = RealConfig(
             replica_cpu=replica_cpu, cpu_us=cpu_us, max_replicas=max_replicas, repeats=repeats,
-            scenarios=tuple(scenario) or SUITE, controllers=tuple(controller) or ("ppo:default", "hpa-tuned"),
+            first_repeat=first_repeat, scenarios=tuple(scenario) or SUITE,
+            controllers=tuple(controller) or ("ppo:default", "hpa-tuned"),
             gosvc=str(gosvc) if gosvc else None,
         )  # fmt: skip
         folder = out or Path("out/validate-real") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
