@@ -230,14 +230,18 @@ def summarize(reports: Sequence[dict[str, Any]], meta: dict[str, Any]) -> dict[s
             entry["per_controller"][c] = block
     totals: dict[str, Any] = {}
     for c in controllers:
-        # Total per repeat (the sum over scenarios of that repeat), then mean and range over repeats.
-        by_rep: dict[int, dict[str, float]] = {}
-        for r in reports:
-            if c in r["results"]:
-                acc = by_rep.setdefault(int(r.get("repeat", 1)), dict.fromkeys(SCORES, 0.0))
-                for k in SCORES:
-                    acc[k] += float(r["results"][c].get(k) or 0.0)
-        totals[c] = {k: _stats([v[k] for v in by_rep.values()]) for k in SCORES}
+        # Sum over scenarios of each scenario's mean (and of its min and max): a suite whose
+        # repeats are incomplete still totals every scenario once.
+        blocks = [e["per_controller"][c] for e in scenarios.values() if c in e["per_controller"]]
+        totals[c] = {}
+        for k in SCORES:
+            have = [b[k] for b in blocks if b[k]["mean"] is not None]
+            totals[c][k] = {
+                "mean": float(sum(b["mean"] for b in have)) if have else None,
+                "min": float(sum(b["min"] for b in have)) if have else None,
+                "max": float(sum(b["max"] for b in have)) if have else None,
+                "n": min((b["n"] for b in have), default=0),
+            }
     verdict = None
     if POLICY in totals and BASELINE in totals:
         p, b = totals[POLICY], totals[BASELINE]
@@ -332,8 +336,8 @@ def render_summary(summary: dict[str, Any]) -> str:
                 lines.append(f"| {name} | {c} | {pred['slo_violation_s']:.0f} / {rv:.0f} | "
                              f"{pred['replica_seconds']:.0f} / {rr:.0f} |")  # fmt: skip
         lines.append("")
-    lines += ["## Total (sum over scenarios, per repeat)", "", "| score | " + " | ".join(cs) + " |",
-              "|---|" + "---:|" * len(cs)]  # fmt: skip
+    lines += ["## Total (sum over scenarios of their means; range: sum of their minima and maxima)", "",
+              "| score | " + " | ".join(cs) + " |", "|---|" + "---:|" * len(cs)]  # fmt: skip
     for key in SCORES:
         lines.append(f"| {key} | " + " | ".join(_cell(summary["totals"][c][key]) for c in cs) + " |")
     v = summary.get("verdict")

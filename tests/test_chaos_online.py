@@ -157,7 +157,9 @@ def test_summary_totals_spread_and_verdict() -> None:
     a = s["scenarios"]["a"]["per_controller"]["ppo:default"]["slo_violation_s"]
     assert a == {"mean": 20.0, "min": 10.0, "max": 30.0, "n": 2}
     tot = s["totals"]["ppo:default"]["slo_violation_s"]
-    assert tot["mean"] == 20.0 and tot["min"] == 10.0 and tot["max"] == 30.0  # per-repeat sums 10 and 30
+    assert tot["mean"] == 20.0 and tot["min"] == 10.0 and tot["max"] == 30.0  # a: 20 (10-30), b: 0
+    partial = summarize(reports[:3], META)  # b has one repeat only: it still counts once
+    assert partial["totals"]["hpa-tuned"]["slo_violation_s"]["mean"] == 50.0
     v = s["verdict"]
     assert v["violation_ratio"] == pytest.approx(0.4) and v["replica_seconds_ratio"] == pytest.approx(1.0)
     assert v["met"] is True
