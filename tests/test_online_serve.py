@@ -131,9 +131,10 @@ def test_http_act_matches_the_in_process_policy(served: str, artifacts: tuple[Pa
     payload = body(seed=3)
     status, answer = post(f"{served}/act", payload)
     assert status == 200, answer
-    assert set(answer) == {"service", "action", "target_knobs", "policy", "schema_hash", "feature_hash"}
+    assert set(answer) == {"service", "action", "target_knobs", "policy", "schema_hash", "feature_hash", "carry"}
     local = InProcessPolicy(artifacts[0]).act("svc", np.array(payload["window"]), Knobs().to_array())
     assert answer["action"] == local.action and answer["feature_hash"] == local.feature_hash
+    assert answer["carry"] == pytest.approx(local.carry)  # the decoder's accumulator, for the next request
     assert answer["target_knobs"] == Knobs.from_array(local.target_knobs).to_dict()
     assert (answer["policy"], answer["schema_hash"]) == ("ppo:first", SCHEMA_HASH)
 
