@@ -136,7 +136,7 @@ def run_suite(
     import contextlib
 
     from chaos.local import LocalBackend, LocalConfig
-    from chaos.online import OnlinePath
+    from chaos.online import OnlinePath, audit_trail
     from chaos.runner import ControllerContext, build_report, check_controller_names, run_experiment, write_report
     from chaos.spec import load_scenario
     from rlctl.contract import KnobBounds, Knobs
@@ -195,6 +195,11 @@ def run_suite(
                 report["repeat"] = rep + 1
                 report["load_average_after"] = list(os.getloadavg())
                 write_report(report, run_dir, None)
+                for ctl, res in report["results"].items():  # the audit stream dies with this Redis: keep it
+                    online = res.get("extra", {}).get("online")
+                    if online:
+                        safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in ctl)
+                        audit_trail(path.store_url, online["service"], run_dir / "logs" / f"audit-{safe}.jsonl")
                 reports.append(report)
                 summary = summarize(reports, meta)
                 write_summary(summary, out)
