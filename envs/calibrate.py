@@ -325,6 +325,89 @@ def load_probe_report(path: str | Path, *, cpu_quota_cores: float | None = None)
     return CalibrationData(points, float(quota), {"probe_report": str(p), "url": report.get("url")})
 
 
+#: Seconds after a fault ends, and after a replica-count change, whose latency is not steady state.
+SUITE_SETTLE_S = 60.0
+SUITE_REPLICA_SETTLE_S = 10.0
+#: Seconds at the start of a run (warm-up) left out.
+SUITE_WARMUP_S = 15.0
+#: Width of the per-replica load bins a suite's seconds are grouped into, req/s.
+SUITE_BIN_QPS = 10.0
+#: Fewest seconds in a bin for it to become a point.
+SUITE_MIN_SECONDS = 5
+
+
+def load_suite_reports(path: str | Path, *, cpu_quota_cores: float, holdout_from_repeat: int = 2) -> CalibrationData:
+    """Points from a real chaos suite (``rlctl validate-real --out DIR``: ``DIR/*/report.json``).
+
+    Every controller's one-second series counts. Seconds are kept only in steady state: past
+    the warm-up, outside every fault window and the :data:`SUITE_SETTLE_S` after it, with the
+    replica count unchanged for :data:`SUITE_REPLICA_SETTLE_S` and no errors. The balancer
+    spreads the load evenly, so one second is one replica at ``offered / replicas``; seconds
+    are grouped by runtime knobs, replica count and a :data:`SUITE_BIN_QPS` bin of that load,
+    and a group of at least :data:`SUITE_MIN_SECONDS` becomes a point (its P99 the median of
+    the seconds' P99s, like the ramps'). Runs of repeat ``holdout_from_repeat`` and later
+    become ``holdout_level`` points: the profile fitted on the first repeat is scored on runs
+    it has not seen. The object-pool size is not in the series; the suite's is the default.
+    """
+    root = Path(path)
+    files = sorted(root.glob("*/report.json"))
+    if not files:
+        raise ConfigError(
+            f"--from-suite {root}: no */report.json under it; give the --out folder of rlctl validate-real"
+        )
+    default_pool = Knobs().object_pool_size
+    groups: dict[tuple[str, Setting, int, int], list[tuple[float, float, float]]] = {}
+    runs: list[str] = []
+    for f in files:
+        try:
+            report = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"--from-suite {f}: not a readable report ({exc})") from None
+        repeat = int(report.get("repeat") or 1)
+        role = "fit" if repeat < holdout_from_repeat else "holdout_level"
+        windows = [(float(w["start_s"]), float(w["end_s"]) + SUITE_SETTLE_S) for w in report.get("faults") or []]
+        runs.append(f.parent.name)
+        for result in (report.get("results") or {}).values():
+            s = result.get("series") or {}
+            t = np.asarray(s.get("t_s", []), dtype=np.float64)
+            if t.size == 0:
+                continue
+            reps = np.asarray(s["replicas"], dtype=np.float64)
+            changed = np.concatenate([[t[0]], t[1:][np.diff(reps) != 0]])
+            for i in range(t.size):
+                ti = float(t[i])
+                since = ti - float(changed[changed <= ti].max())
+                if ti < SUITE_WARMUP_S or since < SUITE_REPLICA_SETTLE_S or any(a <= ti <= b for a, b in windows):
+                    continue
+                qps, p99, p50 = _num(s["offered_qps"][i]), _num(s["p99_ms"][i]), _num(s["p50_ms"][i])
+                ok = reps[i] >= 1 and qps > 0 and math.isfinite(p99) and math.isfinite(p50)
+                if not ok or float(s["error_rate"][i] or 0.0) > 0:
+                    continue
+                per = qps / reps[i]
+                setting = Setting(int(s["gomaxprocs"][i]), int(s["gogc"][i]), default_pool)
+                key = (role, setting, int(reps[i]), int(per // SUITE_BIN_QPS))
+                groups.setdefault(key, []).append((per, p99, p50))
+    points = []
+    for (role, setting, _, _), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])):
+        if len(rows) < SUITE_MIN_SECONDS:
+            continue
+        points.append(
+            Point(setting, statistics.fmean(r[0] for r in rows), statistics.median(r[1] for r in rows),
+                  statistics.median(r[2] for r in rows), duration_s=1.0, overload_s=1.0, repeats=len(rows),
+                  arrivals="uniform", role=role, p99_intervals_ms=tuple(r[1] for r in rows))
+        )  # fmt: skip
+    if not any(p.role == "fit" for p in points):
+        raise ConfigError(
+            f"--from-suite {root}: no steady seconds of a first repeat to fit (runs: {', '.join(runs)}); "
+            "run the suite for longer or with fewer faults"
+        )
+    source = {"suite": str(root), "runs": runs, "holdout_from_repeat": holdout_from_repeat,
+              "steady_state": {"warmup_s": SUITE_WARMUP_S, "after_fault_s": SUITE_SETTLE_S,
+                               "after_replica_change_s": SUITE_REPLICA_SETTLE_S, "bin_qps": SUITE_BIN_QPS,
+                               "min_seconds": SUITE_MIN_SECONDS}}  # fmt: skip
+    return CalibrationData(points, float(cpu_quota_cores), source)
+
+
 # ------------------------------------------------------------------------------ simulator
 
 

@@ -286,3 +286,70 @@ def test_testbed_runs_in_a_quota_cgroup_and_removes_it() -> None:
         group = bed.cgroup
         assert _service_quota(bed.metrics_url) == pytest.approx(0.5)
     assert not group.exists()
+
+
+def _suite_report(path: Path, repeat: int, p99: list[float], replicas: list[float], qps: list[float]) -> None:
+    n = len(p99)
+    series = {"t_s": [float(i + 1) for i in range(n)], "dt_s": [1.0] * n, "offered_qps": qps, "p50_ms": [2.0] * n,
+              "p99_ms": p99, "error_rate": [0.0] * n, "replicas": replicas, "gomaxprocs": [1.0] * n,
+              "gogc": [100.0] * n}  # fmt: skip
+    faults = [{"fault": "kill", "kind": "pod-kill", "start_s": 100.0, "end_s": 110.0}]
+    path.mkdir(parents=True)
+    (path / "report.json").write_text(json.dumps({"repeat": repeat, "faults": faults,
+                                                  "results": {"hpa-tuned": {"series": series}}}))  # fmt: skip
+
+
+def test_suite_reports_keep_only_steady_seconds_and_hold_out_later_repeats(tmp_path: Path) -> None:
+    from envs.calibrate import SUITE_SETTLE_S, load_suite_reports
+
+    n = 300
+    # 2 replicas, then 3 from t=200; 100 req/s per replica throughout; P99 5 ms, except 50 ms in the
+    # fault window and its settling time, and 40 ms in the seconds right after the scale-up.
+    t = np.arange(1, n + 1)
+    reps = np.where(t < 200, 2.0, 3.0)
+    p99 = np.full(n, 5.0)
+    p99[(t >= 100) & (t <= 110 + SUITE_SETTLE_S)] = 50.0
+    p99[(t >= 200) & (t < 205)] = 40.0
+    _suite_report(tmp_path / "a-r1", 1, p99.tolist(), reps.tolist(), (100.0 * reps).tolist())
+    _suite_report(tmp_path / "a-r2", 2, p99.tolist(), reps.tolist(), (100.0 * reps).tolist())
+    data = load_suite_reports(tmp_path, cpu_quota_cores=0.25)
+    assert data.cpu_quota_cores == 0.25 and data.source["runs"] == ["a-r1", "a-r2"]
+    fit, hold = data.select("fit"), data.select("holdout_level")
+    assert len(fit) == len(hold) == 2  # one point per replica count
+    assert all(p.p99_ms == 5.0 and p.qps == pytest.approx(100.0) for p in fit + hold)
+    # warm-up, the fault and its settling, and 10 s after the scale-up are gone
+    kept = sum(p.repeats for p in fit)
+    assert kept == n - 15 - (110 + SUITE_SETTLE_S - 100 + 1) - 10 + 1
+
+
+def test_cli_fits_a_real_suite_folder_and_names_missing_inputs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    truth = TRUE.replace(cpu_quota_cores=0.25, cores_free=0.25, s_cpu_ms=0.9, cs2=0.4, rtt_ms=1.5, rtt_std_ms=0.5)
+    loads = np.repeat(np.linspace(20.0, 150.0, 14), 20)
+    pts = [Point(Setting(1, 100, 256), float(q), NAN, NAN, duration_s=1.0, overload_s=1.0, arrivals="uniform")
+           for q in loads]  # fmt: skip
+    p50, p99 = simulate_points(truth, pts, cpu_quota_cores=0.25)
+    for rep in (1, 2):
+        noisy = (p99 * np.exp(rng.normal(0.0, 0.03, p99.size))).tolist()
+        series_p50 = p50.tolist()
+        _suite_report(tmp_path / f"s-r{rep}", rep, noisy, [2.0] * loads.size, (2.0 * loads).tolist())
+        report = json.loads((tmp_path / f"s-r{rep}" / "report.json").read_text())
+        report["faults"] = []
+        report["results"]["hpa-tuned"]["series"]["p50_ms"] = series_p50
+        (tmp_path / f"s-r{rep}" / "report.json").write_text(json.dumps(report))
+    out, prof = tmp_path / "fit.json", tmp_path / "p.yaml"
+    base = tmp_path / "base.yaml"
+    start = truth.replace(s_cpu_ms=0.5, cs2=1.0, rtt_ms=0.5, rtt_std_ms=0.1, s_mem_ms=0.5 * truth.s_mem_ms / 0.9)
+    base.write_text(json.dumps({"profile": start.to_dict()}))  # YAML reads JSON
+    args = ("calibrate", "--from-suite", str(tmp_path), "--json", str(out), "--profile", str(prof),
+            "--base-profile", str(base), "--fit-params", "s_cpu_ms,cs2,rtt_ms,rtt_std_ms")  # fmt: skip
+    missing = run_rlctl(*args)
+    assert missing.returncode == 2 and "--cpu-quota-cores" in missing.stderr and not out.exists()
+    proc = run_rlctl(*args, "--cpu-quota-cores", "0.25")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["holdout"]["p99_median_abs_rel_error"] < 0.1
+    assert ServiceProfile.load(prof).s_cpu_ms == pytest.approx(0.9, rel=0.1)
+    empty = run_rlctl("calibrate", "--from-suite", str(tmp_path / "none"), "--cpu-quota-cores", "0.25",
+                      "--json", str(tmp_path / "x.json"), "--profile", str(tmp_path / "x.yaml"))  # fmt: skip
+    assert empty.returncode == 2 and "no */report.json" in empty.stderr

@@ -58,6 +58,9 @@ def calibrate(
     ),
     from_probe: list[Path] = typer.Option([], "--from-probe", help="Fit (also) to these `rlctl probe` reports."),
     from_data: Path | None = typer.Option(None, help="Fit to calibration data saved earlier (--data-out / --json)."),
+    from_suite: Path | None = typer.Option(
+        None, help="Fit to a real chaos suite's steady seconds (rlctl validate-real --out DIR); later repeats held out."
+    ),
     data_out: Path | None = typer.Option(None, help="Also save the measured data here (refit with --from-data)."),
     settings: str = typer.Option("1,50,1024;1,200,0;2,50,0;2,200,1024", help="Fit settings GOMAXPROCS,GOGC,POOL; ..."),
     holdout: str = typer.Option("2,50,1024;1,200,1024", help="Held-out settings ('' for none)."),
@@ -90,16 +93,18 @@ def calibrate(
         calibration_report,
         fit_profile,
         load_probe_report,
+        load_suite_reports,
         profile_yaml,
         write_text_atomic,
     )
     from envs.profile import ServiceProfile
     from rlctl.errors import CheckFailed, ConfigError
 
-    sources = sum(x is not None for x in (target, serve, from_data)) + bool(from_probe)
+    sources = sum(x is not None for x in (target, serve, from_data, from_suite)) + bool(from_probe)
     if sources == 0:
         raise ConfigError(
-            "nothing to fit: give --target URL (a running service), --serve FLAGS, --from-probe or --from-data"
+            "nothing to fit: give --target URL (a running service), --serve FLAGS, --from-probe, --from-data "
+            "or --from-suite"
         )
     if target and serve:
         raise ConfigError("--target and --serve both given: measure either a running service or a private one")
@@ -119,6 +124,14 @@ def calibrate(
             cpu_quota_cores=cpu_quota_cores, cgroup_quota_cores=cgroup_quota_cores, loadgen=loadgen,
         )  # fmt: skip
         data = measured if data is None else data.merge(measured)
+    if from_suite is not None:
+        if cpu_quota_cores is None:
+            raise ConfigError(
+                f"--from-suite {from_suite}: give --cpu-quota-cores, each replica's CPU quota in that suite "
+                "(rlctl validate-real --replica-cpu, 0.25 by default)"
+            )
+        suite = load_suite_reports(from_suite, cpu_quota_cores=cpu_quota_cores)
+        data = suite if data is None else data.merge(suite)
     for probe_file in from_probe:
         probe = load_probe_report(probe_file, cpu_quota_cores=cpu_quota_cores)
         data = probe if data is None else data.merge(probe)
