@@ -66,6 +66,8 @@ ARRIVAL_CA2: dict[str, float] = {"poisson": 1.0, "uniform": 0.0}
 #: Goal of the holdout check (the issue "Close the sim-to-real gap").
 GOAL_P99_MEDIAN_ABS_REL_ERROR = 0.25
 GOAL_KNEE_REL_ERROR = 0.10
+#: Points per measured level of the fine load grid both knees are located on (:func:`knee_report`).
+KNEE_GRID_PER_LEVEL = 16
 #: Fractions of the measured knee at which holdout P99 is compared.
 HOLDOUT_KNEE_FRACTIONS: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9, 1.1)
 
@@ -855,12 +857,24 @@ def knee_report(
     profile: ServiceProfile, data: CalibrationData, role: str, *, slo_p99_ms: float
 ) -> list[dict[str, Any]]:
     """Measured vs simulated knee per setting of the ``role`` curves."""
+    from rlctl.boundary.knee import find_knee
+
     rows = []
     for setting in data.settings(role):
         curve = sorted(data.select(role, setting), key=lambda p: p.qps)
-        real = curve_knee(curve, slo_p99_ms)
-        sim, _ = simulated_knee(profile, setting, [p.qps for p in curve],
-                                cpu_quota_cores=data.cpu_quota_cores, slo_p99_ms=slo_p99_ms)  # fmt: skip
+        # Kneedle returns one of the loads it is given: on the measured levels alone both knees
+        # land on the same level whenever the bend is within a level's spacing (10-15 % of the
+        # knee), and the error reads 0. Both curves go onto one fine grid instead: the measured
+        # P99 interpolated in log space, the simulated one simulated there.
+        loads = np.array([p.qps for p in curve])
+        ok = np.array([math.isfinite(p.p99_ms) and p.p99_ms > 0 for p in curve])
+        real = None
+        grid = np.linspace(loads[0], loads[-1], KNEE_GRID_PER_LEVEL * len(curve)) if len(curve) >= 3 else loads
+        if ok.sum() >= 3:
+            measured = np.exp(np.interp(grid, loads[ok], np.log([p.p99_ms for p in curve if p.p99_ms > 0])))
+            real = find_knee(list(grid), list(measured), slo_p99_ms=slo_p99_ms).knee_qps
+        sim, _ = simulated_knee(profile, setting, list(grid), cpu_quota_cores=data.cpu_quota_cores,
+                                slo_p99_ms=slo_p99_ms)  # fmt: skip
         err = abs(sim - real) / real if real and sim is not None else None
         rows.append({"setting": str(setting), "label": setting.label, "knee_qps": real, "sim_knee_qps": sim,
                      "knee_rel_error": err, "n_points": len(curve)})  # fmt: skip

@@ -138,7 +138,8 @@ def test_holdout_report_of_the_true_profile_is_perfect() -> None:
     report = holdout_report(TRUE, data, slo_p99_ms=8.0)
     assert report is not None
     assert report["p99_median_abs_rel_error"] == pytest.approx(0.0, abs=1e-9)
-    assert report["knee_rel_error"] == pytest.approx(0.0, abs=1e-9)
+    # both knees on one fine grid: the measured curve interpolated between its levels
+    assert report["knee_rel_error"] < 0.03
     assert report["goal"] == {"p99_median_abs_rel_error": 0.25, "knee_rel_error": 0.10, "p99_met": True,
                               "knee_met": True}  # fmt: skip
 

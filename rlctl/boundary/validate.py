@@ -11,8 +11,7 @@ shared with other work, ``--cpu-shares`` puts this process and everything it sta
 a cgroup v1 group with that ``cpu.shares`` for the duration (removed afterwards), so the
 neighbours cannot starve the test-bed and move its capacity between phases.
 
-For each service configuration (CPU-bound; allocation-heavy with GOGC=25; mutex-contended;
-``alloc-memlimit`` on request):
+For each service configuration (CPU-bound; allocation-heavy with GOGC=25; mutex-contended):
 
 1. **coarse**: a quick probe (ramp 100 qps / 2 s) estimates the capacity ``K0``;
 2. **ground truth**: a fine step sweep on a fresh service, levels of 4 s from 0.2 x K0 in
@@ -105,18 +104,9 @@ CONFIGS: dict[str, ServiceConfig] = {
     "cpu": ServiceConfig("cpu", "CPU-bound: 1 ms of computation per request, GOMAXPROCS 1",
                          (*CPU_WORK, "--gomaxprocs", "1")),
     "alloc": ServiceConfig("alloc", "allocation-heavy: 8 x 256 KiB fresh buffers per request (no pool), GOGC 25, "
-                           "no memory limit, GOMAXPROCS 1",
+                           "GOMEMLIMIT 24 MiB, GOMAXPROCS 1",
                            ("--cpu-us", "50", "--alloc-bytes", "262144", "--alloc-count", "8", "--pool-size", "0",
-                            "--gogc", "25", "--gomaxprocs", "1")),
-    # Not in the default set: under a 24 MiB GOMEMLIMIT the heap of in-flight requests hits the
-    # limit and the GC death spiral starts at a load that depends on transients and on the
-    # ramp (the 4 s x 0.067 K0 sweep and the 4 s x 0.05 K0 probe disagreed by -40 % to +23 %,
-    # outside 10 % in five of seven runs; two sweeps of one run by up to 36 %), so this
-    # service has no ramp-independent knee to validate a detector against.
-    "alloc-memlimit": ServiceConfig("alloc-memlimit", "allocation-heavy as alloc, plus GOMEMLIMIT 24 MiB",
-                                    ("--cpu-us", "50", "--alloc-bytes", "262144", "--alloc-count", "8",
-                                     "--pool-size", "0", "--gogc", "25", "--gomemlimit", "24MiB",
-                                     "--gomaxprocs", "1")),
+                            "--gogc", "25", "--gomemlimit", "24MiB", "--gomaxprocs", "1")),
     "mutex": ServiceConfig("mutex", "mutex-contended: 1 ms of computation under one global lock per request, "
                            "GOMAXPROCS 2", ("--cpu-us", "50", "--mutex-us", "1000", "--gomaxprocs", "2")),
 }  # fmt: skip
@@ -510,7 +500,7 @@ def run_phases(args: argparse.Namespace, names: list[str], gosvc: str, logs: Pat
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlctl.boundary.validate", description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, required=True, help="write the results here")
-    parser.add_argument("--configs", default="cpu,alloc,mutex", help="comma-separated subset of cpu,alloc,mutex,alloc-memlimit")
+    parser.add_argument("--configs", default="cpu,alloc,mutex", help="comma-separated subset of cpu,alloc,mutex")
     parser.add_argument("--steady-minutes", type=float, default=0.0, help="hold 70%% of the first knee this long")
     parser.add_argument("--automaxprocs", action="store_true", help="also run the one-core cgroup quota comparison")
     parser.add_argument("--skip-comparison", action="store_true", help="only the steady or quota runs")
