@@ -328,6 +328,7 @@ def load_probe_report(path: str | Path, *, cpu_quota_cores: float | None = None)
 
 
 #: Seconds after a fault ends, and after a replica-count change, whose latency is not steady state.
+#: (The same margin as ``chaos.runner.STEADY_MARGIN_S``, which scores the steady parts; envs cannot import chaos.)
 SUITE_SETTLE_S = 60.0
 SUITE_REPLICA_SETTLE_S = 10.0
 #: Seconds at the start of a run (warm-up) left out.
@@ -871,7 +872,8 @@ def knee_report(
         real = None
         grid = np.linspace(loads[0], loads[-1], KNEE_GRID_PER_LEVEL * len(curve)) if len(curve) >= 3 else loads
         if ok.sum() >= 3:
-            measured = np.exp(np.interp(grid, loads[ok], np.log([p.p99_ms for p in curve if p.p99_ms > 0])))
+            p99 = np.array([p.p99_ms for p in curve])
+            measured = np.exp(np.interp(grid, loads[ok], np.log(p99[ok])))
             real = find_knee(list(grid), list(measured), slo_p99_ms=slo_p99_ms).knee_qps
         sim, _ = simulated_knee(profile, setting, list(grid), cpu_quota_cores=data.cpu_quota_cores,
                                 slo_p99_ms=slo_p99_ms)  # fmt: skip

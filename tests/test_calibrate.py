@@ -289,12 +289,23 @@ def test_testbed_runs_in_a_quota_cgroup_and_removes_it() -> None:
     assert not group.exists()
 
 
-def _suite_report(path: Path, repeat: int, p99: list[float], replicas: list[float], qps: list[float]) -> None:
+POD_KILL = [{"fault": "kill", "kind": "pod-kill", "start_s": 100.0, "end_s": 110.0}]
+
+
+def _suite_report(
+    path: Path,
+    repeat: int,
+    p99: list[float],
+    replicas: list[float],
+    qps: list[float],
+    *,
+    p50: list[float] | None = None,
+    faults: list[dict[str, object]] = POD_KILL,
+) -> None:
     n = len(p99)
-    series = {"t_s": [float(i + 1) for i in range(n)], "dt_s": [1.0] * n, "offered_qps": qps, "p50_ms": [2.0] * n,
-              "p99_ms": p99, "error_rate": [0.0] * n, "replicas": replicas, "gomaxprocs": [1.0] * n,
-              "gogc": [100.0] * n}  # fmt: skip
-    faults = [{"fault": "kill", "kind": "pod-kill", "start_s": 100.0, "end_s": 110.0}]
+    series = {"t_s": [float(i + 1) for i in range(n)], "dt_s": [1.0] * n, "offered_qps": qps,
+              "p50_ms": p50 or [2.0] * n, "p99_ms": p99, "error_rate": [0.0] * n, "replicas": replicas,
+              "gomaxprocs": [1.0] * n, "gogc": [100.0] * n}  # fmt: skip
     path.mkdir(parents=True)
     (path / "report.json").write_text(json.dumps({"repeat": repeat, "faults": faults,
                                                   "results": {"hpa-tuned": {"series": series}}}))  # fmt: skip
@@ -332,12 +343,8 @@ def test_cli_fits_a_real_suite_folder_and_names_missing_inputs(tmp_path: Path) -
     p50, p99 = simulate_points(truth, pts, cpu_quota_cores=0.25)
     for rep in (1, 2):
         noisy = (p99 * np.exp(rng.normal(0.0, 0.03, p99.size))).tolist()
-        series_p50 = p50.tolist()
-        _suite_report(tmp_path / f"s-r{rep}", rep, noisy, [2.0] * loads.size, (2.0 * loads).tolist())
-        report = json.loads((tmp_path / f"s-r{rep}" / "report.json").read_text())
-        report["faults"] = []
-        report["results"]["hpa-tuned"]["series"]["p50_ms"] = series_p50
-        (tmp_path / f"s-r{rep}" / "report.json").write_text(json.dumps(report))
+        _suite_report(tmp_path / f"s-r{rep}", rep, noisy, [2.0] * loads.size, (2.0 * loads).tolist(),
+                      p50=p50.tolist(), faults=[])  # fmt: skip
     out, prof = tmp_path / "fit.json", tmp_path / "p.yaml"
     base = tmp_path / "base.yaml"
     start = truth.replace(s_cpu_ms=0.5, cs2=1.0, rtt_ms=0.5, rtt_std_ms=0.1, s_mem_ms=0.5 * truth.s_mem_ms / 0.9)
