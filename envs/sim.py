@@ -191,13 +191,17 @@ class ServiceBatch:
 
     def step(self, actions: npt.ArrayLike) -> tuple[Array, Array, dict[str, Array]]:
         """Apply actions, advance one step; returns ``(telemetry, reward, figures)``."""
-        return self.advance(apply_array(self.knobs, actions, self.config.bounds))
+        # apply_array's result is inside the bounds already: no second clamp.
+        return self._advance(apply_array(self.knobs, actions, self.config.bounds))
 
     def advance(self, target_knobs: npt.ArrayLike) -> tuple[Array, Array, dict[str, Array]]:
         """Set the knobs (clamped to the bounds) and advance one step."""
+        return self._advance(clamp_array(target_knobs, self.config.bounds))
+
+    def _advance(self, knobs: Array) -> tuple[Array, Array, dict[str, Array]]:
         cfg = self.config
         before = self.knobs
-        self.knobs = clamp_array(target_knobs, cfg.bounds)
+        self.knobs = knobs
         changes = (self.knobs != before).sum(axis=1).astype(np.float64)
         rows = np.arange(self.n)
         eff = self.effects[rows, np.minimum(self.t_step, cfg.n_steps)]

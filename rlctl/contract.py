@@ -333,17 +333,24 @@ def _bounds_arrays(bounds: KnobBounds) -> tuple[FloatArray, FloatArray, FloatArr
     return lows, highs, bounds.allowed_mask().astype(np.float64), ladders
 
 
-def clamp_array(knobs: npt.ArrayLike, bounds: KnobBounds) -> FloatArray:
-    """Knob rows moved inside ``bounds``; non-finite values become the lower bound."""
+def _clamp(knobs: npt.ArrayLike, bounds: KnobBounds) -> tuple[FloatArray, dict[int, npt.NDArray[np.int64]]]:
+    """:func:`clamp_array` plus the rung index of each ladder knob."""
     lows, highs, _, ladders = _bounds_arrays(bounds)
     k = np.asarray(knobs, dtype=np.float64)
     finite = np.isfinite(k)
     if not finite.all():
         k = np.where(finite, k, lows)
     k = np.minimum(np.maximum(np.rint(k), lows), highs)
+    rungs: dict[int, npt.NDArray[np.int64]] = {}
     for col, allowed in ladders.items():
-        k[..., col] = allowed[_snap_to_ladder(k[..., col], allowed)]
-    return k
+        rungs[col] = idx = _snap_to_ladder(k[..., col], allowed)
+        k[..., col] = allowed[idx]
+    return k, rungs
+
+
+def clamp_array(knobs: npt.ArrayLike, bounds: KnobBounds) -> FloatArray:
+    """Knob rows moved inside ``bounds``; non-finite values become the lower bound."""
+    return _clamp(knobs, bounds)[0]
 
 
 def apply_array(knobs: npt.ArrayLike, action: npt.ArrayLike, bounds: KnobBounds) -> FloatArray:
@@ -353,7 +360,7 @@ def apply_array(knobs: npt.ArrayLike, action: npt.ArrayLike, bounds: KnobBounds)
     so a malformed action can never move a knob further than one legal step.
     """
     lows, highs, allowed_mask, ladders = _bounds_arrays(bounds)
-    k = clamp_array(knobs, bounds)
+    k, rungs = _clamp(knobs, bounds)
     a = np.asarray(action)
     if a.shape[-1] != len(ACTION_NVEC):
         raise ConfigError(f"action has {a.shape[-1]} components, expected {len(ACTION_NVEC)} ({ACTION_FIELDS})")
@@ -361,7 +368,7 @@ def apply_array(knobs: npt.ArrayLike, action: npt.ArrayLike, bounds: KnobBounds)
     delta = (a - _ACTION_OFFSET) * allowed_mask
     out = np.minimum(np.maximum(k + delta, lows), highs)
     for col, allowed in ladders.items():
-        idx = _snap_to_ladder(k[..., col], allowed) + delta[..., col].astype(np.int64)
+        idx = rungs[col] + delta[..., col].astype(np.int64)
         out[..., col] = allowed[np.minimum(np.maximum(idx, 0), allowed.size - 1)]
     for col in _TOGGLE_COLS:
         out[..., col] = np.where(delta[..., col] > 0, 1.0 - k[..., col], k[..., col])
@@ -426,6 +433,32 @@ for _name, _value in {
 }.items():
     _NEUTRAL[COL[_name]] = _value
 _C = COL
+_F = {name: i for i, name in enumerate(FEATURE_NAMES)}
+# Feature groups for featurize: copied as they are; log over the SLO; log1p with a scale; log2 with a scale.
+_COPY = ("error_rate", "cpu_util", "cfs_throttled_fraction", "gc_cpu_fraction", "prefetch_on", "turbo_on",
+         "numa_remote_fraction")  # fmt: skip
+_F_COPY = [_F[f] for f in _COPY]
+_COPY_COLS = [COL[f] for f in _COPY]
+_F_LOG_SLO = [_F["log_p50_over_slo"], _F["log_p99_over_slo"], _F["log_max_p99_over_slo"]]
+_PER_REPLICA_COLS = [COL["offered_qps"], COL["goroutines"]]
+_LOG1P_COLS = [COL["alloc_bytes_per_s"], COL["rtt_mean_ms"], COL["rtt_std_ms"]]
+_F_LOG1P = [_F[f] for f in ("log_offered_qps", "log_offered_qps_per_replica", "log_goroutines_per_replica",
+                            "log_alloc_rate", "log_rtt_mean_ms", "log_rtt_std_ms")]  # fmt: skip
+_LOG1P_DIV = np.array([3.0, 3.0, 3.0, 10.0, 1.0, 1.0])
+_F_LOG2 = [_F[f] for f in ("log2_replicas", "log2_gogc", "log2_gomemlimit", "log2_object_pool", "log2_conn_pool")]
+_LOG2_DIV = np.array([1.0, 1.0, 1.0, 4.0, 4.0])
+#: Columns featurize reads over the whole window (the rest only from the last sample).
+_HIST_COLS = [COL["offered_qps"], COL["p99_ms"], COL["cpu_util"], COL["goroutines"]]
+_H_OFFERED, _H_P99, _H_CPU, _H_GOROUTINES = range(4)
+
+
+def _clean(values: FloatArray, neutral: FloatArray) -> FloatArray:
+    """Negative readings to 0, non-finite ones to the column's neutral value."""
+    x = np.maximum(values, 0.0)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        x = np.where(bad, neutral, x)
+    return x
 
 
 def featurize(
@@ -448,56 +481,46 @@ def featurize(
     neutral = _NEUTRAL.copy()
     neutral[_C["p99_ms"]] = slo_p99_ms
     neutral[_C["p50_ms"]] = slo_p99_ms / 4.0
-    bad = ~np.isfinite(arr)
-    x = np.maximum(arr, 0.0)
-    if bad.any():
-        x = np.where(bad, neutral, x)
-    last = x[..., -1, :]
-    n = x.shape[-2]
+    # Clean only what is read: the last sample and the four columns read over the window.
+    last = _clean(arr[..., -1, :], neutral)
+    hist = _clean(arr[..., _HIST_COLS], neutral[_HIST_COLS])
+    n = arr.shape[-2]
     k = max(1, min(3, n // 2))
-    head = x[..., :k, :].mean(axis=-2)
-    tail = x[..., -k:, :].mean(axis=-2)
+    head = hist[..., :k, :].mean(axis=-2)
+    tail = hist[..., -k:, :].mean(axis=-2)
+    # Features are computed in groups over gathered columns (one numpy call per group,
+    # not per feature): the simulator calls this every step for every service.
+    out = np.empty((*last.shape[:-1], N_FEATURES))
     offered = last[..., _C["offered_qps"]]
     replicas = np.maximum(last[..., _C["replicas"]], 1.0)
-    gor = x[..., _C["goroutines"]]
     memlimit = np.maximum(last[..., _C["gomemlimit_bytes"]], 2.0**20)
-    p99_tail = np.maximum(tail[..., _C["p99_ms"]], 1e-3)
-    p99_head = np.maximum(head[..., _C["p99_ms"]], 1e-3)
-    log_slo = math.log(slo_p99_ms)
-    feats = [
-        np.log1p(offered) / 3.0,
-        np.log1p(offered / replicas) / 3.0,
-        (tail[..., _C["offered_qps"]] - head[..., _C["offered_qps"]]) / np.maximum(head[..., _C["offered_qps"]], 1.0),
-        last[..., _C["served_qps"]] / np.maximum(offered, 1.0),
-        np.log(np.maximum(last[..., _C["p50_ms"]], 1e-3)) - log_slo,
-        np.log(np.maximum(last[..., _C["p99_ms"]], 1e-3)) - log_slo,
-        np.log(np.maximum(x[..., _C["p99_ms"]].max(axis=-1), 1e-3)) - log_slo,
-        last[..., _C["error_rate"]],
-        last[..., _C["cpu_util"]],
-        x[..., _C["cpu_util"]].max(axis=-1),
-        last[..., _C["cfs_throttled_fraction"]],
-        last[..., _C["gc_cpu_fraction"]],
-        np.log1p(last[..., _C["goroutines"]] / replicas) / 3.0,
-        (last[..., _C["goroutines"]] - gor.mean(axis=-1)) / np.maximum(gor.std(axis=-1), 1.0),
-        np.log1p(last[..., _C["alloc_bytes_per_s"]]) / 10.0,
-        last[..., _C["heap_bytes"]] / memlimit,
-        np.log2(replicas),
-        last[..., _C["gomaxprocs"]] / 4.0,
-        np.log2(np.maximum(last[..., _C["gogc"]], 1.0) / 100.0),
-        np.log2(memlimit / 2.0**30),
-        np.log2(last[..., _C["object_pool_size"]] + 1.0) / 4.0,
-        np.log2(last[..., _C["conn_pool_size"]] + 1.0) / 4.0,
-        last[..., _C["prefetch_on"]],
-        last[..., _C["turbo_on"]],
-        np.log1p(last[..., _C["rtt_mean_ms"]]),
-        np.log1p(last[..., _C["rtt_std_ms"]]),
-        (last[..., _C["cpu_temp_c"]] - 60.0) / 20.0,
-        last[..., _C["cpu_freq_ghz"]] / 3.0,
-        last[..., _C["numa_remote_fraction"]],
-        np.log(p99_tail / p99_head),
-    ]
-    out = np.stack(feats, axis=-1)
-    out = np.nan_to_num(out, nan=0.0, posinf=FEATURE_HIGH, neginf=FEATURE_LOW)
+    out[..., _F_COPY] = last[..., _COPY_COLS]
+    p_ms = np.stack([last[..., _C["p50_ms"]], last[..., _C["p99_ms"]], hist[..., _H_P99].max(axis=-1)], axis=-1)
+    out[..., _F_LOG_SLO] = np.log(np.maximum(p_ms, 1e-3)) - math.log(slo_p99_ms)
+    per_replica = last[..., _PER_REPLICA_COLS] / replicas[..., None]
+    log1p_in = np.concatenate([offered[..., None], per_replica, last[..., _LOG1P_COLS]], axis=-1)
+    out[..., _F_LOG1P] = np.log1p(log1p_in) / _LOG1P_DIV
+    log2_in = np.stack([
+        replicas, np.maximum(last[..., _C["gogc"]], 1.0) / 100.0, memlimit / 2.0**30,
+        last[..., _C["object_pool_size"]] + 1.0, last[..., _C["conn_pool_size"]] + 1.0,
+    ], axis=-1)  # fmt: skip
+    out[..., _F_LOG2] = np.log2(log2_in) / _LOG2_DIV
+    head_offered = head[..., _H_OFFERED]
+    out[..., _F["offered_trend"]] = (tail[..., _H_OFFERED] - head_offered) / np.maximum(head_offered, 1.0)
+    out[..., _F["served_over_offered"]] = last[..., _C["served_qps"]] / np.maximum(offered, 1.0)
+    out[..., _F["cpu_util_max"]] = hist[..., _H_CPU].max(axis=-1)
+    gor = hist[..., _H_GOROUTINES]
+    out[..., _F["goroutine_zscore"]] = (last[..., _C["goroutines"]] - gor.mean(axis=-1)) / np.maximum(
+        gor.std(axis=-1), 1.0
+    )
+    out[..., _F["heap_over_memlimit"]] = last[..., _C["heap_bytes"]] / memlimit
+    out[..., _F["gomaxprocs"]] = last[..., _C["gomaxprocs"]] / 4.0
+    out[..., _F["cpu_temp"]] = (last[..., _C["cpu_temp_c"]] - 60.0) / 20.0
+    out[..., _F["cpu_freq_ghz"]] = last[..., _C["cpu_freq_ghz"]] / 3.0
+    p99_tail = np.maximum(tail[..., _H_P99], 1e-3)
+    p99_head = np.maximum(head[..., _H_P99], 1e-3)
+    out[..., _F["p99_trend"]] = np.log(p99_tail / p99_head)
+    np.copyto(out, 0.0, where=np.isnan(out))  # +-inf are clipped to the range below
     return np.minimum(np.maximum(out, FEATURE_LOW), FEATURE_HIGH).astype(np.float32)
 
 

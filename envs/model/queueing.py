@@ -10,6 +10,9 @@ import numpy.typing as npt
 
 Array = npt.NDArray[np.float64]
 
+#: Erlang B values under this are treated as zero (see :func:`erlang_c`).
+_NEGLIGIBLE_BLOCKING = 1e-30
+
 
 def erlang_c(c: npt.ArrayLike, a: npt.ArrayLike) -> Array:
     """Probability that an arrival waits in an M/M/c queue (Erlang C).
@@ -30,13 +33,19 @@ def erlang_c(c: npt.ArrayLike, a: npt.ArrayLike) -> Array:
     lo_i = lo.astype(np.int64)
     hi_i = np.ceil(c_arr).astype(np.int64)
     k_max = int(hi_i.max()) if hi_i.size else 1
-    blocking = np.empty((k_max + 1, *a_arr.shape))
+    a_max = float(a_arr.max()) if a_arr.size else 0.0
+    # Past k > a, B(k) falls faster than (a / k)^k; once every B is under 1e-30 the rows
+    # left are zeros (C there is under 1e-29: no wait), which saves most of the
+    # recurrence for large connection pools.
+    blocking = np.zeros((k_max + 1, *a_arr.shape))
     b = np.ones_like(a_arr)
     blocking[0] = b
     for k in range(1, k_max + 1):
         ab = a_arr * b
         b = ab / (k + ab)
         blocking[k] = b
+        if k > a_max and k % 4 == 0 and b.max() < _NEGLIGIBLE_BLOCKING:
+            break
     flat = blocking.reshape(k_max + 1, -1)
     cols = np.arange(flat.shape[1])
     b_lo = flat[lo_i.ravel(), cols].reshape(a_arr.shape)
