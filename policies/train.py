@@ -26,7 +26,7 @@ from chaos.spec import Scenario
 from envs.go_service import ENV_VERSION
 from envs.profile import ServiceProfile
 from envs.scenarios import random_scenario
-from envs.sim import EnvConfig, nominal_capacity_qps
+from envs.sim import EnvConfig, RewardWeights, nominal_capacity_qps
 from policies.artifact import Artifact, save_artifact
 from policies.evaluate import evaluate
 from policies.ppo import ModelController
@@ -98,12 +98,29 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a training config is a mapping of field: value")
         names = {f.name for f in dataclasses.fields(cls)} - {"env", "profile"}
-        unknown = set(data) - names
+        unknown = set(data) - names - {"reward"}
         if unknown:
-            raise ConfigError(f"{path}: unknown training field(s) {sorted(unknown)}; known: {sorted(names)}")
+            known = sorted(names | {"reward"})
+            raise ConfigError(f"{path}: unknown training field(s) {sorted(unknown)}; known: {known}")
         if "net_arch" in data:
             data["net_arch"] = tuple(data["net_arch"])
+        if "reward" in data:
+            data["env"] = dataclasses.replace(EnvConfig(), reward=_reward_weights(data.pop("reward"), path))
         return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def _reward_weights(data: Any, path: Path) -> RewardWeights:
+    """``reward:`` of a training config: a mapping of :class:`RewardWeights` fields."""
+    fields = {f.name for f in dataclasses.fields(RewardWeights)}
+    if not isinstance(data, dict) or set(data) - fields:
+        raise ConfigError(f"{path}: reward must map some of {sorted(fields)} to numbers, got {data!r}")
+    try:
+        weights = {k: float(v) for k, v in data.items()}
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: reward weights must be numbers, got {data!r}") from None
+    if any(not (np.isfinite(v) and v >= 0) for v in weights.values()):
+        raise ConfigError(f"{path}: reward weights must be finite and >= 0, got {data!r}")
+    return RewardWeights(**weights)
 
 
 # ----------------------------------------------------------------------- targets

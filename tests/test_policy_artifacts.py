@@ -14,7 +14,7 @@ from policies.artifact import load_artifact, save_artifact
 from policies.ppo import PPOController
 from policies.train import TrainConfig, make_model, policy_parameters, train
 from rlctl.contract import DEFAULT_WINDOW, N_TELEMETRY, FeatureSpec, KnobBounds, Knobs
-from rlctl.errors import ArtifactError
+from rlctl.errors import ArtifactError, ConfigError
 
 TINY = TrainConfig(
     n_envs=2,
@@ -124,3 +124,19 @@ def test_eval_cli_writes_the_documented_json(artifact: Path, tmp_path: Path) -> 
 def test_eval_without_anything_to_evaluate_exits_2() -> None:
     r = run_rlctl("eval", "--suite", "smoke")
     assert r.returncode == 2 and "nothing to evaluate" in r.stderr
+
+
+def test_training_config_file_sets_reward_weights_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("reward:\n  slo: 2.5\n  replica: 0.04\ntotal_timesteps: 1000\n")
+    cfg = TrainConfig.from_file(good)
+    assert (cfg.env.reward.slo, cfg.env.reward.replica, cfg.env.reward.churn) == (2.5, 0.04, 0.01)
+    assert cfg.total_timesteps == 1000
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reward:\n  latency: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: reward must map some of .*'slo'.*latency"):
+        TrainConfig.from_file(bad)
+    negative = tmp_path / "negative.yaml"
+    negative.write_text("reward:\n  slo: -1\n")
+    with pytest.raises(ConfigError, match="finite and >= 0"):
+        TrainConfig.from_file(negative)
