@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlctl.boundary.validate import compare, ground_truth, robust_warmup
+from rlctl.boundary.validate import compare, ground_truth, pooled_comparison, robust_warmup
 
 
 def curve(p99s: list[float], start: float = 100.0, step: float = 50.0) -> list[dict[str, float]]:
@@ -60,3 +60,17 @@ def test_compare_judges_knee_error_and_stop_delay() -> None:
     assert not late["knee_within_10pct"] and not late["stopped_within_2_steps"]
     never = compare({"knee_qps": 1000.0}, probe_report(knee=950.0, stopped=2000.0, by="max_qps"))
     assert not never["stopped_within_2_steps"] and never["probe_rule_first_held_at_qps"] is None
+
+
+def test_pooled_comparison_takes_medians_so_one_drifted_repeat_does_not_decide() -> None:
+    truth = {"knee_qps": 1000.0}
+    probes = [probe_report(980.0, 1100.0), probe_report(1300.0, 1500.0), probe_report(1010.0, 1050.0)]
+    per_repeat = [compare({"knee_qps": k}, p) for k, p in zip((1000.0, 1250.0, 990.0), probes, strict=True)]
+    pooled = pooled_comparison(truth, probes, per_repeat)
+    assert pooled["probe_knee_qps"] == 1010.0 and pooled["knee_error"] == pytest.approx(0.01)
+    assert pooled["stop_steps_after_crossing"] == pytest.approx(2.0)  # median of 2, 10, 1 steps
+    assert pooled["knee_within_10pct"] and pooled["stopped_within_2_steps"]
+    assert pooled["probe_knees_qps"] == [980.0, 1300.0, 1010.0]
+    unstopped = [*probes[:2], probe_report(1010.0, 1050.0, by="max_qps")]
+    assert not pooled_comparison(truth, unstopped, per_repeat)["stopped_within_2_steps"]
+    assert not pooled_comparison({"knee_qps": 800.0}, probes, per_repeat)["knee_within_10pct"]

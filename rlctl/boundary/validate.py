@@ -353,32 +353,97 @@ def compare(truth: dict[str, Any], probe: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def validate_config(config: ServiceConfig, gosvc: str, logs: Path) -> dict[str, Any]:
-    """Coarse estimate, sweep, probe, sweep again: the probe is judged against the mean of
-    the sweeps around it, and their difference shows how much the host drifted meanwhile."""
+def validate_config(config: ServiceConfig, gosvc: str, logs: Path, repeats: int = 1) -> dict[str, Any]:
+    """Coarse estimate, then sweep, probe, sweep, probe, ... sweep (``repeats`` probes).
+
+    Each probe is judged against the mean of the two sweeps around it (their difference
+    shows how much the host drifted meanwhile). With more than one repeat the headline
+    comparison pools them: the median probe knee against the median of all sweeps, and
+    the median of the probes' stop delays, so one drift of the shared host does not
+    decide the result.
+    """
     k0 = coarse_capacity(config, gosvc, logs)
-    before = sweep(config, gosvc, k0, logs, "before")
-    probe = fine_probe(config, gosvc, k0, logs)
-    after = sweep(config, gosvc, k0, logs, "after")
-    write_report(probe, logs / f"{config.name}-probe.json")
-    knees = [s["knee_qps"] for s in (before, after) if s["knee_qps"] is not None]
-    kneedles = [s["kneedle_to_boundary_qps"] for s in (before, after) if s.get("kneedle_to_boundary_qps")]
-    truth = {
-        "knee_qps": sum(knees) / len(knees) if knees else None,
-        "kneedle_to_boundary_qps": sum(kneedles) / len(kneedles) if kneedles else None,
-        "sweep_knees_qps": [before["knee_qps"], after["knee_qps"]],
-        "sweep_spread": (max(knees) - min(knees)) / min(knees) if len(knees) == 2 else None,
-        "definition": before["definition"],
-    }
+    sweeps = [sweep(config, gosvc, k0, logs, "before" if repeats == 1 else "0")]
+    probes: list[dict[str, Any]] = []
+    for i in range(repeats):
+        probes.append(fine_probe(config, gosvc, k0, logs))
+        write_report(
+            probes[-1], logs / (f"{config.name}-probe.json" if repeats == 1 else f"{config.name}-probe{i}.json")
+        )
+        sweeps.append(sweep(config, gosvc, k0, logs, "after" if repeats == 1 else str(i + 1)))
+    per_repeat = [compare(_truth(sweeps[i : i + 2]), probes[i]) for i in range(repeats)]
+    if repeats == 1:
+        truth, comparison = _truth(sweeps), per_repeat[0]
+    else:
+        truth = _truth(sweeps, statistics.median)
+        comparison = pooled_comparison(truth, probes, per_repeat)
     return {
         "config": dataclasses.asdict(config),
         "coarse_capacity_qps": k0,
-        "comparison": compare(truth, probe),
+        "comparison": comparison,
         "ground_truth": truth,
-        "sweeps": {"before": before, "after": after},
-        "probe": {k: probe[k] for k in ("knee_qps", "knee_qps_second_method", "knee_agreement", "max_qps_at_slo",
-                                        "stopped_at_qps", "stopped_by", "stop_reason", "ramp", "curve", "settings")},
+        "repeats": [
+            {"ground_truth_knee_qps": c["ground_truth_knee_qps"], "comparison": c} for c in per_repeat
+        ] if repeats > 1 else [],
+        "sweeps": {"before": sweeps[0], "after": sweeps[1]} if repeats == 1
+                  else {str(i): w for i, w in enumerate(sweeps)},
+        "probe": _probe_summary(probes[0]) if repeats == 1 else [_probe_summary(p) for p in probes],
     }  # fmt: skip
+
+
+def _truth(sweeps: Sequence[dict[str, Any]], centre: Any = None) -> dict[str, Any]:
+    """The ground truth of some sweeps: their mean knee (or ``centre`` of them) and spread."""
+    knees = [s["knee_qps"] for s in sweeps if s["knee_qps"] is not None]
+    kneedles = [s["kneedle_to_boundary_qps"] for s in sweeps if s.get("kneedle_to_boundary_qps")]
+    pick = centre or (lambda xs: sum(xs) / len(xs))
+    return {
+        "knee_qps": pick(knees) if knees else None,
+        "kneedle_to_boundary_qps": pick(kneedles) if kneedles else None,
+        "sweep_knees_qps": [s["knee_qps"] for s in sweeps],
+        "sweep_spread": (max(knees) - min(knees)) / min(knees) if len(knees) >= 2 else None,
+        "definition": sweeps[0]["definition"],
+    }
+
+
+def pooled_comparison(
+    truth: dict[str, Any], probes: Sequence[dict[str, Any]], per_repeat: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """Repeated probes against repeated sweeps: medians of each (see :func:`validate_config`).
+
+    The knee error is the median probe knee's against the median sweep knee; the stop delay
+    the median over the probes of (stop load - median sweep knee) / ramp step.
+    """
+    gt = truth["knee_qps"]
+    knees = [p["knee_qps"] for p in probes if p["knee_qps"] is not None]
+    stops = [c["stop_steps_after_crossing"] for c in per_repeat if c.get("stop_steps_after_crossing") is not None]
+    out: dict[str, Any] = {
+        "ground_truth_knee_qps": gt,
+        "probe_knee_qps": statistics.median(knees) if knees else None,
+        "probe_knees_qps": [p["knee_qps"] for p in probes],
+        "probe_stopped_by": [p["stopped_by"] for p in probes],
+        "stop_steps_after_crossing_each": [c.get("stop_steps_after_crossing") for c in per_repeat],
+        "knee_error_each": [c.get("knee_error") for c in per_repeat],
+        "probe_step_qps": statistics.median(p["ramp"]["step_qps"] for p in probes),
+    }
+    if gt is None or not knees or len(stops) < len(probes):
+        return {**out, "knee_error": None, "knee_within_10pct": False, "stop_steps_after_crossing": None,
+                "stopped_within_2_steps": False}  # fmt: skip
+    knee = out["probe_knee_qps"]
+    steps_after = statistics.median((p["stopped_at_qps"] - gt) / p["ramp"]["step_qps"] for p in probes)
+    return {
+        **out,
+        "knee_error": (knee - gt) / gt,
+        "knee_within_10pct": abs(knee - gt) / gt <= KNEE_TOLERANCE,
+        "stop_steps_after_crossing": steps_after,
+        "stopped_within_2_steps": all(p["stopped_by"] == "detector" for p in probes)
+        and steps_after <= STOP_WITHIN_STEPS,
+    }
+
+
+def _probe_summary(probe: dict[str, Any]) -> dict[str, Any]:
+    keys = ("knee_qps", "knee_qps_second_method", "knee_agreement", "max_qps_at_slo", "stopped_at_qps", "stopped_by",
+            "stop_reason", "ramp", "curve", "settings")  # fmt: skip
+    return {k: probe[k] for k in keys}
 
 
 # ------------------------------------------------------------------------------ steady
@@ -478,7 +543,7 @@ def run_phases(args: argparse.Namespace, names: list[str], gosvc: str, logs: Pat
     if not args.skip_comparison:
         for name in names:
             try:
-                results["configs"][name] = validate_config(CONFIGS[name], gosvc, logs)
+                results["configs"][name] = validate_config(CONFIGS[name], gosvc, logs, args.repeats)
             except RlctlError as exc:  # one broken configuration must not lose the others' figures
                 logger.error("%s failed: %s: %s", name, type(exc).__name__, exc)
                 results["configs"][name] = {"error": f"{type(exc).__name__}: {exc}", "comparison": {}}
@@ -505,6 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--automaxprocs", action="store_true", help="also run the one-core cgroup quota comparison")
     parser.add_argument("--skip-comparison", action="store_true", help="only the steady or quota runs")
     parser.add_argument("--knee-qps", type=float, help="knee for --steady-minutes when --skip-comparison")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="probes per configuration, each between two sweeps; medians judged"
+    )
     parser.add_argument("--loadgen", help="gosvc binary (default: deploy/gosvc/bin/gosvc)")
     parser.add_argument("--logs", type=Path, help="directory for service logs and probe reports")
     parser.add_argument(
@@ -523,6 +591,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats {args.repeats}: give at least 1 (probes per configuration)")
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = set(names) - set(CONFIGS)
     if unknown:
