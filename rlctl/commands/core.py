@@ -46,7 +46,7 @@ def demo(
     from rlctl.commands.policy import run_eval
 
     run_eval(policy=policy, baselines=["hpa-tuned", "static", "oracle"], suite="smoke", seeds=seeds,
-             json_out=out / "eval.json", report_dir=out)  # fmt: skip
+             json_out=out / "eval.json", report_dir=out, guard=True)  # fmt: skip
 
 
 def _static_day(out: Path) -> None:

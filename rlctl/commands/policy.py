@@ -69,12 +69,17 @@ def train(
     typer.echo(json.dumps(summary))
 
 
-def _parse_controllers(policy: str | None, baselines: list[str]) -> list[Any]:
+def _parse_controllers(policy: str | None, baselines: list[str], guard: bool = False) -> list[Any]:
+    from policies.guard import SLOGuard
     from policies.ppo import PPOController
 
     out: list[Any] = []
     if policy:
         out.append(PPOController(policy))
+        if guard:
+            out.append(SLOGuard(PPOController(policy)))
+    elif guard:
+        raise ConfigError("--guard wraps the policy: give --policy too (e.g. --policy default --guard)")
     out.extend(baselines)
     return out
 
@@ -91,6 +96,7 @@ def run_eval(
     json_out: Path | None = None,
     report_dir: Path | None = None,
     time_scale: float = 12.0,
+    guard: bool = False,
 ) -> dict[str, Any]:
     """Evaluate and report (the body of ``rlctl eval`` and ``rlctl demo``)."""
     from rich.console import Console
@@ -109,7 +115,7 @@ def run_eval(
         scenarios = get_suite(suite, profile, config.bounds.max_replicas)
     else:
         raise ConfigError("give --suite NAME|FILE or --trace FILE")
-    controllers = _parse_controllers(policy, baselines)
+    controllers = _parse_controllers(policy, baselines, guard)
     console = Console(stderr=True)
     with console.status(f"evaluating {len(controllers)} controllers on {len(scenarios)} scenarios x {seeds} seeds"):
         report, runs = evaluate(controllers, scenarios, list(range(seeds)), config, profile)
@@ -139,6 +145,9 @@ def eval_cmd(
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per scenario.")] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
     report: Annotated[Path | None, typer.Option(help="Folder for Markdown and PNG plots.")] = None,
+    guard: Annotated[
+        bool, typer.Option(help="Also run the policy under the SLO guard (policies/guard.py) as ppo+guard:NAME.")
+    ] = False,
 ) -> None:
     """Evaluate a policy against baselines on a suite or a trace; side-by-side table, JSON, report."""
     if policy is None and not baseline:
@@ -155,6 +164,7 @@ def eval_cmd(
         seeds=seeds,
         json_out=json_out,
         report_dir=report,
+        guard=guard,
     )
 
 

@@ -1,0 +1,105 @@
+"""The SLO guard around a controller (policies/guard.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_rlctl
+
+from envs.profile import ServiceProfile
+from envs.sim import EnvConfig
+from policies.base import Controller, FloatArray
+from policies.evaluate import rollout
+from policies.guard import GuardConfig, SLOGuard
+from policies.ppo import PPOController
+from policies.suites import validation_suite
+from rlctl.contract import COL, KNOB_COL, N_TELEMETRY, KnobBounds, Knobs
+from rlctl.errors import ConfigError
+
+R = KNOB_COL["replicas"]
+
+
+class Fixed(Controller):
+    """Asks for ``replicas + delta`` and GOGC 200, whatever it sees."""
+
+    name = "ppo:fixed"
+
+    def __init__(self, delta: float = 0.0) -> None:
+        self.delta = delta
+
+    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        out = knobs.copy()
+        out[:, R] += self.delta
+        out[:, KNOB_COL["gogc"]] = 200
+        return out
+
+
+def window(p99s: list[float]) -> FloatArray:
+    w = np.zeros((1, len(p99s), N_TELEMETRY))
+    w[0, :, COL["p99_ms"]] = p99s
+    return w
+
+
+def knobs(replicas: float) -> FloatArray:
+    k = Knobs(replicas=int(replicas)).to_array()[None, :]
+    return k.astype(np.float64)
+
+
+def guard(inner: Controller, **kw: float) -> SLOGuard:
+    g = SLOGuard(inner, GuardConfig(**kw))  # type: ignore[arg-type]
+    g.reset(1, KnobBounds(), 5.0)
+    return g
+
+
+def test_sustained_miss_adds_replicas_in_proportion_to_the_overshoot() -> None:
+    g = guard(Fixed())
+    assert g.decide(window([2, 2, 16, 16]), knobs(4))[0, R] == 8  # 2x the SLO: +100 %, capped at 4
+    g = guard(Fixed())
+    assert g.decide(window([2, 2, 9, 9]), knobs(4))[0, R] == 5  # just over: at least +1
+    g = guard(Fixed())
+    assert g.decide(window([2, 2, 2, 16]), knobs(4))[0, R] == 4  # one sample over is not sustained
+
+
+def test_waits_a_replica_start_before_adding_again() -> None:
+    g = guard(Fixed())
+    added = [g.decide(window([16, 16]), knobs(r))[0, R] - r for r in (4, 8, 8, 8, 8, 8, 8)]
+    assert added == [4, 0, 0, 0, 0, 0, 4]  # 30 s cooldown at 5 s per decision
+
+
+def test_no_scale_down_while_hot_and_a_floor_after_acting() -> None:
+    g = guard(Fixed(delta=-2))
+    assert g.decide(window([2, 7]), knobs(6))[0, R] == 6  # 7 ms > 0.75 x 8 ms: hold
+    g = guard(Fixed(delta=-2), floor_s=20.0)
+    assert g.decide(window([16, 16]), knobs(4))[0, R] == 8
+    calm = [g.decide(window([2, 2]), knobs(8))[0, R] for _ in range(5)]
+    assert calm == [8, 8, 8, 6, 6]  # the floor holds 20 s, then the inner controller's scale-down
+
+
+def test_passes_the_inner_decision_through_when_calm() -> None:
+    g = guard(Fixed(delta=-1))
+    out = g.decide(window([2, 2, 3]), knobs(5))
+    np.testing.assert_array_equal(out, Fixed(delta=-1).decide(window([2]), knobs(5)))
+    assert g.name == "ppo+guard:fixed"
+
+
+def test_bad_guard_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match="after >= 1"):
+        GuardConfig(after=0)
+    with pytest.raises(ConfigError, match="floor_s must be >= 0"):
+        GuardConfig(floor_s=-1)
+
+
+def test_guard_cuts_the_policys_misses_under_cpu_stress() -> None:
+    profile = ServiceProfile()
+    scenario = [s for s in validation_suite(profile) if s.name == "fault-stress"]
+    config = EnvConfig()
+    raw = rollout(PPOController("default"), scenario, [0], config, profile)[0].scores
+    guarded = rollout(SLOGuard(PPOController("default")), scenario, [0], config, profile)[0].scores
+    assert guarded["slo_violation_minutes"] < 0.5 * raw["slo_violation_minutes"]
+    assert guarded["replica_seconds"] < 1.3 * raw["replica_seconds"]
+
+
+def test_eval_guard_needs_a_policy() -> None:
+    result = run_rlctl("eval", "--guard", "--baseline", "hpa")
+    assert result.returncode == 2
+    assert "--guard wraps the policy" in result.stderr
