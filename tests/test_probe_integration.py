@@ -120,8 +120,14 @@ def fake_service() -> Iterator[str]:
         server.server_close()
 
 
+@pytest.mark.parametrize(("confirm_intervals", "last_step", "confirmed_by"), [(2, 6, "intervals"), (0, 7, "steps")])
 def test_probe_stops_the_load_generator_when_the_detector_fires(
-    fake_service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_service: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    confirm_intervals: int,
+    last_step: int,
+    confirmed_by: str,
 ) -> None:
     script = tmp_path / "fake-gosvc"
     script.write_text(f"#!{sys.executable}\n{FAKE_LOADGEN}")
@@ -129,13 +135,15 @@ def test_probe_stops_the_load_generator_when_the_detector_fires(
     monkeypatch.setenv("FAKE_KNEE_STEP", "6")
     monkeypatch.setenv("FAKE_SIGTERM_FILE", str(tmp_path / "sigterm"))
     config = ProbeConfig.from_cli(
-        fake_service, loadgen=str(script), ramp=Ramp(100, 100, 2), max_qps=3000, profile_dir=str(tmp_path / "prof")
-    )
+        fake_service, loadgen=str(script), ramp=Ramp(100, 100, 2), max_qps=3000, profile_dir=str(tmp_path / "prof"),
+        confirm_intervals=confirm_intervals,
+    )  # fmt: skip
     report = run_probe(config)
-    # The rule holds from step 6 (700 qps); with consecutive=2 the ramp stops after step 7.
-    assert report["stopped_by"] == "detector"
-    assert report["stopped_at_qps"] == 800.0 and report["stopped_at_step"] == 7
-    assert [p["qps"] for p in report["curve"]] == [100.0 * (i + 1) for i in range(8)]
+    # The rule holds from step 6 (700 qps): two 1 s intervals over confirm it inside that step;
+    # confirming on whole steps (consecutive=2) stops the ramp after step 7.
+    assert report["stopped_by"] == "detector" and report["confirmed_by"] == confirmed_by
+    assert report["stopped_at_step"] == last_step and report["stopped_at_qps"] == 100.0 * (last_step + 1)
+    assert [p["qps"] for p in report["curve"]] == [100.0 * (i + 1) for i in range(last_step + 1)]
     assert {s["name"] for s in report["stop_reason"]} == {"p99_rise", "p99_mad"}
     assert (tmp_path / "sigterm").exists(), "the load generator was not sent SIGTERM"
     assert float((tmp_path / "sigterm").read_text()) < 3000 / 100 * 2  # it stopped before the ramp's end

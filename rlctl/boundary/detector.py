@@ -282,6 +282,14 @@ class BoundaryDetector:
             self._calm.append(sample)
         if self._streak != self.config.consecutive:
             return None
+        return self.emit(sample, signals)
+
+    def emit(self, sample: TelemetrySample, signals: tuple[Signal, ...]) -> BoundaryEvent:
+        """Record a boundary event at ``sample`` (with profiles when ``pprof_url`` is set).
+
+        :meth:`update` calls this when the rule held on ``consecutive`` samples; a caller
+        confirming on finer evidence (the probe, on consecutive intervals) calls it directly.
+        """
         event = BoundaryEvent(time_s=sample.timestamp_s, signals=signals, sample=sample, baseline=self.baseline())
         if self.pprof_url:
             profiles, errors = capture_profiles(

@@ -116,6 +116,11 @@ class ProbeConfig:
     """Steps at the start of the ramp that form the detector's baseline."""
     consecutive: int = 2
     """Steps in a row the boundary rule must hold before the ramp stops."""
+    confirm_intervals: int = 2
+    """Also stop once the rule holds on this many intervals in a row (each interval's P99
+    against the baseline learned from whole steps), without waiting for the step to end
+    (0: confirm by whole steps only). A load step that breaks the service then stops the
+    ramp within that step instead of one step later."""
     warmup_outlier_ratio: float = 2.0
     """Warm-up steps with a P99 over this many times the lowest warm-up P99 are taken for
     interference and not learned (see :class:`DetectorConfig`)."""
@@ -144,6 +149,8 @@ class ProbeConfig:
                 f"--interval-s {self.interval_s:g} must be positive and at most the ramp's step seconds "
                 f"({self.ramp.step_s:g}): every step needs at least one interval"
             )
+        if self.confirm_intervals < 0:
+            raise ConfigError(f"--confirm-intervals {self.confirm_intervals} must be >= 0 (0: whole steps only)")
         if self.ramp.steps_to(self.max_qps) < self.warmup_steps + self.consecutive:
             raise ConfigError(
                 f"the ramp {self.ramp} reaches --max-qps {self.max_qps:g} in {self.ramp.steps_to(self.max_qps)} "
@@ -278,6 +285,16 @@ class _Step:
             return math.nan
         return counter_delta(self.start_snap, self.end_snap, counter)
 
+    def interval_sample(self, service: str) -> TelemetrySample:
+        """The step so far with the newest interval's latency and goroutines: what the
+        interval-level confirmation tests against the baseline."""
+        line = self.lines[-1]
+        sample = self.finish(service).sample
+        goroutines = self.goroutines[-1] if self.goroutines else sample.goroutines
+        return dataclasses.replace(
+            sample, p50_ms=float(line["p50_ms"]), p99_ms=float(line["p99_ms"]), goroutines=goroutines
+        )
+
     def finish(self, service: str) -> StepResult:
         duration = sum(float(line["interval_s"]) for line in self.lines)
         offered = [float(line["offered"]) for line in self.lines]
@@ -342,6 +359,9 @@ class ProbeState:
     status: str = "starting"
     event: BoundaryEvent | None = None
     stopped_loadgen_target_qps: float | None = None
+    confirmed_by: str | None = None
+    """How the boundary event was confirmed: "steps" (``consecutive`` whole steps) or
+    "intervals" (``confirm_intervals`` intervals in a row); None without an event."""
 
 
 # ------------------------------------------------------------------------------ loadgen
@@ -506,6 +526,7 @@ def run_probe(config: ProbeConfig, *, on_update: Callable[[ProbeState], None] | 
     proc = _LoadgenProcess(loadgen_argv(config))
     scrapes = _BackgroundScraper(scraper, config.interval_s, config.max_scrape_failures)
     summary: dict[str, Any] | None = None
+    interval_streak = 0
     try:
         for line in _lines(proc, config):
             if line.get("summary"):
@@ -521,6 +542,22 @@ def run_probe(config: ProbeConfig, *, on_update: Callable[[ProbeState], None] | 
             step.add(line, snap)
             state.last_line, state.current_target = line, float(line.get("target_qps", step.target))
             step_end = (step.index + 1) * config.ramp.step_s
+            stop_now = config.stop_on_boundary and len(state.steps) >= config.min_steps
+            if config.confirm_intervals and detector.warmed_up and state.event is None and stop_now:
+                signals = detector.evaluate(step.interval_sample(scraper.service))
+                interval_streak = interval_streak + 1 if detector.rule_holds(signals) else 0
+                if interval_streak >= config.confirm_intervals:
+                    result = step.finish(scraper.service)
+                    result.fired = [s.name for s in signals if s.fired]
+                    state.steps.append(result)
+                    state.signals = signals
+                    state.event = detector.emit(result.sample, signals)
+                    state.confirmed_by = "intervals"
+                    state.status, stopped_by = "boundary crossed: stopping the ramp", "detector"
+                    state.stopped_loadgen_target_qps = state.current_target
+                    proc.stop()
+                    notify(state)
+                    continue
             if float(line["t_s"]) >= step_end - config.interval_s / 2:
                 result = step.finish(scraper.service)
                 event = detector.update(result.sample)
@@ -528,7 +565,7 @@ def run_probe(config: ProbeConfig, *, on_update: Callable[[ProbeState], None] | 
                 state.steps.append(result)
                 state.signals = detector.last_signals
                 if event is not None and state.event is None:
-                    state.event = event
+                    state.event, state.confirmed_by = event, "steps"
                 stop_now = config.stop_on_boundary and len(state.steps) >= config.min_steps
                 if state.event is not None and stop_now and stopped_by != "detector":
                     state.status, stopped_by = "boundary crossed: stopping the ramp", "detector"
@@ -583,6 +620,7 @@ def build_report(
         "stopped_at_qps": stop_step.target_qps,
         "stopped_at_step": stop_step.index,
         "stopped_by": stopped_by,
+        "confirmed_by": state.confirmed_by,
         "loadgen_target_at_stop_qps": state.stopped_loadgen_target_qps,
         "stop_reason": [s.to_dict() for s in event.signals if s.fired] if event else [],
         "boundary_event": event.to_dict() if event else None,

@@ -30,6 +30,11 @@ For each service configuration (CPU-bound; allocation-heavy with GOGC=25; mutex-
    compared with the ground truth: the knee within +-10 %, the stop within two ramp
    steps of the crossing.
 
+``--repeats N`` runs sweep, probe, sweep, probe, ... sweep (N probes, N + 1 sweeps) per
+configuration: each probe is compared with the two sweeps around it, and the headline
+figures are medians (the median probe knee against the median sweep knee; the median stop
+delay against that knee), so a single drift of a shared host cannot decide the result.
+
 Every phase restarts the service, so a backlog left by one overload cannot leak into the
 next. Per-level and per-step P99 are aggregated identically (median of 1 s intervals).
 
@@ -227,10 +232,18 @@ def coarse_capacity(config: ServiceConfig, gosvc: str, logs: Path) -> float:
     """A quick probe's stop point: the scale for the sweep and the fine probe."""
     with phase(f"{config.name}-coarse"), Service(gosvc, config.flags, logs / f"{config.name}-coarse.log") as svc:
         report = _probe(svc.url, gosvc, Ramp(100, 100, 2), 20_000, profile_dir=str(logs / "profiles"))
-    # Where the rule first held: the stop point minus the confirmation steps.
-    k0 = float(report["stopped_at_qps"]) - (report["detector"]["consecutive"] - 1) * report["ramp"]["step_qps"]
+    k0 = rule_first_held_qps(report) or float(report["stopped_at_qps"])
     logger.info("%s: coarse capacity %.0f qps (stopped by %s)", config.name, k0, report["stopped_by"])
     return k0
+
+
+def rule_first_held_qps(probe: dict[str, Any]) -> float | None:
+    """The ramp step where the probe's rule first held: its stop step, less the confirming
+    steps when it confirmed on whole steps (intervals confirm inside the crossing step)."""
+    if probe["stopped_by"] != "detector":
+        return None
+    confirming = probe["detector"]["consecutive"] - 1 if probe.get("confirmed_by", "steps") == "steps" else 0
+    return float(probe["stopped_at_qps"]) - confirming * float(probe["ramp"]["step_qps"])
 
 
 def robust_warmup(p99: Sequence[float], n: int = 4, ratio: float = 2.0) -> list[int]:
@@ -299,6 +312,7 @@ def sweep(config: ServiceConfig, gosvc: str, k0: float, logs: Path, tag: str = "
             svc.url, gosvc, Ramp(start, step, SWEEP_STEP_S), start + step * (SWEEP_LEVELS - 1),
             detector=detector, warmup_steps=4, consecutive=3, profile_dir=str(logs / "profiles"),
             min_steps=SWEEP_MIN_LEVELS, max_scrape_failures=1_000_000,  # /metrics times out when overloaded
+            confirm_intervals=0,  # the ground truth is judged on whole levels
         )  # fmt: skip
     truth = ground_truth(report["curve"])
     levels = len(report["curve"])
@@ -325,8 +339,7 @@ def compare(truth: dict[str, Any], probe: dict[str, Any]) -> dict[str, Any]:
     """The probe against the ground truth: knee error and how late the ramp stopped."""
     gt, knee = truth["knee_qps"], probe["knee_qps"]
     step = probe["ramp"]["step_qps"]
-    consecutive = probe["detector"]["consecutive"]
-    crossing = probe["stopped_at_qps"] - (consecutive - 1) * step if probe["stopped_by"] == "detector" else None
+    crossing = rule_first_held_qps(probe)
     out: dict[str, Any] = {
         "ground_truth_knee_qps": gt,
         "probe_knee_qps": knee,

@@ -23,6 +23,9 @@ def register(app: typer.Typer) -> None:
         interval_s: float = typer.Option(1.0, help="Load-generator reporting and scrape interval, s."),
         warmup_steps: int = typer.Option(3, help="Ramp steps that form the detector's baseline."),
         consecutive: int = typer.Option(2, help="Steps in a row the boundary rule must hold to stop."),
+        confirm_intervals: int = typer.Option(
+            2, help="Or intervals in a row (inside a step) the rule must hold to stop; 0: whole steps only."
+        ),
         plot: Path | None = typer.Option(None, "--plot", help="Also write P99-against-load as a PNG."),
         loadgen: str | None = typer.Option(None, help="gosvc binary (default: deploy/gosvc/bin/gosvc, then PATH)."),
         profile_dir: Path | None = typer.Option(None, help="Where pprof profiles at the boundary go."),
@@ -43,6 +46,7 @@ def register(app: typer.Typer) -> None:
             interval_s=interval_s,
             warmup_steps=warmup_steps,
             consecutive=consecutive,
+            confirm_intervals=confirm_intervals,
             profile_dir=str(profile_dir) if profile_dir else None,
         )
         if quiet:
