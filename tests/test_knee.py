@@ -93,3 +93,12 @@ def test_low_load_interference_spikes_do_not_move_the_knee() -> None:
     assert abs(raw.knee_qps_second_method - 1000.0) > 20.0  # the raw hinge fit is pulled by the spikes
     # The SLO figure stays on the measured curve.
     assert on_envelope.max_qps_at_slo == raw.max_qps_at_slo == pytest.approx(1012.0)
+
+
+def test_a_small_regime_step_below_the_boundary_is_not_the_knee() -> None:
+    # The mutex-contended test-bed as a probe measured it (2026-11-28): P99 steps from 2.6
+    # to 3.5 ms at 500 req/s, then the cliff; the probe stopped one interval into it.
+    loads = [200, 250, 300, 350, 400, 450, 500, 550, 600, 650, 700, 750, 800, 850, 900, 950]
+    p99 = [2.7, 2.8, 2.7, 2.6, 2.6, 2.6, 3.5, 3.6, 3.7, 3.7, 3.5, 4.1, 4.5, 4.7, 6.2, 15.0]
+    knee = kneedle_knee(loads, p99)
+    assert knee is not None and 800 <= knee <= 900
