@@ -100,5 +100,6 @@ def test_a_small_regime_step_below_the_boundary_is_not_the_knee() -> None:
     # to 3.5 ms at 500 req/s, then the cliff; the probe stopped one interval into it.
     loads = [200, 250, 300, 350, 400, 450, 500, 550, 600, 650, 700, 750, 800, 850, 900, 950]
     p99 = [2.7, 2.8, 2.7, 2.6, 2.6, 2.6, 3.5, 3.6, 3.7, 3.7, 3.5, 4.1, 4.5, 4.7, 6.2, 15.0]
-    knee = kneedle_knee(loads, p99)
+    knee = kneedle_knee(loads, p99, last=True)
     assert knee is not None and 800 <= knee <= 900
+    assert kneedle_knee(loads, p99) == 450  # kneed's first knee

@@ -89,15 +89,17 @@ def lower_envelope(loads: npt.ArrayLike, p99s: npt.ArrayLike) -> tuple[np.ndarra
     return x, np.minimum.accumulate(y[::-1])[::-1]
 
 
-def kneedle_knee(loads: npt.ArrayLike, p99s: npt.ArrayLike, *, sensitivity: float = 1.0) -> float | None:
+def kneedle_knee(
+    loads: npt.ArrayLike, p99s: npt.ArrayLike, *, sensitivity: float = 1.0, last: bool = False
+) -> float | None:
     """Kneedle knee of P99 against load (None with fewer than 3 points or no knee).
 
-    Kneedle can find several knees on one curve. A regime change well below the boundary
-    is one: the mutex-contended test-bed's P99 steps from 2.6 to 3.5 ms at about half its
-    capacity, and when a probe stops one interval into the cliff (the cliff's first point
-    only 6x the baseline) that small step is the first knee Kneedle reports. The knee
-    wanted is the one that leads into the boundary, so this returns the highest-load knee
-    (kneed's ``all_knees``).
+    Kneedle can find several knees on one curve; kneed reports the first. With ``last``
+    this returns the highest-load one before the curve's end instead, which is what a
+    probe wants: its curve ends at the boundary it confirmed, and a regime change well
+    below it is a knee too (the mutex-contended test-bed's P99 steps from 2.6 to 3.5 ms at
+    about half its capacity; when a probe stopped one interval into the cliff, that step
+    was the first knee). Curves that run well past the knee (calibration) keep the first.
     """
     from kneed import KneeLocator
 
@@ -109,7 +111,7 @@ def kneedle_knee(loads: npt.ArrayLike, p99s: npt.ArrayLike, *, sensitivity: floa
         locator = KneeLocator(x, y, S=sensitivity, curve="convex", direction="increasing", online=True)
     # A knee needs points after it: kneed can list the curve's last point too.
     knees = sorted(float(k) for k in (locator.all_knees or ()) if k is not None and k < x[-1])
-    if knees:
+    if last and knees:
         return knees[-1]
     return None if locator.knee is None else float(locator.knee)
 
@@ -184,16 +186,17 @@ def find_knee(
     slo_p99_ms: float,
     tolerance: float = DEFAULT_AGREEMENT,
     envelope: bool = True,
+    last_knee: bool = False,
 ) -> KneeResult:
     """Both knees of P99 against load, their agreement and the highest load in the SLO.
 
     With ``envelope`` (the default) the knees are found on :func:`lower_envelope`; the
-    SLO figure always uses the measured curve.
+    SLO figure always uses the measured curve. ``last_knee`` is :func:`kneedle_knee`'s ``last``.
     """
     if not (math.isfinite(slo_p99_ms) and slo_p99_ms > 0):
         raise ConfigError(f"slo_p99_ms={slo_p99_ms!r} must be a positive number of milliseconds")
     kx, ky = lower_envelope(loads, p99s) if envelope else _clean_curve(loads, p99s)
-    first = kneedle_knee(kx, ky)
+    first = kneedle_knee(kx, ky, last=last_knee)
     second = two_segment_knee(kx, ky)
     agreement = None
     if first is not None and second is not None and max(first, second) > 0:

@@ -116,11 +116,14 @@ class ProbeConfig:
     """Steps at the start of the ramp that form the detector's baseline."""
     consecutive: int = 2
     """Steps in a row the boundary rule must hold before the ramp stops."""
-    confirm_intervals: int = 2
+    confirm_intervals: int = 0
     """Also stop once the rule holds on this many intervals in a row (each interval's P99
     against the baseline learned from whole steps), without waiting for the step to end
-    (0: confirm by whole steps only). A load step that breaks the service then stops the
-    ramp within that step instead of one step later."""
+    (0, the default: confirm by whole steps only). A load step that breaks the service then
+    stops the ramp within that step instead of one step later, but a two-second latency
+    spike of a shared host can stop it early too: on the test-bed, 2 intervals stopped every
+    probe within two steps of the sweeps' knee and put the knees 12-21 % low (see
+    deploy/results/boundary-2026-11-28/)."""
     warmup_outlier_ratio: float = 2.0
     """Warm-up steps with a P99 over this many times the lowest warm-up P99 are taken for
     interference and not learned (see :class:`DetectorConfig`)."""
@@ -599,7 +602,10 @@ def build_report(
     from rlctl.boundary.knee import find_knee
 
     steps = state.steps
-    knee = find_knee([s.offered_qps for s in steps], [s.p99_ms for s in steps], slo_p99_ms=config.slo_p99_ms)
+    # The curve ends at the boundary the detector confirmed: the knee leading into it is the last one.
+    knee = find_knee(
+        [s.offered_qps for s in steps], [s.p99_ms for s in steps], slo_p99_ms=config.slo_p99_ms, last_knee=True
+    )
     event = state.event
     stop_step = steps[-1]
     report: dict[str, Any] = {

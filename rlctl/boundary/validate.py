@@ -321,7 +321,7 @@ def sweep(config: ServiceConfig, gosvc: str, k0: float, logs: Path, tag: str = "
 
 
 def fine_probe(config: ServiceConfig, gosvc: str, k0: float, logs: Path, **kw: Any) -> dict[str, Any]:
-    """``rlctl probe`` with its defaults and a ramp scaled to K0."""
+    """``rlctl probe`` with its defaults and a ramp scaled to K0 (``confirm_intervals`` may be passed)."""
     start = max(10.0, round(0.2 * k0))
     step = max(5.0, round(k0 / PROBE_STEPS_PER_K0))
     flags = kw.pop("flags", config.flags)
@@ -366,7 +366,9 @@ def compare(truth: dict[str, Any], probe: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def validate_config(config: ServiceConfig, gosvc: str, logs: Path, repeats: int = 1) -> dict[str, Any]:
+def validate_config(
+    config: ServiceConfig, gosvc: str, logs: Path, repeats: int = 1, confirm_intervals: int = 0
+) -> dict[str, Any]:
     """Coarse estimate, then sweep, probe, sweep, probe, ... sweep (``repeats`` probes).
 
     Each probe is judged against the mean of the two sweeps around it (their difference
@@ -379,7 +381,7 @@ def validate_config(config: ServiceConfig, gosvc: str, logs: Path, repeats: int 
     sweeps = [sweep(config, gosvc, k0, logs, "before" if repeats == 1 else "0")]
     probes: list[dict[str, Any]] = []
     for i in range(repeats):
-        probes.append(fine_probe(config, gosvc, k0, logs))
+        probes.append(fine_probe(config, gosvc, k0, logs, confirm_intervals=confirm_intervals))
         write_report(
             probes[-1], logs / (f"{config.name}-probe.json" if repeats == 1 else f"{config.name}-probe{i}.json")
         )
@@ -556,7 +558,9 @@ def run_phases(args: argparse.Namespace, names: list[str], gosvc: str, logs: Pat
     if not args.skip_comparison:
         for name in names:
             try:
-                results["configs"][name] = validate_config(CONFIGS[name], gosvc, logs, args.repeats)
+                results["configs"][name] = validate_config(
+                    CONFIGS[name], gosvc, logs, args.repeats, args.confirm_intervals
+                )
             except RlctlError as exc:  # one broken configuration must not lose the others' figures
                 logger.error("%s failed: %s: %s", name, type(exc).__name__, exc)
                 results["configs"][name] = {"error": f"{type(exc).__name__}: {exc}", "comparison": {}}
@@ -585,6 +589,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--knee-qps", type=float, help="knee for --steady-minutes when --skip-comparison")
     parser.add_argument(
         "--repeats", type=int, default=1, help="probes per configuration, each between two sweeps; medians judged"
+    )
+    parser.add_argument(
+        "--confirm-intervals", type=int, default=0, help="the probes' --confirm-intervals (0: whole steps)"
     )
     parser.add_argument("--loadgen", help="gosvc binary (default: deploy/gosvc/bin/gosvc)")
     parser.add_argument("--logs", type=Path, help="directory for service logs and probe reports")

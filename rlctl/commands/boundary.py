@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         warmup_steps: int = typer.Option(3, help="Ramp steps that form the detector's baseline."),
         consecutive: int = typer.Option(2, help="Steps in a row the boundary rule must hold to stop."),
         confirm_intervals: int = typer.Option(
-            2, help="Or intervals in a row (inside a step) the rule must hold to stop; 0: whole steps only."
+            0, help="Also stop when the rule holds this many intervals in a row inside a step (0: off)."
         ),
         plot: Path | None = typer.Option(None, "--plot", help="Also write P99-against-load as a PNG."),
         loadgen: str | None = typer.Option(None, help="gosvc binary (default: deploy/gosvc/bin/gosvc, then PATH)."),
