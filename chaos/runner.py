@@ -83,7 +83,7 @@ def check_controller_names(specs: Sequence[str]) -> list[str]:
         raise ConfigError("pass at least one --controller, e.g. --controller hpa-tuned --controller ppo:default")
     seen = set()
     for spec in specs:
-        ok = spec in BASELINES or (spec.startswith("ppo:") and len(spec) > 4)
+        ok = spec in BASELINES or any(spec.startswith(p) and len(spec) > len(p) for p in ("ppo:", "ppo+guard:"))
         if spec.startswith("hpa-") and spec != "hpa-tuned":
             try:
                 ok = 0 < float(spec[4:]) <= 1.5
@@ -91,7 +91,7 @@ def check_controller_names(specs: Sequence[str]) -> list[str]:
                 ok = False
         if not ok:
             raise ConfigError(
-                f"--controller {spec!r}: use ppo:default, ppo:PATH, {', '.join(BASELINES)} "
+                f"--controller {spec!r}: use ppo:default, ppo:PATH, ppo+guard:default, {', '.join(BASELINES)} "
                 "or hpa-<target> (e.g. hpa-0.6)"
             )
         if spec in seen:
@@ -122,11 +122,16 @@ def resolve_controller(spec: str, ctx: ControllerContext) -> tuple[Controller, d
     from policies.evaluate import make_baseline, tuned_hpa
 
     check_controller_names([spec])
-    if spec.startswith("ppo:"):
+    if spec.startswith(("ppo:", "ppo+guard:")):
+        from policies.guard import GuardConfig, SLOGuard
         from policies.ppo import PPOController
 
-        ppo = PPOController(spec[4:], name=spec)
-        return ppo, {"artifact": str(ppo.artifact.path)}
+        guarded = spec.startswith("ppo+guard:")
+        ppo = PPOController(spec.split(":", 1)[1], name=spec)
+        if not guarded:
+            return ppo, {"artifact": str(ppo.artifact.path)}
+        guard = SLOGuard(ppo, GuardConfig(slo_p99_ms=ctx.scenario.slo_p99_ms), name=spec)
+        return guard, {"artifact": str(ppo.artifact.path), "guard": "policies/guard.py defaults"}
     config, profile = _sim_config(ctx), ServiceProfile()
     if spec == "hpa-tuned":
         _, chosen = tuned_hpa([ctx.scenario], [ctx.seed], config, profile)

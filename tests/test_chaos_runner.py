@@ -217,3 +217,19 @@ def test_k8s_backend_injects_through_chaos_mesh_and_scales_the_deployment(tmp_pa
     sim = tmp_path / "sim.json"
     assert run_rlctl("chaos", "run", str(scenario), "-c", "static", "-c", "hpa-0.1", "--json", str(sim)).returncode == 0
     assert report_shape(json.loads(sim.read_text())) == report_shape(report)
+
+
+def test_guarded_policy_resolves_by_name_and_runs_on_the_simulator(tmp_path: Path) -> None:
+    from chaos.runner import ControllerContext, resolve_controller
+    from policies.guard import SLOGuard
+
+    assert check_controller_names(["ppo+guard:default"]) == ["ppo+guard:default"]
+    with pytest.raises(ConfigError, match="use ppo:default"):
+        check_controller_names(["ppo+guard:"])
+    s = load_scenario(SCENARIOS / "pod-churn.yaml")
+    ctrl, facts = resolve_controller("ppo+guard:default", ControllerContext("sim", s))
+    assert isinstance(ctrl, SLOGuard) and ctrl.name == "ppo+guard:default" and "guard" in facts
+    out = tmp_path / "g.json"
+    proc = run_rlctl("chaos", "run", str(SCENARIOS / "pod-churn.yaml"), "-c", "ppo+guard:default", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["controllers"] == ["ppo+guard:default"]

@@ -43,8 +43,8 @@ def run(
         [],
         "--controller",
         "-c",
-        help="Controller to run (repeatable): ppo:default, ppo:PATH, hpa-tuned, hpa, hpa-<target>, threshold, "
-        "static, oracle (sim only). Default: hpa-tuned.",
+        help="Controller to run (repeatable): ppo:default, ppo:PATH, ppo+guard:default, hpa-tuned, hpa, "
+        "hpa-<target>, threshold, static, oracle (sim only). Default: hpa-tuned.",
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the JSON report here (default: DIR/report.json)."),
     report_dir: Path | None = typer.Option(None, "--report", help="Folder for report.md, timelines.png, report.json."),
