@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -14,9 +14,23 @@ from chaos.spec import Scenario
 from envs.profile import ServiceProfile, randomize
 from envs.scenarios import random_scenario
 from envs.sim import EnvConfig, ServiceBatch, nominal_capacity_qps
-from rlctl.contract import ACTION_NVEC, FEATURE_HIGH, FEATURE_LOW, N_FEATURES
+from rlctl.contract import ACTION_NVEC, FEATURE_HIGH, FEATURE_LOW, N_FEATURES, KnobBounds, apply_array
 
 ScenarioSource = Callable[[np.random.Generator, ServiceProfile], Scenario]
+
+
+class Shield(Protocol):
+    """A rule between the learner's actions and the services (``policies.guard.SLOGuard``):
+    it may raise the targets the actions asked for, and it is part of the environment the
+    learner sees, as it will be in production."""
+
+    def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None: ...
+
+    def reset_rows(self, rows: npt.ArrayLike) -> None: ...
+
+    def shield(
+        self, target: npt.NDArray[np.float64], windows: npt.NDArray[np.float64], knobs: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]: ...
 
 
 class GoServiceVecEnv(VecEnv):
@@ -38,6 +52,7 @@ class GoServiceVecEnv(VecEnv):
         randomize_profile: float | None = None,
         seed: int | None = None,
         reward_scale: float = 1.0,
+        shield: Shield | None = None,
     ) -> None:
         self.config = config or EnvConfig()
         #: Rewards handed to the learner are multiplied by this (episode returns in infos stay raw).
@@ -56,6 +71,10 @@ class GoServiceVecEnv(VecEnv):
         self._scenario_cursor = 0
         self.last_figures: dict[str, npt.NDArray[np.float64]] = {}
         self.current_scenarios: list[Scenario] = []
+        #: Applied to every step's targets when set (training under the SLO guard).
+        self.shield = shield
+        if shield is not None:
+            shield.reset(num_envs, self.config.bounds, self.config.dt_s)
 
     # ----------------------------------------------------------------- episodes
     def _draw(self, rows: Iterable[int]) -> None:
@@ -78,6 +97,8 @@ class GoServiceVecEnv(VecEnv):
             profiles.append(profile)
             rngs.append(rng)
         self.batch.reset_rows(rows, scenarios, profiles, rngs)
+        if self.shield is not None:
+            self.shield.reset_rows(rows)
         if len(self.current_scenarios) != self.num_envs:
             self.current_scenarios = list(scenarios) + [scenarios[0]] * (self.num_envs - len(scenarios))
         for r, s in zip(rows, scenarios, strict=True):
@@ -98,7 +119,12 @@ class GoServiceVecEnv(VecEnv):
         self._actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs, -1)
 
     def step_wait(self) -> VecEnvStepReturn:
-        _, reward, figures = self.batch.step(self._actions)
+        if self.shield is None:
+            _, reward, figures = self.batch.step(self._actions)
+        else:
+            batch = self.batch
+            target = apply_array(batch.knobs, self._actions, self.config.bounds)
+            _, reward, figures = batch.advance(self.shield.shield(target, batch.window, batch.knobs))
         self.last_figures = figures
         self._ep_return += reward
         obs = self.batch.observe()

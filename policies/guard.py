@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from policies.base import Controller, FloatArray
 from rlctl.contract import COL, DEFAULT_SLO_P99_MS, KNOB_COL, KnobBounds, clamp_array
@@ -66,10 +67,12 @@ class GuardConfig:
 class SLOGuard(Controller):
     """``inner``'s decisions with the SLO guard's floor on replicas."""
 
-    def __init__(self, inner: Controller, config: GuardConfig | None = None, name: str | None = None) -> None:
+    def __init__(self, inner: Controller | None, config: GuardConfig | None = None, name: str | None = None) -> None:
+        """``inner`` is the wrapped controller; ``None`` for a guard used only through :meth:`shield`
+        (the training environment's, which applies it to the learner's actions)."""
         self.inner = inner
         self.config = config or GuardConfig()
-        base = inner.name
+        base = inner.name if inner is not None else "guard"
         self.name = name or (base.replace("ppo:", "ppo+guard:", 1) if base.startswith("ppo:") else f"{base}+guard")
         self._since = np.zeros(0)
         self._floor = np.zeros(0)
@@ -77,14 +80,28 @@ class SLOGuard(Controller):
 
     def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None:
         super().reset(n, bounds, interval_s)
-        self.inner.reset(n, bounds, interval_s)
+        if self.inner is not None:
+            self.inner.reset(n, bounds, interval_s)
         self._since = np.full(n, np.inf)  # seconds since the guard last added replicas
         self._floor = np.zeros(n)
         self._floor_left = np.zeros(n)  # seconds the floor still holds
 
+    def reset_rows(self, rows: npt.ArrayLike) -> None:
+        """Forget the guard's state for ``rows`` (their services started new episodes)."""
+        idx = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        self._since[idx] = np.inf
+        self._floor[idx] = 0.0
+        self._floor_left[idx] = 0.0
+
     def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        if self.inner is None:
+            raise TypeError("this SLOGuard wraps no controller; call shield(target, windows, knobs)")
+        return self.shield(np.array(self.inner.decide(windows, knobs), dtype=np.float64), windows, knobs)
+
+    def shield(self, target: FloatArray, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        """``target`` knobs (one row per service) with the guard's floor on replicas, clamped."""
         cfg = self.config
-        target = np.array(self.inner.decide(windows, knobs), dtype=np.float64)
+        target = np.array(target, dtype=np.float64)
         r = knobs[:, _R]
         p99 = windows[:, -1, _P99]
         recent = windows[:, -cfg.after :, _P99]

@@ -28,7 +28,9 @@ from envs.profile import ServiceProfile
 from envs.scenarios import random_scenario
 from envs.sim import EnvConfig, RewardWeights, nominal_capacity_qps
 from policies.artifact import Artifact, save_artifact
+from policies.base import Controller
 from policies.evaluate import evaluate
+from policies.guard import GuardConfig, SLOGuard
 from policies.ppo import ModelController
 from policies.suites import train_suite, validation_suite
 from rlctl.contract import NOOP_ACTION, FeatureSpec, KnobBounds
@@ -72,6 +74,10 @@ class TrainConfig:
     """Profile randomisation, 0 (none) to 1 (the full ranges of ``envs.profile.RANDOMIZATION``)."""
     suite_fraction: float = 0.3
     """Share of episodes that replay a ``train`` suite scenario instead of a random one."""
+    guard: bool = False
+    """Train under the SLO guard (``policies.guard``): the guard raises the replicas the
+    learner's actions ask for, as it does in production, and the policy is evaluated (and
+    must be run) with it."""
     eval_every: int = 25
     """Rollouts between evaluations on the validation suite (0: never)."""
     eval_seeds: int = 2
@@ -155,6 +161,15 @@ def target_gap(report: dict[str, Any], policy: str) -> dict[str, float]:
 
 def target_met(gap: dict[str, float]) -> bool:
     return all(gap[k] <= v for k, v in TARGETS.items() if k in gap and np.isfinite(gap[k]))
+
+
+def evaluation_env(cfg: TrainConfig) -> EnvConfig:
+    """The environment the target is judged in: ``cfg.env`` with the default reward weights.
+
+    The bar is ``rlctl eval``'s: ``hpa-tuned`` picks its CPU target per scenario by the default
+    objective, not by the reward weights a run trains with (else a heavier SLO weight would
+    also buy the baseline more replicas and move the bar)."""
+    return dataclasses.replace(cfg.env, reward=RewardWeights())
 
 
 def gap_score(gap: dict[str, float]) -> float:
@@ -249,7 +264,12 @@ def train(
     seed_everything(cfg.seed)
     env_cfg = dataclasses.replace(cfg.env, randomize_profile=cfg.randomize_profile)
     vec = GoServiceVecEnv(
-        cfg.n_envs, config=env_cfg, profile=cfg.profile, scenarios=_scenario_source(cfg), reward_scale=cfg.reward_scale
+        cfg.n_envs,
+        config=env_cfg,
+        profile=cfg.profile,
+        scenarios=_scenario_source(cfg),
+        reward_scale=cfg.reward_scale,
+        shield=SLOGuard(None, GuardConfig(slo_p99_ms=cfg.env.slo_p99_ms)) if cfg.guard else None,
     )
     vec.seed(cfg.seed)
     tb = str(log_dir / "tb") if log_dir else None
@@ -263,10 +283,11 @@ def train(
         vec.seed(cfg.seed + 1)
 
     val = validation_suite(cfg.profile, cfg.env.bounds.max_replicas, cfg.env.episode_s)
+    bar_env = evaluation_env(cfg)
     seeds = list(range(1000, 1000 + cfg.eval_seeds))
     baseline_report: dict[str, Any] | None = None
     if cfg.eval_every:
-        baseline_report, _ = evaluate(["hpa-tuned", "oracle"], val, seeds, cfg.env, cfg.profile)
+        baseline_report, _ = evaluate(["hpa-tuned", "oracle"], val, seeds, bar_env, cfg.profile)
     work = Path(log_dir or Path("runs") / "train")
     work.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
@@ -275,8 +296,10 @@ def train(
 
     def evaluate_now(steps: int) -> dict[str, float]:
         assert baseline_report is not None
-        ctrl = ModelController(model, cfg.env.slo_p99_ms, name="ppo")
-        report, _ = evaluate([ctrl], val, seeds, cfg.env, cfg.profile)
+        ctrl: Controller = ModelController(model, cfg.env.slo_p99_ms, name="ppo")
+        if cfg.guard:
+            ctrl = SLOGuard(ctrl, GuardConfig(slo_p99_ms=cfg.env.slo_p99_ms), name="ppo")
+        report, _ = evaluate([ctrl], val, seeds, bar_env, cfg.profile)
         merged: dict[str, Any] = {"summary": {"totals": {}}}
         for kind in ("steady", "bursty", "fault"):
             merged["summary"]["totals"][kind] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,10 +10,11 @@ import numpy as np
 import pytest
 from conftest import run_rlctl
 
+from envs.sim import RewardWeights
 from envs.vec import GoServiceVecEnv
 from policies.artifact import load_artifact, save_artifact
 from policies.ppo import PPOController
-from policies.train import TrainConfig, make_model, policy_parameters, train
+from policies.train import TrainConfig, evaluation_env, make_model, policy_parameters, train
 from rlctl.contract import DEFAULT_WINDOW, N_TELEMETRY, FeatureSpec, KnobBounds, Knobs
 from rlctl.errors import ArtifactError, ConfigError
 
@@ -140,3 +142,13 @@ def test_training_config_file_sets_reward_weights_and_refuses_unknown_ones(tmp_p
     negative.write_text("reward:\n  slo: -1\n")
     with pytest.raises(ConfigError, match="finite and >= 0"):
         TrainConfig.from_file(negative)
+
+
+def test_the_training_target_is_judged_by_the_default_objective_whatever_the_reward(tmp_path: Path) -> None:
+    heavy = tmp_path / "heavy.yaml"
+    heavy.write_text("reward:\n  slo: 4.0\nguard: true\n")
+    cfg = TrainConfig.from_file(heavy)
+    judged = evaluation_env(cfg)
+    assert cfg.env.reward.slo == 4.0 and cfg.guard
+    assert judged.reward == RewardWeights()  # hpa-tuned is tuned as `rlctl eval` tunes it
+    assert dataclasses.replace(judged, reward=cfg.env.reward) == cfg.env

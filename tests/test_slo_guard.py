@@ -7,13 +7,14 @@ import pytest
 from conftest import run_rlctl
 
 from envs.profile import ServiceProfile
-from envs.sim import EnvConfig
+from envs.sim import EnvConfig, nominal_capacity_qps
+from envs.vec import GoServiceVecEnv
 from policies.base import Controller, FloatArray
 from policies.evaluate import rollout
 from policies.guard import GuardConfig, SLOGuard
 from policies.ppo import PPOController
 from policies.suites import validation_suite
-from rlctl.contract import COL, KNOB_COL, N_TELEMETRY, KnobBounds, Knobs
+from rlctl.contract import COL, KNOB_COL, N_TELEMETRY, NOOP_ACTION, KnobBounds, Knobs
 from rlctl.errors import ConfigError
 
 R = KNOB_COL["replicas"]
@@ -103,3 +104,38 @@ def test_eval_guard_needs_a_policy() -> None:
     result = run_rlctl("eval", "--guard", "--baseline", "hpa")
     assert result.returncode == 2
     assert "--guard wraps the policy" in result.stderr
+
+
+def overloaded_vec(shield: SLOGuard | None) -> GoServiceVecEnv:
+    """Two services at three times one replica's capacity, starting with one replica."""
+    from chaos.spec import LoadSpec, Scenario
+
+    profile = ServiceProfile()
+    load = LoadSpec(kind="constant", qps=3 * nominal_capacity_qps(profile))
+    config = EnvConfig(episode_s=300.0, initial_knobs=Knobs(replicas=1))
+    scenarios = [Scenario(name="overload", load=load, duration_s=300.0)]
+    vec = GoServiceVecEnv(2, config=config, profile=profile, scenarios=scenarios, seed=0, shield=shield)
+    vec.reset()
+    return vec
+
+
+def test_the_training_env_applies_the_guard_to_the_learners_actions() -> None:
+    keep = np.tile(np.asarray(NOOP_ACTION, dtype=np.int64), (2, 1))
+    plain, shielded = overloaded_vec(None), overloaded_vec(SLOGuard(None))
+    for _ in range(4):
+        plain.step(keep)
+        shielded.step(keep)
+    assert (plain.batch.knobs[:, R] == 1).all()  # "keep" keeps one overloaded replica
+    assert (shielded.batch.knobs[:, R] >= 2).all()  # the guard added replicas under the same actions
+    shield = shielded.shield
+    assert isinstance(shield, SLOGuard) and (shield._floor_left > 0).all()
+    shielded._draw([1])  # a new episode on service 1 forgets its guard state, not service 0's
+    assert shield._floor_left[0] > 0 and shield._floor_left[1] == 0 and shield._since[1] == np.inf
+
+
+def test_a_guard_without_a_controller_only_shields() -> None:
+    g = SLOGuard(None)
+    g.reset(1, KnobBounds(), 5.0)
+    with pytest.raises(TypeError, match="shield"):
+        g.decide(window([2, 2]), knobs(3))
+    assert g.shield(knobs(3), window([16, 16]), knobs(3))[0, R] == 6
