@@ -27,7 +27,7 @@ from envs.go_service import ENV_VERSION
 from envs.profile import ServiceProfile
 from envs.scenarios import random_scenario
 from envs.sim import EnvConfig, RewardWeights, nominal_capacity_qps
-from policies.artifact import Artifact, save_artifact
+from policies.artifact import Artifact, load_artifact, save_artifact
 from policies.base import Controller
 from policies.evaluate import evaluate
 from policies.guard import GuardConfig, SLOGuard
@@ -70,6 +70,9 @@ class TrainConfig:
     pretrain_episodes: int = 128
     """Service-episodes of oracle demonstrations for the behaviour-cloning warm start (0: none)."""
     pretrain_epochs: int = 6
+    init_policy: str = ""
+    """Fine-tune: start from this artifact's weights (a name under ``policies/artifacts`` or a
+    path) instead of the behaviour-cloning warm start. Same ``net_arch`` required."""
     randomize_profile: float = 0.6
     """Profile randomisation, 0 (none) to 1 (the full ranges of ``envs.profile.RANDOMIZATION``)."""
     suite_fraction: float = 0.3
@@ -275,7 +278,9 @@ def train(
     tb = str(log_dir / "tb") if log_dir else None
     model = make_model(cfg, vec, tensorboard_log=tb)
     pretrain_stats: dict[str, float] = {}
-    if cfg.pretrain_episodes > 0:
+    if cfg.init_policy:
+        start_from(model, cfg.init_policy)
+    elif cfg.pretrain_episodes > 0:
         from policies.pretrain import PretrainConfig, behaviour_clone, collect
 
         demos = collect(vec, cfg.pretrain_episodes, cfg.reward_scale, cfg.gamma)
@@ -383,6 +388,22 @@ def train(
         best_gap=state["best_gap"],
         history=history,
     )
+
+
+def start_from(model: Any, policy: str) -> None:
+    """Copy the weights of the artifact ``policy`` (verified) into ``model``."""
+    from stable_baselines3 import PPO
+
+    artifact = load_artifact(policy)
+    source = PPO.load(artifact.model_path, device=model.device)
+    try:
+        model.policy.load_state_dict(source.policy.state_dict())
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(
+            f"init_policy {policy!r}: its network does not match this run's net_arch {list(model.policy.net_arch)} "
+            f"({first}); use the artifact's net_arch or train from scratch"
+        ) from None
 
 
 def _jsonable(obj: Any) -> Any:

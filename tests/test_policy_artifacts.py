@@ -14,7 +14,7 @@ from envs.sim import RewardWeights
 from envs.vec import GoServiceVecEnv
 from policies.artifact import load_artifact, save_artifact
 from policies.ppo import PPOController
-from policies.train import TrainConfig, evaluation_env, make_model, policy_parameters, train
+from policies.train import TrainConfig, evaluation_env, make_model, policy_parameters, start_from, train
 from rlctl.contract import DEFAULT_WINDOW, N_TELEMETRY, FeatureSpec, KnobBounds, Knobs
 from rlctl.errors import ArtifactError, ConfigError
 
@@ -152,3 +152,18 @@ def test_the_training_target_is_judged_by_the_default_objective_whatever_the_rew
     assert cfg.env.reward.slo == 4.0 and cfg.guard
     assert judged.reward == RewardWeights()  # hpa-tuned is tuned as `rlctl eval` tunes it
     assert dataclasses.replace(judged, reward=cfg.env.reward) == cfg.env
+
+
+def test_fine_tuning_starts_from_the_artifacts_weights_and_refuses_another_network(artifact: Path) -> None:
+    from stable_baselines3 import PPO
+
+    model = make_model(dataclasses.replace(TINY, seed=4), GoServiceVecEnv(2, seed=1))
+    before = policy_parameters(model)
+    start_from(model, str(artifact))
+    source = policy_parameters(PPO.load(load_artifact(artifact).model_path, device="cpu"))
+    after = policy_parameters(model)
+    assert any(not np.array_equal(before[k], source[k]) for k in source)  # a fresh model differs ...
+    assert all(np.array_equal(after[k], source[k]) for k in source)  # ... until it starts from the artifact
+    other = make_model(dataclasses.replace(TINY, net_arch=(16,)), GoServiceVecEnv(2, seed=1))
+    with pytest.raises(ConfigError, match=r"init_policy .*does not match this run's net_arch \[16\]"):
+        start_from(other, str(artifact))
