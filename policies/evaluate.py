@@ -235,7 +235,19 @@ def tuned_hpa(
 
 
 def make_baseline(name: str, config: EnvConfig, profile: ServiceProfile) -> Controller:
-    """A baseline controller by name: hpa, hpa-0.6 (a fixed target), threshold, static, oracle."""
+    """A baseline controller by name: hpa, hpa-0.6 (a fixed target), threshold, static, oracle;
+    ``NAME+guard`` is that baseline under the SLO guard (``policies.guard``), the fair
+    comparison for ``ppo+guard``."""
+    if name.endswith("+guard"):
+        inner = name.removesuffix("+guard")
+        if inner in ("hpa-tuned", "oracle"):
+            raise ConfigError(
+                f"baseline {name!r}: the SLO guard wraps hpa, hpa-<target>, threshold or static; {inner} is picked "
+                "or planned in hindsight without it. Use e.g. hpa-0.6+guard"
+            )
+        from policies.guard import GuardConfig, SLOGuard
+
+        return SLOGuard(make_baseline(inner, config, profile), GuardConfig(slo_p99_ms=config.slo_p99_ms), name=name)
     if name == "hpa":
         return HPAController(HPAConfig(max_replicas=config.bounds.max_replicas), name="hpa")
     if name.startswith("hpa-") and name != "hpa-tuned":
@@ -251,7 +263,10 @@ def make_baseline(name: str, config: EnvConfig, profile: ServiceProfile) -> Cont
         return StaticController(dataclasses.replace(config.initial_knobs, gomaxprocs=quota))
     if name == "oracle":
         return OracleController()
-    raise ConfigError(f"unknown baseline {name!r}; choose from hpa, hpa-tuned, hpa-<target>, threshold, static, oracle")
+    raise ConfigError(
+        f"unknown baseline {name!r}; choose from hpa, hpa-tuned, hpa-<target>, threshold, static, oracle "
+        "(or one of the first four with +guard)"
+    )
 
 
 def evaluate(

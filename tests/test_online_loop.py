@@ -22,6 +22,7 @@ import pytest
 from conftest import run_rlctl
 from online_support import TOKEN, gosvc, redis_server, tiny_artifact, token_file, wait_until
 
+from policies.guard import GuardConfig
 from rlctl.contract import KNOB_COL, TelemetrySample
 from rlctl.online.actuators import Actuators, AdminKnobsActuator
 from rlctl.online.loop import ControlConfig, ControllerMetrics, ControlLoop, StepResult, run_in_thread
@@ -305,6 +306,32 @@ def test_step_result_p99_is_a_number_after_traffic(service: GoService, redis: Re
         urllib.request.urlopen(f"{service.url}/work", timeout=5).read()
     r = loop.step()
     assert math.isfinite(r.p99_ms) and r.p99_ms > 0
+
+
+def test_guard_raises_the_policys_replicas_on_a_sustained_miss_and_says_so(
+    service: GoService, redis: RedisServer, artifact: Path
+) -> None:
+    # An SLO of 1 microsecond: every P99 of the real service is a miss, two in a row a sustained one.
+    guard = GuardConfig(slo_p99_ms=0.001, after=2)
+    scraper = Scraper(service.metrics_url, service="svc", timeout_s=0.3)
+    scraper.prime()
+    config = ControlConfig("svc", interval_s=INTERVAL, guard=guard)
+    loop = ControlLoop(config, Actuators(), scrape=scraper.scrape, store=TelemetryStore(redis.url, consumer="g"),
+                       policy=InProcessPolicy(artifact))  # fmt: skip
+    results = []
+    for _ in range(3):
+        for _ in range(20):
+            urllib.request.urlopen(f"{service.url}/work", timeout=5).read()
+        results.append(loop.step())
+    assert all(r.controller == "ppo+guard:tiny" for r in results)
+    raised = [r for r in results if "SLO guard: replicas" in r.detail]
+    assert raised, [r.detail for r in results]
+    r = raised[0]
+    assert r.target[KNOB_COL["replicas"]] >= r.current[KNOB_COL["replicas"]] + 1
+    records = TelemetryStore(redis.url).audit_records("svc")
+    assert any("SLO guard" in rec.detail and rec.controller == "ppo+guard:tiny" for rec in records)
+    unguarded = make_loop(service, redis, policy=InProcessPolicy(artifact), consumer="u").step()
+    assert unguarded.controller == "ppo:tiny" and "SLO guard" not in unguarded.detail
 
 
 def test_replica_set_scraper_sums_replicas_exactly(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ from envs.profile import ServiceProfile
 from envs.sim import EnvConfig, nominal_capacity_qps
 from envs.vec import GoServiceVecEnv
 from policies.base import Controller, FloatArray
-from policies.evaluate import rollout
+from policies.baselines import HPAController
+from policies.evaluate import make_baseline, rollout
 from policies.guard import GuardConfig, SLOGuard
 from policies.ppo import PPOController
 from policies.suites import validation_suite
@@ -139,3 +140,22 @@ def test_a_guard_without_a_controller_only_shields() -> None:
     with pytest.raises(TypeError, match="shield"):
         g.decide(window([2, 2]), knobs(3))
     assert g.shield(knobs(3), window([16, 16]), knobs(3))[0, R] == 6
+
+
+def test_baselines_run_under_the_guard_for_a_fair_comparison() -> None:
+    profile, config = ServiceProfile(), EnvConfig()
+    guarded = make_baseline("hpa-0.8+guard", config, profile)
+    assert isinstance(guarded, SLOGuard) and guarded.name == "hpa-0.8+guard"
+    assert isinstance(guarded.inner, HPAController) and guarded.inner.config.target_cpu == 0.8
+    scenario = [s for s in validation_suite(profile) if s.name == "fault-stress"]
+    raw = rollout(make_baseline("hpa-0.8", config, profile), scenario, [0], config, profile)[0].scores
+    shielded = rollout(guarded, scenario, [0], config, profile)[0].scores
+    assert shielded["slo_violation_minutes"] < raw["slo_violation_minutes"]
+    with pytest.raises(ConfigError, match=r"'hpa-tuned\+guard'.*hindsight.*hpa-0.6\+guard"):
+        make_baseline("hpa-tuned+guard", config, profile)
+
+
+def test_eval_refuses_a_guard_around_the_oracle() -> None:
+    result = run_rlctl("eval", "--baseline", "oracle+guard", "--suite", "smoke", "--seeds", "1")
+    assert result.returncode == 2
+    assert "'oracle+guard'" in result.stderr and "hpa-0.6+guard" in result.stderr

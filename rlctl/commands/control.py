@@ -100,6 +100,10 @@ def control(
     redis: Annotated[str, typer.Option(help="Redis URL; 'none' runs without Redis.")] = "redis://127.0.0.1:6379/0",
     interval: Annotated[float, typer.Option(min=0.05, help="Seconds between decisions.")] = 5.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and audit; change nothing.")] = False,
+    guard: Annotated[
+        bool, typer.Option("--guard", help="Decide under the SLO guard (policies/guard.py), as ppo+guard in eval.")
+    ] = False,
+    slo_p99_ms: Annotated[float, typer.Option(min=0.001, help="P99 objective in ms (the guard's SLO).")] = 8.0,
     stale_action: Annotated[StaleAction, typer.Option(help="On stale/missing telemetry.")] = StaleAction.hold,
     min_replicas: Annotated[int, typer.Option(min=1)] = 1,
     max_replicas: Annotated[int, typer.Option(min=1)] = 16,
@@ -148,7 +152,12 @@ def control(
     allow = tuple(k for k in KNOB_FIELDS if allow_msr_writes or k not in MSR_KNOBS)
     bounds = KnobBounds(min_replicas=min_replicas, max_replicas=max_replicas, allow=allow)
     safety = SafetyConfig(bounds=bounds, stale_action=stale_action.value, dry_run=dry_run)  # type: ignore[arg-type]
-    config = ControlConfig(service=service, interval_s=interval_s, safety=safety)
+    from policies.guard import GuardConfig
+
+    config = ControlConfig(
+        service=service, interval_s=interval_s, safety=safety, slo_p99_ms=slo_p99_ms,
+        guard=GuardConfig(slo_p99_ms=slo_p99_ms) if guard else None,
+    )  # fmt: skip
 
     replicas = K8sScaleActuator.from_kubeconfig(k8s_deployment, kubeconfig=kubeconfig, context=context) \
         if k8s_deployment else None  # fmt: skip

@@ -19,6 +19,11 @@ kill switch set             ``killswitch``: nothing is actuated
 dry run                     ``dry-run``: decided and audited, nothing is actuated
 ==========================  =============================================================
 
+With ``ControlConfig.guard`` (``rlctl control --guard``) the policy's and the fallback's
+decisions pass through the SLO guard (``policies.guard``) before the safety layer, as
+``ppo+guard`` runs in evaluation; the controller is then audited as ``ppo+guard:NAME``
+(``hpa+guard``) and the detail says when the guard raised the replicas.
+
 Every part resumes on its own when it comes back. The loop exports Prometheus metrics
 (:class:`ControllerMetrics`), among them ``rlctl_boundary_saturation_ratio``: the boundary
 detector's forecast of how saturated the service will be 60 s ahead (1.0 = at its
@@ -41,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from policies.baselines import HPAConfig, HPAController
+from policies.guard import GuardConfig, SLOGuard
 from rlctl.boundary.detector import BoundaryDetector, DetectorConfig
 from rlctl.contract import COL, DEFAULT_SLO_P99_MS, DEFAULT_WINDOW, KNOB_COL, KNOB_FIELDS, TelemetrySample, featurize
 from rlctl.errors import ConfigError
@@ -87,6 +93,9 @@ class ControlConfig:
     buffer: int = 10_000
     """Samples and audit records kept locally while Redis is down."""
     forecast_horizon_s: float = 60.0
+    guard: GuardConfig | None = None
+    """Run the decisions (the policy's and the fallback's) under the SLO guard
+    (``policies.guard``), as ``ppo+guard`` runs in evaluation; ``None``: no guard."""
 
     def __post_init__(self) -> None:
         if not self.service or any(c.isspace() for c in self.service):
@@ -218,6 +227,9 @@ class ControlLoop:
         self.safety = SafetyLayer(self.config.safety, config.interval_s)
         self.hpa = HPAController(self.config.hpa_config(), name="hpa")
         self.hpa.reset(1, bounds, config.interval_s)
+        self.guard = SLOGuard(None, config.guard) if config.guard is not None else None
+        if self.guard is not None:
+            self.guard.reset(1, bounds, config.interval_s)
         self.detector = BoundaryDetector(DetectorConfig(interval_s=config.interval_s))
         window = getattr(policy, "window", None) or config.window
         self.window: collections.deque[FloatArray] = collections.deque(maxlen=max(window, 1))
@@ -309,6 +321,8 @@ class ControlLoop:
 
         reason, cause, detail, controller, target, decision = self._decide(window, current, now_wall,
                                                                            scrape_err, redis_err)  # fmt: skip
+        if self.guard is not None and window is not None and reason in ("policy", "fallback", "hpa"):
+            target, controller, detail = self._shield(window, current, target, controller, detail)
         safe, notes, applied, actuation = self._actuate(reason, current, target, t0)
         if cfg.safety.dry_run and reason not in ("hold", "killswitch"):
             detail = f"would: {reason}{f' ({cause})' if cause else ''}: {detail}"
@@ -391,6 +405,22 @@ class ControlLoop:
             return fallback("policy-error", f"{type(exc).__name__}: {exc}")
         self.metrics.policy_seconds.labels(cfg.service).observe(time.monotonic() - t)
         return "policy", "", f"action {decision.action}", decision.policy, decision.target_knobs, decision
+
+    def _shield(
+        self, window: FloatArray, current: FloatArray, target: FloatArray, controller: str, detail: str
+    ) -> tuple[FloatArray, str, str]:
+        """The decision under the SLO guard; the audit says when the guard raised the replicas."""
+        assert self.guard is not None
+        r = KNOB_COL["replicas"]
+        if not math.isfinite(current[r]):  # the guard reasons about replicas it can read
+            return target, controller, detail
+        guarded = self.guard.shield(target[None], window[None], current[None])[0]
+        guarded = np.where(np.isfinite(target), guarded, target)  # knobs nobody decided stay undecided
+        name = controller.replace("ppo:", "ppo+guard:", 1) if controller.startswith("ppo:") else f"{controller}+guard"
+        if guarded[r] > target[r]:
+            p99 = window[-1, COL["p99_ms"]]
+            detail = f"{detail}; SLO guard: replicas {target[r]:g} -> {guarded[r]:g} (P99 {p99:g} ms)"
+        return guarded, name, detail
 
     def _hpa(self, window: FloatArray, current: FloatArray) -> FloatArray:
         return self.hpa.decide(window[None], current[None])[0]
