@@ -4,7 +4,8 @@ With ``rlctl chaos run --backend local --online``, every controller decides thro
 path it has in production (:mod:`rlctl.online.loop`), not as a Python call inside the run:
 
     interval sample --XADD--> Redis stream --XREADGROUP--> window --> policy on Ray Serve
-    (``ppo:*``, ``POST /act``) or the controller's rule (``hpa-tuned``, ``static``, ...)
+    (``ppo:*`` and ``ppo+guard:*``, ``POST /act``; the guard in the loop) or the controller's
+    rule (``hpa-tuned``, ``static``, ...)
     --> safety layer (bounds, step limits, cooldowns, stale telemetry) --> audit stream
     --> the backend's actuators (replica processes in their cgroups, ``/admin/knobs``)
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -33,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from policies.base import Controller, FloatArray
+from policies.guard import GuardConfig, SLOGuard
 from rlctl.contract import COL, KNOB_FIELDS, KnobBounds, TelemetrySample
 from rlctl.errors import ConfigError
 from rlctl.online.policy import Decision
@@ -134,26 +137,50 @@ class OnlinePath:
         self._stack.close()
 
     def controller(self, inner: Controller, spec: str, *, bounds: KnobBounds, interval_s: float) -> OnlineController:
-        """Wrap ``inner`` (the resolved ``spec``) so it decides through this path."""
+        """Wrap ``inner`` (the resolved ``spec``) so it decides through this path.
+
+        ``ppo+guard:NAME`` runs as in production: the policy on Ray Serve, the SLO guard in
+        the control loop (``rlctl control --guard``)."""
         policy: Any
-        if spec.startswith("ppo:"):
+        guard = None
+        if spec.startswith(("ppo:", "ppo+guard:")):
             if self.serve is None:
                 raise ConfigError(f"--controller {spec}: Ray Serve is not running for this experiment")
             from rlctl.online.policy import HttpPolicy
 
             policy = HttpPolicy(self.serve.url, timeout_s=min(0.4 * interval_s, 2.0))
+            if spec.startswith("ppo+guard:"):
+                if not isinstance(inner, SLOGuard):
+                    raise ConfigError(f"--controller {spec}: expected the policy under the SLO guard, got {inner.name}")
+                guard = inner.config
         else:
             policy = RulePolicy(inner)
-        return OnlineController(inner, policy, self.store_url, bounds=bounds, interval_s=interval_s)
+        return OnlineController(inner, policy, self.store_url, bounds=bounds, interval_s=interval_s, guard=guard)
+
+
+_SERIAL = itertools.count(1)
+
+
+def served_policies(controllers: list[str]) -> list[str]:
+    """The artifacts Ray Serve must serve for these controller specs (``ppo:X``, ``ppo+guard:X``)."""
+    return [c.split(":", 1)[1] for c in controllers if c.startswith(("ppo:", "ppo+guard:"))]
 
 
 class OnlineController(Controller):
     """``inner`` deciding through the production control loop (see the module docstring)."""
 
     def __init__(
-        self, inner: Controller, policy: Any, redis_url: str, *, bounds: KnobBounds, interval_s: float
+        self,
+        inner: Controller,
+        policy: Any,
+        redis_url: str,
+        *,
+        bounds: KnobBounds,
+        interval_s: float,
+        guard: GuardConfig | None = None,
     ) -> None:
         self.inner = inner
+        self.guard = guard
         self.name = inner.name
         self.policy = policy
         self.redis_url = redis_url
@@ -165,7 +192,6 @@ class OnlineController(Controller):
         self._pending: TelemetrySample | None = None
         self.reasons: Counter[str] = Counter()
         self.decide_ms: list[float] = []
-        self.serial = 0
 
     def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None:
         from rlctl.online.loop import ControlConfig, ControlLoop
@@ -176,12 +202,12 @@ class OnlineController(Controller):
         if n != 1:
             raise ConfigError("the online path controls one service per run")
         self.inner.reset(1, bounds, interval_s)
-        self.serial += 1
         safe_name = "".join(c if c.isalnum() or c in "-_." else "-" for c in self.inner.name)
-        self.service = f"chaos-{safe_name}-{int(time.time())}-{self.serial}"
+        # A process-wide serial: two controllers with one name reset in the same second get two streams.
+        self.service = f"chaos-{safe_name}-{int(time.time())}-{next(_SERIAL)}"
         allow = tuple(k for k in bounds.allow if k in LOCAL_KNOBS)
         safety = SafetyConfig(bounds=dataclasses.replace(bounds, allow=allow))
-        config = ControlConfig(service=self.service, interval_s=interval_s, safety=safety)
+        config = ControlConfig(service=self.service, interval_s=interval_s, safety=safety, guard=self.guard)
         store = TelemetryStore(self.redis_url, consumer=self.service)
         self.actuators = BackendActuators()
         self.loop = ControlLoop(config, self.actuators, scrape=self._scrape, store=store, policy=self.policy)  # type: ignore[arg-type]

@@ -136,7 +136,7 @@ def run_suite(
     import contextlib
 
     from chaos.local import LocalBackend, LocalConfig
-    from chaos.online import OnlinePath, audit_trail
+    from chaos.online import OnlinePath, audit_trail, served_policies
     from chaos.runner import ControllerContext, build_report, check_controller_names, run_experiment, write_report
     from chaos.spec import load_scenario
     from rlctl.contract import KnobBounds, Knobs
@@ -166,7 +166,7 @@ def run_suite(
         meta["simulator"] = {"profile": str(PROFILE.relative_to(SCENARIO_DIR.parents[2])),
                              "scenarios": simulate(list(cfg.scenarios), controllers)}  # fmt: skip
     reports: list[dict[str, Any]] = []
-    policies = [c[4:] for c in controllers if c.startswith("ppo:")]
+    policies = served_policies(controllers)
     with contextlib.ExitStack() as stack:
         path = stack.enter_context(OnlinePath(policies))
         for rep in range(cfg.first_repeat - 1, cfg.first_repeat - 1 + cfg.repeats):

@@ -16,13 +16,23 @@ import pytest
 from conftest import run_rlctl
 from online_support import redis_server
 
-from chaos.online import LOCAL_KNOBS, BackendActuators, OnlineController, RulePolicy, audit_trail
+from chaos.online import (
+    LOCAL_KNOBS,
+    BackendActuators,
+    OnlineController,
+    OnlinePath,
+    RulePolicy,
+    audit_trail,
+    served_policies,
+)
 from chaos.real import render_summary, summarize
 from chaos.record import SERIES_KEYS, RunRecord
 from chaos.runner import score
 from chaos.spec import scenario_from_dict
 from policies.base import Controller, FloatArray
+from policies.guard import GuardConfig, SLOGuard
 from rlctl.contract import COL, KNOB_COL, N_TELEMETRY, KnobBounds, Knobs
+from rlctl.errors import ConfigError
 
 
 class Greedy(Controller):
@@ -198,3 +208,42 @@ def test_simulator_predicts_the_real_suite_with_the_test_bed_profile() -> None:
                                          "scenarios": {"real-quick-flash": pred}}})  # fmt: skip
     md = render_summary(s)
     assert "simulator's prediction" in md and "| real-quick-flash | static |" in md
+
+
+class Keep(Controller):
+    name = "keep"
+
+    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        return knobs.copy()
+
+
+def test_the_guard_runs_in_the_control_loop_on_the_online_path(tmp_path: Path) -> None:
+    bounds = KnobBounds(max_replicas=8)
+    knobs = Knobs(replicas=2).to_array()[None]
+    with redis_server(tmp_path / "redis") as server:
+        plain = OnlineController(Keep(), RulePolicy(Keep()), server.url, bounds=bounds, interval_s=5.0)
+        guarded = OnlineController(Keep(), RulePolicy(Keep()), server.url, bounds=bounds, interval_s=5.0,
+                                   guard=GuardConfig(slo_p99_ms=8.0))  # fmt: skip
+        for ctl in (plain, guarded):
+            ctl.reset(1, bounds, 5.0)
+        hot = _window(p99=20.0)  # 2.5x the SLO: the loop's window holds one sample per decision
+        assert [plain.decide(hot, knobs)[0, KNOB_COL["replicas"]] for _ in range(2)] == [2, 2]
+        assert [guarded.decide(hot, knobs)[0, KNOB_COL["replicas"]] for _ in range(2)] == [2, 4]  # 2 misses: +100 %
+        from rlctl.online.store import TelemetryStore
+
+        first, second = TelemetryStore(server.url).audit_records(guarded.service)
+        assert "SLO guard" not in first.detail
+        assert second.controller == "keep+guard" and "SLO guard: replicas 2 -> 4" in second.detail
+
+
+def test_guarded_policies_are_served_and_keep_their_guard_online() -> None:
+    assert served_policies(["ppo:a", "hpa-tuned", "ppo+guard:b", "static"]) == ["a", "b"]
+    path = OnlinePath(["default"])
+    path.serve = type("Serve", (), {"url": "http://127.0.0.1:9"})()
+    path.store_url = "redis://127.0.0.1:9/0"
+    cfg = GuardConfig(slo_p99_ms=12.0)
+    ctl = path.controller(SLOGuard(Keep(), cfg, name="ppo+guard:default"), "ppo+guard:default",
+                          bounds=KnobBounds(), interval_s=5.0)  # fmt: skip
+    assert ctl.guard == cfg and type(ctl.policy).__name__ == "HttpPolicy"
+    with pytest.raises(ConfigError, match=r"ppo\+guard:default: expected the policy under the SLO guard"):
+        path.controller(Keep(), "ppo+guard:default", bounds=KnobBounds(), interval_s=5.0)

@@ -203,9 +203,9 @@ def _execute(
         with contextlib.ExitStack() as stack:
             wrap = None
             if online:
-                from chaos.online import OnlinePath
+                from chaos.online import OnlinePath, served_policies
 
-                policies = [c[4:] for c in controllers if c.startswith("ppo:")]
+                policies = served_policies(controllers)
                 console.print("starting redis-server" + (" and Ray Serve" if policies else "") + " for the online path")
                 path = stack.enter_context(OnlinePath(policies))
 
