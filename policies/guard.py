@@ -72,8 +72,10 @@ class SLOGuard(Controller):
         (the training environment's, which applies it to the learner's actions)."""
         self.inner = inner
         self.config = config or GuardConfig()
-        base = inner.name if inner is not None else "guard"
+        base = inner.name if inner is not None else ""
         self.name = name or (base.replace("ppo:", "ppo+guard:", 1) if base.startswith("ppo:") else f"{base}+guard")
+        if inner is None and name is None:
+            self.name = "guard"
         self._since = np.zeros(0)
         self._floor = np.zeros(0)
         self._floor_left = np.zeros(0)

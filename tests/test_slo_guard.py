@@ -136,6 +136,7 @@ def test_the_training_env_applies_the_guard_to_the_learners_actions() -> None:
 
 def test_a_guard_without_a_controller_only_shields() -> None:
     g = SLOGuard(None)
+    assert g.name == "guard"
     g.reset(1, KnobBounds(), 5.0)
     with pytest.raises(TypeError, match="shield"):
         g.decide(window([2, 2]), knobs(3))
