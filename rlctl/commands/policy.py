@@ -136,7 +136,11 @@ def run_eval(
 def eval_cmd(
     policy: Annotated[str | None, typer.Option(help="'default', 'ppo:default' or an artifact folder.")] = None,
     baseline: Annotated[
-        list[str] | None, typer.Option(help="hpa, hpa-tuned, hpa-<target>, threshold, static, oracle (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="hpa, hpa-tuned, hpa-<target>, threshold, static, oracle; NAME+guard (e.g. hpa-0.6+guard) "
+            "runs that baseline under the SLO guard (repeatable)."
+        ),
     ] = None,
     suite: Annotated[str | None, typer.Option(help="validation, train, smoke, or a scenario YAML/folder.")] = None,
     trace: Annotated[Path | None, typer.Option(help="Evaluate on a trace file instead of a suite.")] = None,
