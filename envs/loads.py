@@ -7,6 +7,7 @@ on the per-step request count is added on request.
 from __future__ import annotations
 
 import gzip
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,7 +21,7 @@ Array = npt.NDArray[np.float64]
 
 
 @lru_cache(maxsize=16)
-def _read_trace_cached(path: str, mtime: float) -> tuple[float, ...]:
+def _read_trace_cached(path: str, mtime: float) -> Array:
     p = Path(path)
     opener = gzip.open if p.suffix == ".gz" else open
     values: list[float] = []
@@ -44,17 +45,23 @@ def _read_trace_cached(path: str, mtime: float) -> tuple[float, ...]:
         raise ConfigError(f"{p}: cannot read trace ({exc.strerror or exc}); check the path") from None
     if not values:
         raise ConfigError(f"{p}: the trace has no values; it needs one request count per line")
-    return tuple(values)
+    # Parsed once per (path, mtime) and shared read-only: every training reset replays it.
+    arr = np.array(values, dtype=np.float64)
+    arr.flags.writeable = False
+    return arr
 
 
 def read_trace(path: str | Path) -> Array:
-    """One value per line (requests per interval), ``#`` comments, ``.gz`` allowed."""
+    """One value per line (requests per interval), ``#`` comments, ``.gz`` allowed.
+
+    The array is read-only (parsed once per file version and shared); copy it to change it.
+    """
     p = Path(path)
     try:
-        mtime = p.stat().st_mtime
+        st = os.stat(p)
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read trace ({exc.strerror}); check the path") from None
-    return np.array(_read_trace_cached(str(p.resolve()), mtime), dtype=np.float64)
+    return _read_trace_cached(os.path.realpath(p), st.st_mtime)
 
 
 def trace_qps(

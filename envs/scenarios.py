@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,12 @@ def default_trace_path() -> Path | None:
     env = os.environ.get("RLCTL_TRACE")
     if env:
         return Path(env)
+    return _shared_trace()
+
+
+@lru_cache(maxsize=1)
+def _shared_trace() -> Path | None:
+    # Looked up once per process: every random scenario asks, and resolving paths is slow.
     here = Path(__file__).resolve().parent.parent
     for base in (here.parent / "shared" / "traces", here / "shared" / "traces"):
         if (base / TRACE_NAME).exists():

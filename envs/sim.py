@@ -104,14 +104,19 @@ class ServiceBatch:
         self.knobs = np.tile(clamp_array(config.initial_knobs.to_array(), config.bounds), (n, 1))
         self.ready = self.knobs[:, KNOB_COL["replicas"]].copy()
         self._profiles: list[ServiceProfile] = [ServiceProfile()] * n
-        self.prof = stack_profiles(self._profiles)
+        self._rows = np.arange(n)
+        self._pending_len = 32
+        self._set_profiles()
         self.state = ServiceState.initial(self.prof)
         t = config.n_steps
         self.offered = np.zeros((n, t + 1))
         self.effects = np.zeros((n, t + 1, len(EFFECTS)))
-        self._pending_len = 32
         self.pending = np.zeros((n, self._pending_len))
-        self.window = np.zeros((n, config.window, N_TELEMETRY))
+        # The telemetry window is a ring stored twice over (each sample at slot p and p + W),
+        # so the last W samples in order are always the contiguous slice [p + 1, p + 1 + W):
+        # a step writes two rows instead of shifting the whole window.
+        self._wbuf = np.zeros((n, 2 * config.window, N_TELEMETRY))
+        self._wpos = config.window - 1
         self.last = np.zeros((n, N_TELEMETRY))
         self.last_cores = np.zeros(n)
 
@@ -131,7 +136,7 @@ class ServiceBatch:
             self._profiles[i] = profiles[j]
             self.offered[i] = load_qps(scenarios[j].load, t, cfg.dt_s, rngs[j])
             self.effects[i] = effects_table(scenarios[j].windows(), t, cfg.dt_s)
-        self.prof = stack_profiles(self._profiles)
+        self._set_profiles()
         init = clamp_array(cfg.initial_knobs.to_array(), cfg.bounds)
         self.knobs[idx] = init
         self.ready[idx] = init[KNOB_COL["replicas"]]
@@ -141,19 +146,36 @@ class ServiceBatch:
         self.state.temp_c[idx] = fresh.temp_c[idx]
         self.state.backlog[idx] = 0.0
         self.state.gc_cycles_per_s[idx] = 1.0
-        # Warm the window with a few no-change steps so the first observation is real.
+        # Fill the window with one no-change step so the first observation is real. The
+        # physics call advances every row's state: keep the other rows' as they were.
+        keep = np.ones(self.n, dtype=bool)
+        keep[idx] = False
+        saved = (self.state.temp_c.copy(), self.state.backlog.copy(), self.state.gc_cycles_per_s.copy(),
+                 self.last_cores.copy())  # fmt: skip
         tel = self._physics()
-        self.window[idx] = tel[idx][:, None, :]
+        if keep.any():
+            self.state.temp_c[keep] = saved[0][keep]
+            self.state.backlog[keep] = saved[1][keep]
+            self.state.gc_cycles_per_s[keep] = saved[2][keep]
+            self.last_cores[keep] = saved[3][keep]
+        self._wbuf[idx] = tel[idx][:, None, :]
         self.last[idx] = tel[idx]
 
+    def _set_profiles(self) -> None:
+        self.prof = stack_profiles(self._profiles)
+        # Steps until a new replica serves, per service (constant within an episode).
+        start = np.ceil(self.prof["replica_start_s"] / self.config.dt_s)
+        self._start_delay = np.clip(start, 1, self._pending_len - 1).astype(np.int64)
+
     # --------------------------------------------------------------------- physics
-    def _physics(self) -> Array:
+    def _physics(self, eff: Array | None = None) -> Array:
+        """Telemetry of this step; ``eff`` is this step's fault effects when the caller has them."""
         cfg = self.config
-        rows = np.arange(self.n)
         k = np.minimum(self.t_step, cfg.n_steps)
-        eff = self.effects[rows, k]
+        if eff is None:
+            eff = self.effects[self._rows, k]
         serving = np.maximum(self.ready - eff[:, E["pods_failed"]], 0.0)
-        out = step_services(self.prof, self.knobs, serving, self.offered[rows, k], eff, self.state, 0.0, cfg.dt_s)
+        out = step_services(self.prof, self.knobs, serving, self.offered[self._rows, k], eff, self.state, 0.0, cfg.dt_s)
         out.telemetry[:, COL["timestamp_s"]] = (k + 1) * cfg.dt_s
         self.last_cores = out.cores_used
         return out.telemetry
@@ -161,25 +183,24 @@ class ServiceBatch:
     def _replica_dynamics(self, eff: Array) -> None:
         """New replicas start after a delay; killed pods restart after theirs."""
         cfg = self.config
-        rows = np.arange(self.n)
+        rows = self._rows
         slot = self.t_step % self._pending_len
         self.ready += self.pending[rows, slot]
         self.pending[rows, slot] = 0.0
         desired = self.knobs[:, KNOB_COL["replicas"]]
         # Scale-down acts at once: cancel starting replicas first (newest first), then stop ready ones.
-        excess = self.ready + self.pending.sum(axis=1) - desired
-        if np.any(excess > 0):
-            order = (slot[:, None] - np.arange(1, self._pending_len)[None, :]) % self._pending_len
-            queued = np.take_along_axis(self.pending, order, axis=1)
-            before = np.cumsum(queued, axis=1) - queued
-            take = np.clip(np.maximum(excess, 0.0)[:, None] - before, 0.0, queued)
-            np.put_along_axis(self.pending, order, queued - take, axis=1)
-            excess = excess - take.sum(axis=1)
+        queued_total = self.pending.sum(axis=1)
+        excess = self.ready + queued_total - desired
+        over = excess > 0
+        if over.any():
+            # Only rows over their target with replicas still starting have any to cancel.
+            cancel = np.flatnonzero(over & (queued_total > 0))
+            if cancel.size:
+                self._cancel_starting(cancel, slot[cancel], excess)
             self.ready -= np.maximum(excess, 0.0)
         # Scale-up: the new replicas serve after replica_start_s.
         missing = desired - self.ready - self.pending.sum(axis=1)
-        delay = np.clip(np.ceil(self.prof["replica_start_s"] / cfg.dt_s), 1, self._pending_len - 1).astype(np.int64)
-        due = (self.t_step + delay) % self._pending_len
+        due = (self.t_step + self._start_delay) % self._pending_len
         self.pending[rows, due] += np.maximum(missing, 0.0)
         # Pod kills: the replica is gone until it restarts.
         kills = np.minimum(eff[:, E["pod_kill"]], self.ready)
@@ -188,6 +209,27 @@ class ServiceBatch:
             due_k = (self.t_step + restart.astype(np.int64)) % self._pending_len
             self.ready -= kills
             self.pending[rows, due_k] += kills
+
+    def _cancel_starting(self, rows: npt.NDArray[np.int64], slot: npt.NDArray[np.int64], excess: Array) -> None:
+        """Cancel up to ``excess`` starting replicas on ``rows``, newest first; lowers ``excess`` in place."""
+        length = self._pending_len
+        back = np.arange(1, length)
+        sub = self.pending[rows]
+        shared = slot[0] == slot[-1] and bool((slot == slot[0]).all())
+        if shared:  # services in step (the usual case): one column order for all rows
+            order_1d = (slot[0] - back) % length
+            queued = sub[:, order_1d]
+        else:
+            order = (slot[:, None] - back[None, :]) % length
+            queued = np.take_along_axis(sub, order, axis=1)
+        before = np.cumsum(queued, axis=1) - queued
+        take = np.clip(excess[rows][:, None] - before, 0.0, queued)
+        if shared:
+            sub[:, order_1d] = queued - take
+        else:
+            np.put_along_axis(sub, order, queued - take, axis=1)
+        self.pending[rows] = sub
+        excess[rows] = excess[rows] - take.sum(axis=1)
 
     def step(self, actions: npt.ArrayLike) -> tuple[Array, Array, dict[str, Array]]:
         """Apply actions, advance one step; returns ``(telemetry, reward, figures)``."""
@@ -203,13 +245,13 @@ class ServiceBatch:
         before = self.knobs
         self.knobs = knobs
         changes = (self.knobs != before).sum(axis=1).astype(np.float64)
-        rows = np.arange(self.n)
-        eff = self.effects[rows, np.minimum(self.t_step, cfg.n_steps)]
+        eff = self.effects[self._rows, np.minimum(self.t_step, cfg.n_steps)]
         self._replica_dynamics(eff)
-        tel = self._physics()
+        tel = self._physics(eff)
         self.t_step += 1
-        self.window[:, :-1] = self.window[:, 1:]
-        self.window[:, -1] = tel
+        self._wpos = p = (self._wpos + 1) % cfg.window
+        self._wbuf[:, p] = tel
+        self._wbuf[:, p + cfg.window] = tel
         self.last = tel
         p99 = tel[:, COL["p99_ms"]]
         violated = p99 > cfg.slo_p99_ms
@@ -232,6 +274,14 @@ class ServiceBatch:
             "error_rate": tel[:, COL["error_rate"]].copy(),
         }
         return tel, reward.astype(np.float64), figures
+
+    @property
+    def window(self) -> Array:
+        """``(N, window, F)`` telemetry, oldest sample first (a read-only view; it moves each step)."""
+        p = self._wpos
+        view = self._wbuf[:, p + 1 : p + 1 + self.config.window]
+        view.flags.writeable = False
+        return view
 
     def observe(self) -> npt.NDArray[np.float32]:
         """``featurize`` of each service's telemetry window: ``(N, N_FEATURES)``."""

@@ -74,6 +74,28 @@ def test_apply_never_leaves_bounds(knobs: list[float], action: list[int]) -> Non
     assert out[2] in GOGC_LADDER
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    knobs=st.lists(st.floats(-100, 10_000, allow_nan=False), min_size=8, max_size=8),
+    action=st.lists(st.integers(0, 4), min_size=8, max_size=8),
+    bounds=st.sampled_from([KnobBounds(), KnobBounds(min_gogc=30, max_gogc=700, min_gomemlimit_mib=200,
+                                                     max_conn_pool_size=100, min_object_pool_size=10)]),
+)  # fmt: skip
+def test_rung_lookup_tables_give_the_searched_rung(knobs: list[float], action: list[int], bounds: KnobBounds) -> None:
+    """The lookup tables behind ``apply_array`` pick the same rung as searching the ladder,
+    off-ladder and out-of-range values included (ties go to the lower rung)."""
+    import rlctl.contract as contract
+
+    got = apply_array(np.array(knobs), np.array(action), bounds)
+    searched = contract._rung_tables
+    try:
+        contract._rung_tables = lambda _b: {}  # type: ignore[assignment]
+        want = apply_array(np.array(knobs), np.array(action), bounds)
+    finally:
+        contract._rung_tables = searched
+    np.testing.assert_array_equal(got, want)
+
+
 def test_sample_roundtrip_and_unknown_field() -> None:
     s = sample(p99_ms=7.5)
     assert TelemetrySample.from_array(s.to_array()) == s

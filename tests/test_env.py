@@ -124,6 +124,49 @@ def test_vec_env_matches_the_single_env_physics() -> None:
     assert rew[2] == pytest.approx(r1, rel=1e-5)
 
 
+def test_batch_rows_are_independent_when_restarted_at_different_times() -> None:
+    """A row restarted mid-episode (its step count, replica queue and window out of step
+    with the others) leaves the other rows exactly as a batch of one would step them."""
+    from envs.profile import ServiceProfile
+    from envs.sim import ServiceBatch
+
+    cfg = EnvConfig(episode_s=600)
+    scenario = Scenario(name="s", duration_s=600, load=LoadSpec(kind="diurnal", base_qps=300, peak_qps=3000,
+                                                                period_s=600))  # fmt: skip
+    profile = ServiceProfile()
+    # Scale up, then down while replicas are still starting (cancels queued ones), and so on.
+    plan = [4, 4, 0, 3, 4, 0, 0, 2, 4, 1, 0, 4, 3, 0, 2, 2, 4, 0, 1, 3] * 3
+    noop = np.array(NOOP_ACTION)
+
+    def action(i: int) -> np.ndarray:
+        a = noop.copy()
+        a[0] = plan[i % len(plan)]
+        return a
+
+    batch = ServiceBatch(3, cfg)
+    batch.reset_rows([0, 1, 2], [scenario] * 3, [profile] * 3, [np.random.default_rng(s) for s in (0, 1, 2)])
+    alone = ServiceBatch(1, cfg)
+    alone.reset_rows([0], [scenario], [profile], [np.random.default_rng(0)])
+    for i in range(40):
+        if i == 7:  # row 1 starts over: its slot in the replica queue no longer matches the others'
+            batch.reset_rows([1], [scenario], [profile], [np.random.default_rng(9)])
+            late = ServiceBatch(1, cfg)
+            late.reset_rows([0], [scenario], [profile], [np.random.default_rng(9)])
+        tel, _, figures = batch.step(np.stack([action(i), action(i + 5), action(i)]))
+        tel1, _, figures1 = alone.step(action(i)[None, :])
+        np.testing.assert_allclose(tel[0], tel1[0], rtol=1e-9)
+        assert figures["ready_replicas"][0] == figures1["ready_replicas"][0]
+        if i >= 7:
+            tel_late, _, figures_late = late.step(action(i + 5)[None, :])
+            np.testing.assert_allclose(tel[1], tel_late[0], rtol=1e-9)
+            assert figures["ready_replicas"][1] == figures_late["ready_replicas"][0]
+    assert batch.t_step.tolist() == [40, 33, 40]
+    np.testing.assert_allclose(batch.window[0], alone.window[0], rtol=1e-9)
+    np.testing.assert_allclose(batch.observe()[0], alone.observe()[0], rtol=1e-6)
+    # Rows 0 and 2 took the same actions from the same start: only their load noise differs.
+    assert batch.knobs[0].tolist() == batch.knobs[2].tolist()
+
+
 def test_vec_env_auto_resets_with_terminal_observation() -> None:
     vec = GoServiceVecEnv(4, config=EnvConfig(episode_s=50), seed=1)
     vec.reset()

@@ -56,7 +56,10 @@ def erlang_c(c: npt.ArrayLike, a: npt.ArrayLike) -> Array:
         denom = np.maximum(1.0 - rho * (1.0 - blk), 1e-300)
         return np.minimum(blk / denom + (rho >= 1.0), 1.0)
 
-    return (1.0 - frac) * _c(lo, b_lo) + frac * _c(hi_i.astype(np.float64), b_hi)
+    c_lo = _c(lo, b_lo)
+    if not frac.any():  # whole servers (a connection pool): the interpolation is the identity
+        return c_lo
+    return (1.0 - frac) * c_lo + frac * _c(hi_i.astype(np.float64), b_hi)
 
 
 def wait_quantile_s(
