@@ -55,10 +55,13 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_loop(
     service: GoService, redis: RedisServer | None, *, policy: object = None, consumer: str = "c", **safety: object
 ) -> ControlLoop:
-    scraper = Scraper(service.metrics_url, service="svc", timeout_s=0.3)
+    # Timeouts well above a loaded CI host's worst scheduling delay: a part that is down
+    # refuses the connection at once, so the drills do not wait on them, and a live part
+    # that is merely slow must not turn a step into a "hold" or "fallback".
+    scraper = Scraper(service.metrics_url, service="svc", timeout_s=2.0)
     scraper.prime()  # the first scrape of a window needs a previous one for its rates
-    admin = AdminKnobsActuator(service.admin_url, token=TOKEN, timeout_s=0.3)
-    store = TelemetryStore(redis.url, consumer=consumer, timeout_s=0.2) if redis else None
+    admin = AdminKnobsActuator(service.admin_url, token=TOKEN, timeout_s=2.0)
+    store = TelemetryStore(redis.url, consumer=consumer, timeout_s=1.0) if redis else None
     config = ControlConfig("svc", interval_s=INTERVAL, safety=SafetyConfig(**safety))  # type: ignore[arg-type]
     return ControlLoop(config, Actuators(admin=admin), scrape=scraper.scrape, store=store, policy=policy)  # type: ignore[arg-type]
 
