@@ -213,21 +213,12 @@ class ServiceBatch:
     def _cancel_starting(self, rows: npt.NDArray[np.int64], slot: npt.NDArray[np.int64], excess: Array) -> None:
         """Cancel up to ``excess`` starting replicas on ``rows``, newest first; lowers ``excess`` in place."""
         length = self._pending_len
-        back = np.arange(1, length)
+        order = (slot[:, None] - np.arange(1, length)[None, :]) % length
         sub = self.pending[rows]
-        shared = slot[0] == slot[-1] and bool((slot == slot[0]).all())
-        if shared:  # services in step (the usual case): one column order for all rows
-            order_1d = (slot[0] - back) % length
-            queued = sub[:, order_1d]
-        else:
-            order = (slot[:, None] - back[None, :]) % length
-            queued = np.take_along_axis(sub, order, axis=1)
+        queued = np.take_along_axis(sub, order, axis=1)
         before = np.cumsum(queued, axis=1) - queued
         take = np.clip(excess[rows][:, None] - before, 0.0, queued)
-        if shared:
-            sub[:, order_1d] = queued - take
-        else:
-            np.put_along_axis(sub, order, queued - take, axis=1)
+        np.put_along_axis(sub, order, queued - take, axis=1)
         self.pending[rows] = sub
         excess[rows] = excess[rows] - take.sum(axis=1)
 
