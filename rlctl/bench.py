@@ -17,8 +17,15 @@ def _rate(step: Callable[[], int], seconds: float) -> float:
     return done / elapsed
 
 
-def bench_env(batch: int = 256, seconds: float = 3.0, seed: int = 0) -> dict[str, Any]:
-    """Single-env steps/s (``gym.make``, random actions), batched service-steps/s, CartPole-v1 steps/s."""
+def bench_env(batch: int = 256, seconds: float = 6.0, seed: int = 0, rounds: int = 3) -> dict[str, Any]:
+    """Single-env steps/s (``gym.make``, random actions), batched service-steps/s, CartPole-v1 steps/s.
+
+    The three are measured in ``rounds`` interleaved rounds of ``seconds / rounds`` each and
+    reported as medians over the rounds (the ratios as the median of each round's ratio), so
+    a neighbour that slows the shared host for a while moves all three alike.
+    """
+    import statistics
+
     import gymnasium as gym
     import numpy as np
 
@@ -63,14 +70,17 @@ def bench_env(batch: int = 256, seconds: float = 3.0, seed: int = 0) -> dict[str
                 cart.reset()
         return 1000
 
-    single_rate = _rate(single, seconds)
-    batched_rate = _rate(batched, seconds)
-    cart_rate = _rate(cartpole, seconds)
+    per_round = seconds / rounds
+    measured: list[tuple[float, float, float]] = [
+        (_rate(single, per_round), _rate(batched, per_round), _rate(cartpole, per_round)) for _ in range(rounds)
+    ]
+    single_rate, batched_rate, cart_rate = (statistics.median(col) for col in zip(*measured, strict=True))
     return {
         "single_env_steps_per_s": round(single_rate, 1),
         "batched_service_steps_per_s": round(batched_rate, 1),
         "batch_size": batch,
         "cartpole_steps_per_s": round(cart_rate, 1),
-        "single_over_cartpole": round(single_rate / cart_rate, 4),
-        "batched_over_cartpole": round(batched_rate / cart_rate, 3),
+        "single_over_cartpole": round(statistics.median(s / c for s, _, c in measured), 4),
+        "batched_over_cartpole": round(statistics.median(b / c for _, b, c in measured), 3),
+        "rounds": rounds,
     }

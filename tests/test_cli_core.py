@@ -23,11 +23,11 @@ def test_topology_prints_json() -> None:
 
 
 def test_bench_env_prints_the_documented_keys() -> None:
-    r = run_rlctl("bench", "env", "--seconds", "0.2", "--batch", "16")
+    r = run_rlctl("bench", "env", "--seconds", "0.3", "--rounds", "2", "--batch", "16")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) >= {"single_env_steps_per_s", "batched_service_steps_per_s", "batch_size", "cartpole_steps_per_s"}
-    assert out["batch_size"] == 16 and out["single_env_steps_per_s"] > 0
+    assert out["batch_size"] == 16 and out["single_env_steps_per_s"] > 0 and out["rounds"] == 2
 
 
 def test_simulate_bad_scenario_exits_2_naming_the_file(tmp_path: Path) -> None:

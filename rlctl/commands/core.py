@@ -98,13 +98,14 @@ def _static_day(out: Path) -> None:
 
 def bench_env(
     batch: Annotated[int, typer.Option(min=1, help="Services per batched step.")] = 256,
-    seconds: Annotated[float, typer.Option(min=0.2, help="Wall-clock seconds per measurement.")] = 3.0,
+    seconds: Annotated[float, typer.Option(min=0.2, help="Wall-clock seconds per measurement, over all rounds.")] = 6.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds; medians are reported.")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON only (always JSON; kept for symmetry).")] = True,
 ) -> None:
     """Steps per second: the single env, the batched env, and gymnasium's CartPole-v1 as reference."""
     from rlctl.bench import bench_env as run
 
-    typer.echo(json.dumps(run(batch=batch, seconds=seconds)))
+    typer.echo(json.dumps(run(batch=batch, seconds=seconds, rounds=rounds)))
 
 
 def topology(
