@@ -109,13 +109,17 @@ def test_eval_cli_writes_the_documented_json(artifact: Path, tmp_path: Path) -> 
     )
     out = tmp_path / "e.json"
     args = ["--baseline", "hpa-tuned", "--baseline", "static", "--suite", str(suite), "--seeds", "2"]
-    r = run_rlctl("eval", "--policy", str(artifact), *args, "--json", str(out), "--report", str(tmp_path / "rep"))
+    r = run_rlctl(
+        "eval", "--policy", str(artifact), "--safety", *args, "--json", str(out), "--report", str(tmp_path / "rep")
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(out.read_text())
     entry = rep["scenarios"]["mini"]
     assert entry["kind"] == "bursty"
     ctrls = entry["controllers"]
     assert any(c.startswith("ppo") for c in ctrls) and "hpa-tuned" in ctrls and "static" in ctrls
+    # --safety adds the policy as production runs it, through the online safety layer.
+    assert {c.split(":")[0] for c in ctrls if c.startswith("ppo")} == {"ppo", "ppo+safety"}
     for sc in ctrls.values():
         assert {"slo_violation_minutes", "replica_seconds", "core_seconds", "actions_per_hour", "flaps_per_hour",
                 "recovery_seconds"} <= set(sc)  # fmt: skip

@@ -105,6 +105,48 @@ def test_eval_guard_needs_a_policy() -> None:
     result = run_rlctl("eval", "--guard", "--baseline", "hpa")
     assert result.returncode == 2
     assert "--guard wraps the policy" in result.stderr
+    result = run_rlctl("eval", "--safety", "--baseline", "hpa")
+    assert result.returncode == 2
+    assert "--safety wraps the policy" in result.stderr
+
+
+class Flapper(Controller):
+    """Asks for two replicas more, then two fewer, then two more, and so on."""
+
+    name = "ppo:flapper"
+
+    def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None:
+        super().reset(n, bounds, interval_s)
+        self.up = True
+
+    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        out = knobs.copy()
+        out[:, R] += 2 if self.up else -2
+        self.up = not self.up
+        return out
+
+
+def test_the_production_safety_layer_stops_a_flapping_policy_in_the_simulator() -> None:
+    from policies.production import ThroughSafetyLayer
+    from rlctl.online.safety import SafetyConfig
+
+    profile = ServiceProfile()
+    scenario = [s for s in validation_suite(profile) if s.kind == "steady"][:1]
+    config = EnvConfig()
+    raw = rollout(Flapper(), scenario, [0, 1], config, profile)
+    safe_ctrl = ThroughSafetyLayer(Flapper())
+    assert safe_ctrl.name == "ppo+safety:flapper"
+    safe = rollout(safe_ctrl, scenario, [0, 1], config, profile)
+    hold = SafetyConfig().scale_down_after_up_s
+    for run in safe:
+        reps = run.series["replicas"]
+        ups = np.flatnonzero(np.diff(reps) > 0) + 1
+        downs = np.flatnonzero(np.diff(reps) < 0) + 1
+        # No scale-down within the hold after a scale-up (as rlctl control actuates).
+        for d in downs:
+            last_up = ups[ups < d]
+            assert last_up.size == 0 or (d - last_up[-1]) * config.dt_s >= hold
+    assert all(r.scores["flaps_per_hour"] < 0.5 * w.scores["flaps_per_hour"] for r, w in zip(safe, raw, strict=True))
 
 
 def overloaded_vec(shield: SLOGuard | None) -> GoServiceVecEnv:

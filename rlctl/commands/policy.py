@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,17 +70,27 @@ def train(
     typer.echo(json.dumps(summary))
 
 
-def _parse_controllers(policy: str | None, baselines: list[str], guard: bool = False) -> list[Any]:
+def _parse_controllers(
+    policy: str | None, baselines: list[str], guard: bool = False, safety: bool = False
+) -> list[Any]:
+    """The policy (and its variants under the guard and the safety layer), then the baselines."""
     from policies.guard import SLOGuard
     from policies.ppo import PPOController
 
+    if not policy and (guard or safety):
+        flag = "--guard" if guard else "--safety"
+        raise ConfigError(f"{flag} wraps the policy: give --policy too (e.g. --policy default {flag})")
     out: list[Any] = []
     if policy:
-        out.append(PPOController(policy))
+        # Each variant gets its own controller: they keep per-service state.
+        variants: list[Callable[[], Any]] = [lambda: PPOController(policy)]
         if guard:
-            out.append(SLOGuard(PPOController(policy)))
-    elif guard:
-        raise ConfigError("--guard wraps the policy: give --policy too (e.g. --policy default --guard)")
+            variants.append(lambda: SLOGuard(PPOController(policy)))
+        out.extend(make() for make in variants)
+        if safety:
+            from policies.production import ThroughSafetyLayer
+
+            out.extend(ThroughSafetyLayer(make()) for make in variants)
     out.extend(baselines)
     return out
 
@@ -97,6 +108,7 @@ def run_eval(
     report_dir: Path | None = None,
     time_scale: float = 12.0,
     guard: bool = False,
+    safety: bool = False,
 ) -> dict[str, Any]:
     """Evaluate and report (the body of ``rlctl eval`` and ``rlctl demo``)."""
     from rich.console import Console
@@ -115,7 +127,7 @@ def run_eval(
         scenarios = get_suite(suite, profile, config.bounds.max_replicas)
     else:
         raise ConfigError("give --suite NAME|FILE or --trace FILE")
-    controllers = _parse_controllers(policy, baselines, guard)
+    controllers = _parse_controllers(policy, baselines, guard, safety)
     console = Console(stderr=True)
     with console.status(f"evaluating {len(controllers)} controllers on {len(scenarios)} scenarios x {seeds} seeds"):
         report, runs = evaluate(controllers, scenarios, list(range(seeds)), config, profile)
@@ -152,6 +164,13 @@ def eval_cmd(
     guard: Annotated[
         bool, typer.Option(help="Also run the policy under the SLO guard (policies/guard.py) as ppo+guard:NAME.")
     ] = False,
+    safety: Annotated[
+        bool,
+        typer.Option(
+            help="Also run the policy (and ppo+guard) through the production safety layer (rlctl.online.safety, "
+            "as `rlctl control` does) as ppo+safety:NAME (ppo+guard+safety:NAME)."
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a policy against baselines on a suite or a trace; side-by-side table, JSON, report."""
     if policy is None and not baseline:
@@ -169,6 +188,7 @@ def eval_cmd(
         json_out=json_out,
         report_dir=report,
         guard=guard,
+        safety=safety,
     )
 
 
