@@ -173,7 +173,9 @@ def prepare_oracle(controller: OracleController, batch: ServiceBatch) -> None:
     knobs0 = clamp_array((controller.runtime or cfg.initial_knobs).to_array(), cfg.bounds)
     need = np.full((n, t), float(hi))
     for row in range(n):
-        offered = batch.offered[row, 1 : t + 1] * controller.headroom
+        # Step i serves offered[i] and its faults effects[i], with the replicas decided at step i
+        # (a scale-down acts within the step): need[i] is about step i.
+        offered = batch.offered[row, :t] * controller.headroom
         eff = batch.effects[row, :t]
         prof = {k: np.repeat(v[row], t * len(cands)) for k, v in batch.prof.items()}
         reps = np.tile(cands, t)

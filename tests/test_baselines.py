@@ -91,3 +91,21 @@ def test_static_sets_its_knobs() -> None:
     c.reset(2, KnobBounds(), 5.0)
     out = c.decide(np.zeros((2, 3, N_TELEMETRY)), np.tile(Knobs().to_array(), (2, 1)))
     assert np.all(out[:, KNOB_COL["replicas"]] == 5) and np.all(out[:, KNOB_COL["gogc"]] == 200)
+
+
+def test_oracle_meets_the_slo_when_the_load_steps_down() -> None:
+    """The oracle plans each step for that step's load: it keeps the replicas a heavy load
+    needs until the step where the load falls, and never runs a step short."""
+    from chaos.spec import LoadSpec, Scenario
+    from envs.profile import ServiceProfile
+    from envs.sim import EnvConfig
+    from policies.evaluate import OracleController, prepare_oracle, rollout
+
+    profile = ServiceProfile()
+    load = LoadSpec(kind="step", base_qps=9000, step_qps=1000, at_s=300, noise=False)
+    scenario = Scenario(name="down", load=load, duration_s=600)
+    config = EnvConfig(episode_s=600, initial_knobs=Knobs(replicas=8))
+    (run,) = rollout(OracleController(), [scenario], [0], config, profile, prepare=prepare_oracle)
+    reps = run.series["replicas"]
+    assert run.scores["slo_violation_minutes"] == 0.0
+    assert reps[:59].min() > reps[-1]  # it did scale down, after the load fell
