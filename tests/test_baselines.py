@@ -109,3 +109,34 @@ def test_oracle_meets_the_slo_when_the_load_steps_down() -> None:
     reps = run.series["replicas"]
     assert run.scores["slo_violation_minutes"] == 0.0
     assert reps[:59].min() > reps[-1]  # it did scale down, after the load fell
+
+
+def test_oracle_adds_the_fewest_replicas_that_cover_a_failed_fans_throttling() -> None:
+    """Planned at a warm, unthrottled CPU, the oracle's first plan misses while a failed fan
+    throttles the clock; the passes over its own rollout add replicas there, no more than needed."""
+    from envs.profile import ServiceProfile
+    from envs.sim import EnvConfig
+    from policies.evaluate import OracleController, oracle_rollout, prepare_oracle, rollout
+    from policies.suites import validation_suite
+
+    profile = ServiceProfile()
+    scenario = [s for s in validation_suite(profile) if s.name == "fault-host"]
+    config = EnvConfig()
+    (first,) = rollout(OracleController(), scenario, [0], config, profile, prepare=prepare_oracle)
+    (run,) = oracle_rollout(OracleController(), scenario, [0], config, profile)
+    fan = next(w for w in scenario[0].windows() if w.kind.value == "fan-failure")
+    in_fan = (run.series["t_s"] > fan.start_s) & (run.series["t_s"] <= fan.end_s + 300)
+    assert (first.series["p99_ms"][in_fan] > config.slo_p99_ms).sum() > 20  # the first plan ran hot and slow
+    assert not (run.series["p99_ms"][in_fan] > config.slo_p99_ms).any()
+    assert run.scores["slo_violation_minutes"] < first.scores["slo_violation_minutes"]
+    extra = run.scores["replica_seconds"] - first.scores["replica_seconds"]
+    assert 0 < extra < 0.3 * first.scores["replica_seconds"]
+
+
+def test_oracle_miss_spans_fill_short_gaps_and_start_early() -> None:
+    from policies.evaluate import _miss_spans
+
+    missed = np.zeros(40, dtype=bool)
+    missed[[10, 13, 30]] = True
+    spans = _miss_spans(missed, gap=4, lead=2)
+    assert np.flatnonzero(spans).tolist() == [8, 9, 10, 11, 12, 13, 28, 29, 30]
