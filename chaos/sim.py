@@ -19,7 +19,7 @@ from chaos.spec import Scenario
 from envs.profile import ServiceProfile
 from envs.sim import EnvConfig
 from policies.base import Controller, FloatArray
-from policies.evaluate import OracleController, prepare_oracle, rollout
+from policies.evaluate import OracleController, oracle_extra, prepare_oracle, rollout
 from rlctl.contract import COL, KNOB_FIELDS, KnobBounds, Knobs, TelemetrySample, clamp_array
 from rlctl.errors import ConfigError
 
@@ -113,7 +113,13 @@ class SimBackend:
             if isinstance(controller, OracleController):
                 prepare_oracle(controller, batch)
 
-        (result,) = rollout(rec, [scenario], [self.config.seed], cfg, self.config.profile, prepare=prepare)
+        if isinstance(controller, OracleController):  # its plan, with the replicas its own misses call for
+            controller.extra = oracle_extra(controller, [scenario], [self.config.seed], cfg, self.config.profile)
+        try:
+            (result,) = rollout(rec, [scenario], [self.config.seed], cfg, self.config.profile, prepare=prepare)
+        finally:
+            if isinstance(controller, OracleController):
+                controller.extra = None
         rows = [*rec.rows, np.asarray(rec.batch.last[0], dtype=np.float64)]
         telemetry = [TelemetrySample.from_array(r, service=scenario.name) for r in rows]
         s = result.series

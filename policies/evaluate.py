@@ -233,6 +233,46 @@ def _miss_spans(missed: npt.NDArray[np.bool_], gap: int, lead: int) -> npt.NDArr
     return out
 
 
+def oracle_extra(
+    controller: OracleController,
+    scenarios: list[Scenario],
+    seeds: list[int],
+    config: EnvConfig,
+    profile: ServiceProfile,
+) -> FloatArray | None:
+    """The replicas the oracle adds to its plan where its own rollout missed, ``(N, steps)``.
+
+    The plan is made step by step at a warm, unthrottled CPU. What it cannot see that way —
+    mainly a failed fan, whose heat throttles the clock once the replicas run hot — shows
+    as misses in its rollout. The oracle knows its own future too: each further pass adds
+    1, 2, ... :data:`ORACLE_MAX_EXTRA` replicas over the spans where the first plan missed
+    (from one thermal time constant before each span), and every service keeps the pass with
+    the fewest SLO-violation minutes, then the fewest replica-seconds: the smallest addition
+    that removes the misses, and none where more replicas do not help (e.g. injected network
+    delay). Rows are services in :func:`rollout`'s order; None when the first plan never missed.
+    """
+    controller.extra = None
+    first = rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)
+    missed = np.stack([r.series["p99_ms"] > config.slo_p99_ms for r in first])
+    if not missed.any():
+        return None
+    # Heat builds up over the thermal time constant: the extra replicas start that much earlier.
+    lead = int(np.ceil(profile.thermal_tau_s / config.dt_s))
+    spans = np.stack([_miss_spans(row, _ORACLE_GAP_STEPS, lead) for row in missed]).astype(np.float64)
+    best = [(r.scores["slo_violation_minutes"], r.scores["replica_seconds"]) for r in first]
+    best_k = np.zeros(len(first))
+    try:
+        for k in range(1, ORACLE_MAX_EXTRA + 1):
+            controller.extra = k * spans
+            for j, r in enumerate(rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)):
+                key = (r.scores["slo_violation_minutes"], r.scores["replica_seconds"])
+                if key < best[j]:
+                    best[j], best_k[j] = key, k
+    finally:
+        controller.extra = None
+    return best_k[:, None] * spans
+
+
 def oracle_rollout(
     controller: OracleController,
     scenarios: list[Scenario],
@@ -240,32 +280,12 @@ def oracle_rollout(
     config: EnvConfig,
     profile: ServiceProfile,
 ) -> list[RunResult]:
-    """The oracle's rollout, with replicas added where its plan still missed the SLO.
-
-    The plan is made step by step at a warm, unthrottled CPU. What it cannot see that way —
-    mainly a failed fan, whose heat throttles the clock once the replicas run hot — shows
-    as misses in its rollout. The oracle knows its own future too: each further pass adds
-    1, 2, ... :data:`ORACLE_MAX_EXTRA` replicas over the spans where the first plan missed
-    (from one thermal time constant before each span),
-    and every service keeps the pass with the fewest SLO-violation minutes, then the fewest
-    replica-seconds (so the smallest addition that removes the misses, and none where more
-    replicas do not help, e.g. under injected network delay).
-    """
-    controller.extra = None
-    best = rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)
-    missed = np.stack([r.series["p99_ms"] > config.slo_p99_ms for r in best])
-    if missed.any():
-        # Heat builds up over the thermal time constant: the extra replicas start that much earlier.
-        lead = int(np.ceil(profile.thermal_tau_s / config.dt_s))
-        spans = np.stack([_miss_spans(row, _ORACLE_GAP_STEPS, lead) for row in missed]).astype(np.float64)
-        for k in range(1, ORACLE_MAX_EXTRA + 1):
-            controller.extra = k * spans
-            for j, r in enumerate(rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)):
-                key = (r.scores["slo_violation_minutes"], r.scores["replica_seconds"])
-                if key < (best[j].scores["slo_violation_minutes"], best[j].scores["replica_seconds"]):
-                    best[j] = r
-    controller.extra = None
-    return best
+    """The oracle's rollout with :func:`oracle_extra`'s replicas added to its plan."""
+    controller.extra = oracle_extra(controller, scenarios, seeds, config, profile)
+    try:
+        return rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)
+    finally:
+        controller.extra = None
 
 
 # ------------------------------------------------------------------- evaluation

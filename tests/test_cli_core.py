@@ -49,3 +49,17 @@ def test_simulate_writes_plot_and_scores(tmp_path: Path) -> None:
     scores = json.loads(r.stdout)
     assert scores["replica_seconds"] > 0 and len(scores["recovery_seconds"]) == 1
     assert (tmp_path / "o" / "quick.png").stat().st_size > 10_000
+
+
+def test_simulate_runs_the_oracle_with_the_replicas_a_failed_fan_calls_for(tmp_path: Path) -> None:
+    """``rlctl simulate --controller oracle`` is the oracle ``rlctl eval`` scores: under a failed
+    fan at a heavy load it adds replicas over the throttled span instead of missing the SLO."""
+    spec = tmp_path / "fan.yaml"
+    spec.write_text(
+        "name: fan\nkind: fault\nduration_s: 1800\nload: {kind: constant, qps: 13400, noise: false}\n"
+        "faults:\n  - {kind: fan-failure, start_s: 300, duration_s: 900, params: {r_factor: 1.8}}\n"
+    )
+    r = run_rlctl("simulate", str(spec), "--controller", "oracle", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    scores = json.loads(r.stdout.strip().splitlines()[-1])
+    assert scores["slo_violation_minutes"] <= 0.5  # the first half minute, before any replica can start

@@ -130,15 +130,17 @@ def simulate(
     from chaos.spec import load_scenario
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import OracleController, make_baseline, prepare_oracle, rollout
+    from policies.evaluate import OracleController, make_baseline, oracle_rollout, rollout
     from rlctl.report import plot_timelines, write_atomic
 
     spec = load_scenario(scenario)
     profile = ServiceProfile()
     config = EnvConfig(slo_p99_ms=spec.slo_p99_ms)
     ctrl = make_baseline(controller, config, profile)
-    prep = prepare_oracle if isinstance(ctrl, OracleController) else None
-    (run,) = rollout(ctrl, [spec], [seed], config, profile, prepare=prep)
+    if isinstance(ctrl, OracleController):
+        (run,) = oracle_rollout(ctrl, [spec], [seed], config, profile)
+    else:
+        (run,) = rollout(ctrl, [spec], [seed], config, profile)
     windows = [(w.start_s, w.end_s, w.kind.value) for w in spec.windows()]
     plot_timelines(out / f"{spec.name}.png", {ctrl.name: run.series}, slo_p99_ms=config.slo_p99_ms,
                    title=spec.name, fault_windows=windows)  # fmt: skip
