@@ -280,12 +280,20 @@ def oracle_rollout(
     config: EnvConfig,
     profile: ServiceProfile,
 ) -> list[RunResult]:
-    """The oracle's rollout with :func:`oracle_extra`'s replicas added to its plan."""
-    controller.extra = oracle_extra(controller, scenarios, seeds, config, profile)
+    """The oracle's rollout with :func:`oracle_extra`'s replicas added to its plan.
+
+    Each run's scores say how many replica-seconds that addition requested
+    (``oracle_extra_replica_seconds``), so a report shows what the refinement cost.
+    """
+    extra = oracle_extra(controller, scenarios, seeds, config, profile)
+    controller.extra = extra
     try:
-        return rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)
+        results = rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)
     finally:
         controller.extra = None
+    for j, r in enumerate(results):
+        r.scores["oracle_extra_replica_seconds"] = float(extra[j].sum() * config.dt_s) if extra is not None else 0.0
+    return results
 
 
 # ------------------------------------------------------------------- evaluation

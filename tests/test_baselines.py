@@ -131,6 +131,7 @@ def test_oracle_adds_the_fewest_replicas_that_cover_a_failed_fans_throttling() -
     assert run.scores["slo_violation_minutes"] < first.scores["slo_violation_minutes"]
     extra = run.scores["replica_seconds"] - first.scores["replica_seconds"]
     assert 0 < extra < 0.3 * first.scores["replica_seconds"]
+    assert run.scores["oracle_extra_replica_seconds"] > 0
 
 
 def test_oracle_miss_spans_fill_short_gaps_and_start_early() -> None:
