@@ -8,8 +8,9 @@ flaps per hour, recovery seconds after each fault, mean reward.
 ``hpa-tuned`` is the HPA with its CPU target picked per scenario by a hindsight sweep
 over 0.3-0.9, scored by the environment's own reward (the objective the policy is
 trained on), as Autothrottle tuned its baselines. ``oracle`` knows the future load and
-faults: per step it runs the fewest replicas that meet the SLO (started early enough to
-be ready), with the best static runtime knobs, plus the fewest extra replicas that remove
+faults: per step it runs the fewest replicas that meet the SLO (where none can, the fewest
+within 5 % of the best P99), started early enough to be ready, with the best static runtime
+knobs, plus the fewest extra replicas that remove
 the misses its own rollout shows (:func:`oracle_rollout`) — a lower bound on cost.
 """
 
@@ -40,6 +41,8 @@ HPA_TARGETS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SERIES = ("t_s", "offered_qps", "p99_ms", "replicas", "gomaxprocs", "gogc", "cores", "error_rate", "faults")
 #: Extra replicas the oracle tries, one more per pass, where its plan missed (see :func:`oracle_rollout`).
 ORACLE_MAX_EXTRA = 6
+#: Where no replica count meets the SLO, the oracle takes the fewest within this factor of the best P99.
+NEAR_BEST_P99 = 1.05
 #: Misses closer than this many steps are one episode: the extra replicas cover the gap too.
 _ORACLE_GAP_STEPS = 12
 
@@ -198,8 +201,13 @@ def prepare_oracle(controller: OracleController, batch: ServiceBatch) -> None:
         for _ in range(2):  # settle the GC fixed point and temperature
             out = step_services(prof, knobs, serving, np.repeat(offered, len(cands)), eff_rep, state, 0.0, cfg.dt_s)
             state.backlog[:] = 0.0
-        ok = (out.telemetry[:, COL["p99_ms"]] <= cfg.slo_p99_ms * 0.9).reshape(t, len(cands))
-        first = np.where(ok.any(axis=1), ok.argmax(axis=1), len(cands) - 1)
+        p99 = out.telemetry[:, COL["p99_ms"]].reshape(t, len(cands))
+        ok = p99 <= cfg.slo_p99_ms * 0.9
+        # Where no count meets the SLO (a fault adds latency that replicas cannot remove), the
+        # fewest replicas whose P99 is within 5 % of the best any count reaches: more would only
+        # cost. (It took the most replicas there, which made its cost no lower bound.)
+        near_best = p99 <= NEAR_BEST_P99 * p99.min(axis=1, keepdims=True)
+        first = np.where(ok.any(axis=1), ok.argmax(axis=1), near_best.argmax(axis=1))
         need[row] = cands[first]
         if controller.extra is not None:
             need[row] = np.minimum(need[row] + controller.extra[row, :t], hi)

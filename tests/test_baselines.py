@@ -141,3 +141,20 @@ def test_oracle_miss_spans_fill_short_gaps_and_start_early() -> None:
     missed[[10, 13, 30]] = True
     spans = _miss_spans(missed, gap=4, lead=2)
     assert np.flatnonzero(spans).tolist() == [8, 9, 10, 11, 12, 13, 28, 29, 30]
+
+
+def test_oracle_adds_no_replicas_where_none_would_meet_the_slo() -> None:
+    """A 30 ms network delay puts every replica count over an 8 ms SLO: the oracle keeps the
+    replicas the load needs instead of paying for the most."""
+    from chaos.spec import FaultKind, FaultSpec, LoadSpec, Scenario
+    from envs.profile import ServiceProfile
+    from envs.sim import EnvConfig
+    from policies.evaluate import OracleController, oracle_rollout
+
+    delay = FaultSpec(kind=FaultKind.NETWORK_DELAY, start_s=300, duration_s=120, params={"latency_ms": 30.0})
+    scenario = Scenario(name="delay", duration_s=900, load=LoadSpec(kind="constant", qps=400, noise=False),
+                        faults=[delay])  # fmt: skip
+    config = EnvConfig(episode_s=900, initial_knobs=Knobs(replicas=1))
+    (run,) = oracle_rollout(OracleController(), [scenario], [0], config, ServiceProfile())
+    assert run.scores["slo_violation_minutes"] == pytest.approx(2.0, abs=0.1)  # the delay, which nothing fixes
+    assert run.series["replicas"].max() == 1.0
