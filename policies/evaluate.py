@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 HPA_TARGETS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SERIES = ("t_s", "offered_qps", "p99_ms", "replicas", "gomaxprocs", "gogc", "cores", "error_rate", "faults")
-#: Extra replicas the oracle tries, one more per pass, where its plan missed (see :func:`oracle_rollout`).
+#: Extra replicas the oracle tries, one more per pass, where its plan missed (see :func:`oracle_extra`).
 ORACLE_MAX_EXTRA = 6
 #: Where no replica count meets the SLO, the oracle takes the fewest within this factor of the best P99.
 NEAR_BEST_P99 = 1.05
@@ -159,7 +159,7 @@ class OracleController(Controller):
         self.headroom = headroom
         self.plan = np.zeros((0, 0))
         #: Replicas added to the planned need per (service, step), ``(N, steps)``; set by
-        #: :func:`oracle_rollout` where the first plan missed.
+        #: :func:`oracle_extra` where the first plan missed.
         self.extra: FloatArray | None = None
 
     def reset(self, n: int, bounds: Any, interval_s: float) -> None:
