@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from rlctl.online.loop import ControlConfig, ControllerMetrics, ControlLoop, Ste
 from rlctl.online.policy import HttpPolicy, InProcessPolicy, PolicyUnavailable
 from rlctl.online.procs import GoService, RedisServer, free_port
 from rlctl.online.safety import SafetyConfig
-from rlctl.online.store import TelemetryStore
+from rlctl.online.store import AuditRecord, StoreUnavailable, TelemetryStore
 from rlctl.telemetry.scrape import Scraper
 
 INTERVAL = 0.5
@@ -279,11 +279,49 @@ def test_cli_control_runs_and_audits(
     tok = token_file(tmp_path)
     extra = ["--each-replica"] if each_replica else []
     proc = run_rlctl("control", "--service", "cli", "--metrics", service.metrics_url, "--admin", service.admin_url,
-                     "--admin-token-file", str(tok), "--redis", redis.url, "--interval", "0.3", "--max-steps", "3",
+                     "--admin-token-file", str(tok), "--redis", redis.url, "--interval", "1", "--max-steps", "3",
                      "--no-status", "--metrics-port", "0", "--policy", "hpa", *extra, timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "stopped after 3 decisions" in proc.stderr
     assert [a.reason for a in TelemetryStore(redis.url).audit_records("cli")] == ["hpa"] * 3
+
+
+class FlakyAuditStore(TelemetryStore):
+    """A real store whose next audit writes fail as a timed-out Redis call does."""
+
+    fail_audits = 0
+
+    def audit_many(self, records: Sequence[AuditRecord]) -> list[str]:
+        if self.fail_audits > 0:
+            self.fail_audits -= 1
+            raise StoreUnavailable("redis XADD rlctl:audit:svc: Timeout reading from socket")
+        return super().audit_many(records)
+
+
+def test_run_writes_the_last_steps_buffered_audit_record_when_it_stops(service: GoService, redis: RedisServer) -> None:
+    loop = make_loop(service, redis)
+    store = FlakyAuditStore(redis.url, consumer="f", timeout_s=1.0)
+    loop.store = store
+    loop.run(max_steps=2, on_step=lambda r: setattr(store, "fail_audits", 1 if loop.steps == 1 else 0))
+    # The second step's write failed; the record was kept and written when run() returned.
+    assert [a.reason for a in TelemetryStore(redis.url).audit_records("svc")] == ["hpa", "hpa"]
+    assert not loop.audit_buffer
+
+
+def test_flush_says_what_stayed_unwritten_and_keeps_it(service: GoService, redis: RedisServer) -> None:
+    loop = make_loop(service, redis)
+    loop.step()
+    store = FlakyAuditStore(redis.url, consumer="f", timeout_s=1.0)
+    loop.store = store
+    written = TelemetryStore(redis.url).audit_records("svc")[0]
+    loop.audit_buffer.extend([written, written])
+    store.fail_audits = 1
+    assert loop.flush() == (
+        "0 samples and 2 audit records not written: redis XADD rlctl:audit:svc: Timeout reading from socket"
+    )
+    assert len(loop.audit_buffer) == 2
+    assert loop.flush() is None and not loop.audit_buffer
+    assert len(TelemetryStore(redis.url).audit_records("svc")) == 3
 
 
 def test_cli_control_bad_input_exits_2() -> None:

@@ -500,6 +500,25 @@ class ControlLoop:
     def stop(self) -> None:
         self._stop.set()
 
+    def flush(self) -> str | None:
+        """Write what is still buffered (samples, audit records); ``None``, or why some stayed unwritten.
+
+        A step whose Redis call timed out keeps its audit record for the next step; the
+        last step has no next one, so :meth:`run` calls this before it returns.
+        """
+        if self.store is None:
+            return None
+        try:
+            if self.collector is not None:
+                self.collector.flush()
+            if self.audit_buffer:
+                self.store.audit_many(list(self.audit_buffer))
+                self.audit_buffer.clear()
+        except StoreUnavailable as exc:
+            n_samples = len(self.collector.pending) if self.collector is not None else 0
+            return f"{n_samples} samples and {len(self.audit_buffer)} audit records not written: {exc}"
+        return None
+
     def run(
         self,
         *,
@@ -526,6 +545,9 @@ class ControlLoop:
                 next_t = time.monotonic()
                 delay = 0.0
             stop_event.wait(delay)
+        unwritten = self.flush()
+        if unwritten is not None:
+            log.warning("%s: on stopping, %s", self.config.service, unwritten)
 
 
 def run_in_thread(loop: ControlLoop, **kwargs: Any) -> threading.Thread:
