@@ -18,12 +18,28 @@ rule an SRE would put under any autoscaler:
    least at what it set (the Kubernetes HPA's 300 s scale-down stabilisation window, for
    the same reason: the load that broke the SLO is likely to come back).
 
+4. **scale with a surge of load**: when the last ``surge_after`` samples missed the SLO,
+   replicas go at once to at least ``ceil(r_ok x load / load_ok)``, the count that serves
+   the newest offered load at the per-replica load of the newest sample in the window that
+   met the SLO (``r_ok`` replicas at ``load_ok``). The target is absolute, so unlike rule 1
+   it needs no cool-down (replicas still starting are counted, not added again), and it
+   asks for nothing when the load has not risen (a fault, which rules 1-3 handle). Rule 1's
+   increments reach a five-fold step of load in minutes; this reaches it in one decision,
+   and the misses that remain are the replicas' start-up time.
+
 Everything else (runtime knobs, scale-down when calm) is the wrapped controller's. The
 guard sees only what every controller sees (the telemetry window and the knobs), so it
 runs the same in the simulator and on real services. Rules 1 and 2 and their constants
 were set before the validation suite was run with the guard; rule 3 was added after that
 run showed the policy oscillating under a bandwidth cap, with the HPA's default window.
-None of them is tuned per scenario or swept on the validation suite.
+None of them is tuned per scenario or swept on the validation suite. Rule 4 was added after
+reading where the guarded policy missed on the validation suite's step and flash crowd (it
+climbed two replicas a step while P99 sat at its ceiling); ``surge_after`` (0, 1 or 2) was
+chosen on the ``train`` suite by a rule set before measuring: the fewest bursty and faulted
+violation minutes at no more than 1 % more replica-seconds (1: bursty 2.42 -> 2.25 minutes,
+replica-seconds +0.03 %; 2: no change). Two variants measured the same way and not taken:
+rule 4 replacing rule 1 where it applies (bursty 2.36, faulted 16.83 against 16.81 minutes) and
+rule 4 also setting rule 3's floor (the same violations).
 """
 
 from __future__ import annotations
@@ -39,6 +55,8 @@ from rlctl.errors import ConfigError
 
 _R = KNOB_COL["replicas"]
 _P99 = COL["p99_ms"]
+_LOAD = COL["offered_qps"]
+_REPS = COL["replicas"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +74,13 @@ class GuardConfig:
     """Seconds the replicas the guard set stay the floor (HPA's scale-down stabilisation)."""
     max_up: int = 4
     """Replicas the guard adds at most per decision."""
+    surge_after: int = 1
+    """Samples in a row over the SLO before the load-proportional floor (rule 4) applies (0: never)."""
 
     def __post_init__(self) -> None:
-        if not (self.slo_p99_ms > 0 and self.after >= 1 and 0 < self.hold_frac <= 1 and self.max_up >= 1):
+        if not (self.slo_p99_ms > 0 and self.after >= 1 and 0 < self.hold_frac <= 1 and self.max_up >= 1) or (
+            self.surge_after < 0
+        ):
             raise ConfigError(f"guard: need slo_p99_ms > 0, after >= 1, 0 < hold_frac <= 1, max_up >= 1; got {self}")
         if self.cooldown_s < 0 or self.floor_s < 0:
             raise ConfigError(f"guard: cooldown_s and floor_s must be >= 0; got {self}")
@@ -120,4 +142,24 @@ class SLOGuard(Controller):
         held = self._floor_left > 0
         target[held, _R] = np.maximum(target[held, _R], self._floor[held])
         self._since = np.where(over, 0.0, self._since)
+        if cfg.surge_after > 0:  # rule 4, next to rule 1: the larger of the two targets wins
+            target[:, _R] = np.maximum(target[:, _R], self._surge_need(windows, cfg))
         return clamp_array(target, self.bounds)
+
+    @staticmethod
+    def _surge_need(windows: FloatArray, cfg: GuardConfig) -> FloatArray:
+        """Rule 4: replicas that serve the newest load at the per-replica load of the newest sample
+        that met the SLO (0 where the last ``surge_after`` samples did not all miss it)."""
+        p99 = windows[:, :, _P99]
+        n = windows.shape[1]
+        miss = (p99[:, -cfg.surge_after :] > cfg.slo_p99_ms).all(axis=1) & (n >= cfg.surge_after)
+        met = p99 <= cfg.slo_p99_ms  # NaN meets nothing
+        has = met.any(axis=1)
+        last = n - 1 - np.argmax(met[:, ::-1], axis=1)
+        rows = np.arange(len(windows))
+        load_ok = windows[rows, last, _LOAD]
+        reps_ok = windows[rows, last, _REPS]
+        ok = miss & has & (load_ok > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            need = np.ceil(reps_ok * windows[:, -1, _LOAD] / load_ok - 1e-9)
+        return np.where(ok & np.isfinite(need), need, 0.0)

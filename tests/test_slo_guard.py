@@ -62,6 +62,45 @@ def test_sustained_miss_adds_replicas_in_proportion_to_the_overshoot() -> None:
     assert g.decide(window([2, 2, 2, 16]), knobs(4))[0, R] == 4  # one sample over is not sustained
 
 
+def surge(loads: list[float], p99s: list[float], replicas: list[float]) -> FloatArray:
+    w = window(p99s)
+    w[0, :, COL["offered_qps"]] = loads
+    w[0, :, COL["replicas"]] = replicas
+    return w
+
+
+def test_a_surge_of_load_scales_to_the_load_at_once_without_a_cooldown() -> None:
+    g = guard(Fixed())
+    # 3 replicas met the SLO at 1,000 qps; 3,300 qps misses it: ceil(3 x 3.3) = 10 at once.
+    assert g.decide(surge([1000, 1000, 3300], [4, 4, 1000], [3, 3, 3]), knobs(3))[0, R] == 10
+    # Still rising: the target follows the load; it is absolute, so asking again adds nothing.
+    g = guard(Fixed(), after=5)  # (rule 1 out of the way)
+    assert g.decide(surge([1000, 3300, 4000], [4, 1000, 1000], [3, 3, 10]), knobs(10))[0, R] == 12
+    assert g.decide(surge([1000, 3300, 4000], [4, 1000, 1000], [3, 10, 12]), knobs(12))[0, R] == 12
+    # Next to rule 1 the larger target wins: two misses add +100 % capped at 4 to 10 replicas.
+    g = guard(Fixed())
+    assert g.decide(surge([1000, 3300, 4000], [4, 1000, 1000], [3, 3, 10]), knobs(10))[0, R] == 14
+
+
+def test_surge_asks_nothing_when_the_load_has_not_risen_or_the_slo_is_met() -> None:
+    g = guard(Fixed())  # a fault: same load, one miss; rule 1 waits for a second
+    assert g.decide(surge([1000, 1000, 1000], [4, 4, 30], [3, 3, 3]), knobs(3))[0, R] == 3
+    g = guard(Fixed())
+    assert g.decide(surge([1000, 1000, 3000], [4, 4, 7], [3, 3, 3]), knobs(3))[0, R] == 3
+    g = guard(Fixed())  # no sample met the SLO: nothing to scale from
+    assert g.decide(surge([1000, 1000, 3000], [30, 30, 30], [3, 3, 3]), knobs(3))[0, R] == 6  # rule 1 only: +100 %
+
+
+def test_surge_after_sets_the_confirmation_and_zero_turns_it_off() -> None:
+    w = surge([1000, 1000, 3300], [4, 4, 1000], [3, 3, 3])
+    assert guard(Fixed(), surge_after=0).decide(w, knobs(3))[0, R] == 3
+    assert guard(Fixed(), surge_after=2).decide(w, knobs(3))[0, R] == 3
+    w2 = surge([1000, 3300, 3300], [4, 1000, 1000], [3, 3, 3])
+    assert guard(Fixed(), surge_after=2).decide(w2, knobs(3))[0, R] == 10
+    with pytest.raises(ConfigError):
+        GuardConfig(surge_after=-1)
+
+
 def test_waits_a_replica_start_before_adding_again() -> None:
     g = guard(Fixed())
     added = [g.decide(window([16, 16]), knobs(r))[0, R] - r for r in (4, 8, 8, 8, 8, 8, 8)]
