@@ -25,7 +25,10 @@ rule an SRE would put under any autoscaler:
    it needs no cool-down (replicas still starting are counted, not added again), and it
    asks for nothing when the load has not risen (a fault, which rules 1-3 handle). Rule 1's
    increments reach a five-fold step of load in minutes; this reaches it in one decision,
-   and the misses that remain are the replicas' start-up time.
+   and the misses that remain are the replicas' start-up time. Live, where the offered load
+   is counted from the requests the service saw (``http_requests_total``, no load generator
+   to ask), a saturated service reports about what it could take: rule 4 then asks for less
+   than the surge needs and rule 1 adds the rest.
 
 Everything else (runtime knobs, scale-down when calm) is the wrapped controller's. The
 guard sees only what every controller sees (the telemetry window and the knobs), so it
