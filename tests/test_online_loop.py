@@ -354,7 +354,7 @@ def test_guard_raises_the_policys_replicas_on_a_sustained_miss_and_says_so(
 ) -> None:
     # An SLO of 1 microsecond: every P99 of the real service is a miss, two in a row a sustained one.
     guard = GuardConfig(slo_p99_ms=0.001, after=2)
-    scraper = Scraper(service.metrics_url, service="svc", timeout_s=0.3)
+    scraper = Scraper(service.metrics_url, service="svc", timeout_s=2.0)
     scraper.prime()
     config = ControlConfig("svc", interval_s=INTERVAL, guard=guard)
     loop = ControlLoop(config, Actuators(), scrape=scraper.scrape, store=TelemetryStore(redis.url, consumer="g"),

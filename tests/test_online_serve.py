@@ -195,11 +195,13 @@ def test_drill_serve_replica_killed(served: str, tmp_path: Path, caplog: pytest.
             return [r for r in results if r.time_s > t]
 
     with redis_server(tmp_path / "redis") as redis, gosvc(tmp_path, "--cpu-us", "20") as svc:
-        scraper = Scraper(svc.metrics_url, service="svc", timeout_s=0.3)
+        # Scrape, admin and Redis timeouts well above a loaded host's delays: this drill is about the
+        # policy server, and a slow live part would add holds and Redis fallbacks it does not expect.
+        scraper = Scraper(svc.metrics_url, service="svc", timeout_s=2.0)
         scraper.prime()
         config = ControlConfig("svc", interval_s=0.5)
-        loop = ControlLoop(config, Actuators(admin=AdminKnobsActuator(svc.admin_url, token=TOKEN, timeout_s=0.3)),
-                           scrape=scraper.scrape, store=TelemetryStore(redis.url, timeout_s=0.2),
+        loop = ControlLoop(config, Actuators(admin=AdminKnobsActuator(svc.admin_url, token=TOKEN, timeout_s=2.0)),
+                           scrape=scraper.scrape, store=TelemetryStore(redis.url, timeout_s=1.0),
                            policy=HttpPolicy(served, timeout_s=config.effective_policy_timeout_s))  # fmt: skip
         thread = run_in_thread(loop, on_step=record)
         try:

@@ -138,7 +138,7 @@ def test_collector_buffers_while_redis_is_down_and_flushes_in_order(tmp_path: Pa
     server = RedisServer(appendonly=True, directory=tmp_path / "r")
     server.start()
     try:
-        store = TelemetryStore(server.url, timeout_s=0.3)
+        store = TelemetryStore(server.url, timeout_s=1.0)
         clock = iter(range(100))
         collector = Collector(lambda: sample(float(next(clock))), store)
         assert collector.collect()[1] is None
