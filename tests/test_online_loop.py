@@ -324,6 +324,34 @@ def test_flush_says_what_stayed_unwritten_and_keeps_it(service: GoService, redis
     assert len(TelemetryStore(redis.url).audit_records("svc")) == 3
 
 
+def test_cli_control_stops_on_sigterm_after_the_step_and_writes_every_audit_record(
+    service: GoService, redis: RedisServer, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+
+    from conftest import REPO, RLCTL
+
+    proc = subprocess.Popen(
+        [str(RLCTL), "control", "--service", "term", "--metrics", service.metrics_url, "--admin", service.admin_url,
+         "--admin-token-file", str(token_file(tmp_path)), "--redis", redis.url, "--interval", "0.5",
+         "--no-status", "--metrics-port", "0", "--policy", "hpa"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: len(TelemetryStore(redis.url).audit_records("term")) >= 2, 60)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    decisions = int(err.split("stopped after ")[1].split()[0])
+    assert decisions >= 2
+    assert len(TelemetryStore(redis.url).audit_records("term")) == decisions
+
+
 def test_cli_control_bad_input_exits_2() -> None:
     proc = run_rlctl("control", "--service", "x", "--metrics", "http://127.0.0.1:9/metrics", "--policy", "p",
                      "--policy-url", "http://127.0.0.1:9")  # fmt: skip

@@ -211,6 +211,11 @@ def control(
         loop_metrics.serve(metrics_port, metrics_addr)
     loop = ControlLoop(config, actuators, scrape=scrape, store=store, policy=client, metrics=loop_metrics)
     show = sys.stderr.isatty() if status is None else status
+    # SIGTERM (a pod's termination, systemd's stop) ends the loop after the step in progress, so
+    # no actuation is cut in half and the buffered audit records are written before exit.
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: loop.stop())
     try:
         if show:
             from rich.live import Live
@@ -222,6 +227,7 @@ def control(
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         _console().print(f"stopped after {loop.steps} decisions")
 
 

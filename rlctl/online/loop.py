@@ -531,23 +531,25 @@ class ControlLoop:
         interval = self.config.interval_s
         next_t = time.monotonic()
         n = 0
-        while not stop_event.is_set() and not self._stop.is_set() and (max_steps is None or n < max_steps):
-            try:
-                result = self.step()
-                if on_step is not None:
-                    on_step(result)
-            except Exception:  # the loop outlives any single failure; the next step starts clean
-                log.exception("%s: control step failed; holding until the next interval", self.config.service)
-            n += 1
-            next_t += interval
-            delay = next_t - time.monotonic()
-            if delay < 0:  # a step overran: start the next one now, do not try to catch up
-                next_t = time.monotonic()
-                delay = 0.0
-            stop_event.wait(delay)
-        unwritten = self.flush()
-        if unwritten is not None:
-            log.warning("%s: on stopping, %s", self.config.service, unwritten)
+        try:
+            while not stop_event.is_set() and not self._stop.is_set() and (max_steps is None or n < max_steps):
+                try:
+                    result = self.step()
+                    if on_step is not None:
+                        on_step(result)
+                except Exception:  # the loop outlives any single failure; the next step starts clean
+                    log.exception("%s: control step failed; holding until the next interval", self.config.service)
+                n += 1
+                next_t += interval
+                delay = next_t - time.monotonic()
+                if delay < 0:  # a step overran: start the next one now, do not try to catch up
+                    next_t = time.monotonic()
+                    delay = 0.0
+                stop_event.wait(delay)
+        finally:  # also on Ctrl-C
+            unwritten = self.flush()
+            if unwritten is not None:
+                log.warning("%s: on stopping, %s", self.config.service, unwritten)
 
 
 def run_in_thread(loop: ControlLoop, **kwargs: Any) -> threading.Thread:
