@@ -10,7 +10,8 @@ over 0.3-0.9, scored by the environment's own reward (the objective the policy i
 trained on), as Autothrottle tuned its baselines. ``oracle`` knows the future load and
 faults: per step it runs the fewest replicas that meet the SLO (where none can, the fewest
 within 5 % of the best P99), started early enough to be ready, with the best static runtime
-knobs, plus the fewest extra replicas that remove
+knobs in hindsight (of :func:`oracle_runtimes`: Go's defaults, or GOGC 200-800 with large pools),
+plus the fewest extra replicas that remove
 the misses its own rollout shows (:func:`oracle_rollout`) — a lower bound on cost.
 """
 
@@ -151,10 +152,20 @@ class OracleController(Controller):
 
     name = "oracle"
 
-    def __init__(self, runtime: Knobs | None = None, lookahead: bool = True, headroom: float = 1.0) -> None:
+    def __init__(
+        self,
+        runtime: Knobs | None = None,
+        lookahead: bool = True,
+        headroom: float = 1.0,
+        runtimes: tuple[Knobs, ...] = (),
+    ) -> None:
         """``lookahead=False`` makes a non-clairvoyant teacher: the replicas the *current*
-        load times ``headroom`` needs (still with the simulator's exact capacity model)."""
+        load times ``headroom`` needs (still with the simulator's exact capacity model).
+        ``runtime`` fixes the runtime knobs (None: the environment's initial ones);
+        ``runtimes``, with ``runtime`` None, lets :func:`oracle_rollout` pick the best of
+        these static settings per service in hindsight."""
         self.runtime = runtime
+        self.runtimes = runtimes
         self.lookahead = lookahead
         self.headroom = headroom
         self.plan = np.zeros((0, 0))
@@ -293,6 +304,23 @@ def oracle_rollout(
     Each run's scores say how many replica-seconds that addition requested
     (``oracle_extra_replica_seconds``), so a report shows what the refinement cost.
     """
+    if controller.runtime is None and controller.runtimes:
+        # The best static runtime knobs, in hindsight per service: each candidate's whole
+        # rollout, and per service the fewest violation minutes, then replica-seconds, then cores.
+        best: list[RunResult] = []
+        try:
+            for runtime in controller.runtimes:
+                controller.runtime = clamp_knobs(runtime, config)
+                runs = oracle_rollout(controller, scenarios, seeds, config, profile)
+                for r in runs:
+                    r.scores["oracle_gogc"] = float(controller.runtime.gogc)
+                if not best:
+                    best = runs
+                    continue
+                best = [min(a, b, key=_oracle_key) for a, b in zip(best, runs, strict=True)]
+        finally:
+            controller.runtime = None
+        return best
     extra = oracle_extra(controller, scenarios, seeds, config, profile)
     controller.extra = extra
     try:
@@ -302,6 +330,24 @@ def oracle_rollout(
     for j, r in enumerate(results):
         r.scores["oracle_extra_replica_seconds"] = float(extra[j].sum() * config.dt_s) if extra is not None else 0.0
     return results
+
+
+def _oracle_key(r: RunResult) -> tuple[float, float, float]:
+    return (r.scores["slo_violation_minutes"], r.scores["replica_seconds"], r.scores["core_seconds"])
+
+
+def clamp_knobs(knobs: Knobs, config: EnvConfig) -> Knobs:
+    """``knobs`` within ``config``'s bounds, as a :class:`Knobs`."""
+    return Knobs.from_array(clamp_array(knobs.to_array(), config.bounds))
+
+
+def oracle_runtimes(config: EnvConfig) -> tuple[Knobs, ...]:
+    """The static runtime settings the oracle picks from: Go's defaults, and GOGC 200 / 400 / 800
+    with the object and connection pools at their largest (what more memory buys for less GC)."""
+    b = config.bounds
+    base = config.initial_knobs
+    big = dataclasses.replace(base, object_pool_size=b.max_object_pool_size, conn_pool_size=b.max_conn_pool_size)
+    return (base, *(dataclasses.replace(big, gogc=g) for g in (200, 400, 800)))
 
 
 # ------------------------------------------------------------------- evaluation
@@ -360,7 +406,7 @@ def make_baseline(name: str, config: EnvConfig, profile: ServiceProfile) -> Cont
         quota = round(profile.cpu_quota_cores)
         return StaticController(dataclasses.replace(config.initial_knobs, gomaxprocs=quota))
     if name == "oracle":
-        return OracleController()
+        return OracleController(runtimes=oracle_runtimes(config))
     raise ConfigError(
         f"unknown baseline {name!r}; choose from hpa, hpa-tuned, hpa-<target>, threshold, static, oracle "
         "(or one of the first four with +guard)"

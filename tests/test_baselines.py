@@ -158,3 +158,30 @@ def test_oracle_adds_no_replicas_where_none_would_meet_the_slo() -> None:
     (run,) = oracle_rollout(OracleController(), [scenario], [0], config, ServiceProfile())
     assert run.scores["slo_violation_minutes"] == pytest.approx(2.0, abs=0.1)  # the delay, which nothing fixes
     assert run.series["replicas"].max() == 1.0
+
+
+def test_oracle_picks_the_best_static_runtime_knobs_per_service_in_hindsight() -> None:
+    """Go's defaults (GOGC 100, small pools) spend CPU on GC that GOGC 800 does not: on a steady
+    load the oracle's pick needs no more replicas and fewer cores than the defaults, misses no more, and says
+    which setting it took; each service gets its own pick."""
+    from chaos.spec import LoadSpec, Scenario
+    from envs.profile import ServiceProfile
+    from envs.sim import EnvConfig
+    from policies.evaluate import OracleController, make_baseline, oracle_rollout, oracle_runtimes
+
+    profile = ServiceProfile()
+    scenarios = [Scenario(name=f"c{q}", duration_s=600, load=LoadSpec(kind="constant", qps=q, noise=False))
+                 for q in (3000, 12000)]  # fmt: skip
+    config = EnvConfig(episode_s=600)
+    assert len(oracle_runtimes(config)) == 4 and oracle_runtimes(config)[0] == config.initial_knobs
+    defaults = oracle_rollout(OracleController(), scenarios, [0], config, profile)
+    oracle = make_baseline("oracle", config, profile)
+    assert isinstance(oracle, OracleController)
+    picked = oracle_rollout(oracle, scenarios, [0], config, profile)
+    assert oracle.runtime is None  # the pick does not stick to the controller
+    for d, p in zip(defaults, picked, strict=True):
+        assert p.scores["slo_violation_minutes"] <= d.scores["slo_violation_minutes"]
+        assert p.scores["replica_seconds"] <= d.scores["replica_seconds"]
+        assert p.scores["oracle_gogc"] in (100.0, 200.0, 400.0, 800.0)
+        assert (p.series["gogc"] == p.scores["oracle_gogc"]).all()
+    assert sum(p.scores["core_seconds"] for p in picked) < sum(d.scores["core_seconds"] for d in defaults)
