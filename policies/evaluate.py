@@ -310,7 +310,7 @@ def oracle_rollout(
         best: list[RunResult] = []
         try:
             for runtime in controller.runtimes:
-                controller.runtime = clamp_knobs(runtime, config)
+                controller.runtime = config.bounds.clamp(runtime)
                 runs = oracle_rollout(controller, scenarios, seeds, config, profile)
                 for r in runs:
                     r.scores["oracle_gogc"] = float(controller.runtime.gogc)
@@ -334,11 +334,6 @@ def oracle_rollout(
 
 def _oracle_key(r: RunResult) -> tuple[float, float, float]:
     return (r.scores["slo_violation_minutes"], r.scores["replica_seconds"], r.scores["core_seconds"])
-
-
-def clamp_knobs(knobs: Knobs, config: EnvConfig) -> Knobs:
-    """``knobs`` within ``config``'s bounds, as a :class:`Knobs`."""
-    return Knobs.from_array(clamp_array(knobs.to_array(), config.bounds))
 
 
 def oracle_runtimes(config: EnvConfig) -> tuple[Knobs, ...]:

@@ -81,10 +81,11 @@ class GuardConfig:
     """Samples in a row over the SLO before the load-proportional floor (rule 4) applies (0: never)."""
 
     def __post_init__(self) -> None:
-        if not (self.slo_p99_ms > 0 and self.after >= 1 and 0 < self.hold_frac <= 1 and self.max_up >= 1) or (
-            self.surge_after < 0
-        ):
-            raise ConfigError(f"guard: need slo_p99_ms > 0, after >= 1, 0 < hold_frac <= 1, max_up >= 1; got {self}")
+        ok = self.slo_p99_ms > 0 and self.after >= 1 and 0 < self.hold_frac <= 1 and self.max_up >= 1
+        if not ok or self.surge_after < 0:
+            raise ConfigError(
+                f"guard: need slo_p99_ms > 0, after >= 1, 0 < hold_frac <= 1, max_up >= 1, surge_after >= 0; got {self}"
+            )
         if self.cooldown_s < 0 or self.floor_s < 0:
             raise ConfigError(f"guard: cooldown_s and floor_s must be >= 0; got {self}")
 
