@@ -124,10 +124,12 @@ def control(
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many decisions.")] = None,
     status: Annotated[bool | None, typer.Option("--status/--no-status", help="Live view on stderr.")] = None,
 ) -> None:
-    """Run the online controller for one service until Ctrl-C.
+    """Run the online controller for one service until Ctrl-C or SIGTERM.
 
     Every interval: scrape -> Redis -> policy (server or in-process; the HPA rule as the
     fallback) -> safety layer -> actuators -> audit. Never exits because a dependency failed.
+    On Ctrl-C or SIGTERM it finishes the step in progress, writes the audit records it still
+    holds, and exits 0.
     """
     from rlctl.contract import KNOB_FIELDS, KnobBounds
     from rlctl.errors import TelemetryError
