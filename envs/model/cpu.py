@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from envs.model import clip
+from rlctl.xp import NUMPY, Namespace
 
 Array = npt.NDArray[np.float64]
 
@@ -16,6 +16,8 @@ def usable_cores(
     cores_free: npt.ArrayLike,
     stress_workers: npt.ArrayLike = 0.0,
     sched_overhead: npt.ArrayLike = 0.03,
+    *,
+    xp: Namespace = NUMPY,
 ) -> Array:
     """Cores a replica can use: ``min(GOMAXPROCS, quota, cores free) - stress workers``.
 
@@ -26,12 +28,13 @@ def usable_cores(
     best throughput and 8 or 24 give less. CPU-stress workers in the same cgroup take
     cores first (one worker at 100% load takes one core).
     """
-    p = np.asarray(gomaxprocs, dtype=np.float64)
-    q = np.asarray(quota, dtype=np.float64)
-    c = np.minimum(np.minimum(p, q), np.asarray(cores_free, dtype=np.float64))
-    excess = np.maximum(p / np.maximum(q, 1e-9) - 1.0, 0.0)
-    c = c / (1.0 + np.asarray(sched_overhead) * excess)
-    return np.maximum(c - np.asarray(stress_workers, dtype=np.float64), 0.05)
+    mx, mn = xp.maximum, xp.minimum
+    p = xp.asarray(gomaxprocs)
+    q = xp.asarray(quota)
+    c = mn(mn(p, q), xp.asarray(cores_free))
+    excess = mx(p / mx(q, 1e-9) - 1.0, 0.0)
+    c = c / (1.0 + xp.asarray(sched_overhead) * excess)
+    return mx(c - xp.asarray(stress_workers), 0.05)
 
 
 def cfs_throttled_fraction(
@@ -43,6 +46,7 @@ def cfs_throttled_fraction(
     service_s: npt.ArrayLike = 0.001,
     cs2: npt.ArrayLike = 1.0,
     period_s: npt.ArrayLike = 0.1,
+    xp: Namespace = NUMPY,
 ) -> Array:
     """Fraction of CFS periods in which the replica is throttled.
 
@@ -58,25 +62,26 @@ def cfs_throttled_fraction(
     GC mark phases wake ``0.25 x P`` workers at once and throttle while they run when that
     is more than the quota.
     """
-    from scipy.special import ndtr
-
-    p = np.asarray(gomaxprocs, dtype=np.float64)
-    q = np.maximum(np.asarray(quota, dtype=np.float64), 1e-9)
-    t = np.asarray(period_s, dtype=np.float64)
-    u = clip(np.asarray(util, dtype=np.float64), 0.0, 1.0)
+    clip = xp.clip
+    p = xp.asarray(gomaxprocs)
+    q = xp.maximum(xp.asarray(quota), 1e-9)
+    t = xp.asarray(period_s)
+    u = clip(xp.asarray(util), 0.0, 1.0)
     m = u * q * t
-    sd = np.sqrt(np.maximum(m * np.asarray(service_s, dtype=np.float64) * (1.0 + np.asarray(cs2)), 1e-18))
-    tail = (1.0 - ndtr((q * t - m) / sd)) * (p > q)
+    sd = xp.sqrt(xp.maximum(m * xp.asarray(service_s) * (1.0 + xp.asarray(cs2)), 1e-18))
+    tail = (1.0 - xp.ndtr((q * t - m) / sd)) * (p > q)
     over = clip(1.0 - q / p, 0.0, 1.0)
-    gc_burst = clip(np.asarray(gc_duty, dtype=np.float64), 0.0, 1.0) * (0.25 * p > q)
+    gc_burst = clip(xp.asarray(gc_duty), 0.0, 1.0) * (0.25 * p > q)
     return clip(tail + over * gc_burst, 0.0, 1.0)
 
 
-def throttle_stall_ms(gomaxprocs: npt.ArrayLike, quota: npt.ArrayLike, period_ms: npt.ArrayLike = 100.0) -> Array:
+def throttle_stall_ms(
+    gomaxprocs: npt.ArrayLike, quota: npt.ArrayLike, period_ms: npt.ArrayLike = 100.0, *, xp: Namespace = NUMPY
+) -> Array:
     """How long a request caught in a throttled period waits: the rest of the period."""
-    p = np.asarray(gomaxprocs, dtype=np.float64)
-    q = np.asarray(quota, dtype=np.float64)
-    return np.asarray(period_ms) * clip(1.0 - q / p, 0.0, 1.0)
+    p = xp.asarray(gomaxprocs)
+    q = xp.asarray(quota)
+    return xp.asarray(period_ms) * xp.clip(1.0 - q / p, 0.0, 1.0)
 
 
 def core_frequency_ghz(
@@ -86,23 +91,31 @@ def core_frequency_ghz(
     f_base: npt.ArrayLike,
     f_turbo: npt.ArrayLike,
     f_throttle: npt.ArrayLike,
+    *,
+    xp: Namespace = NUMPY,
 ) -> Array:
     """Turbo, base or thermally throttled frequency.
 
     Turbo when the turbo bit is on; the base frequency otherwise; the throttle
     frequency whenever the package is at or over its trip temperature (PROCHOT).
     """
-    f = np.where(np.asarray(turbo) >= 0.5, f_turbo, f_base)
-    return np.where(np.asarray(temp_c) >= np.asarray(t_trip_c), f_throttle, f).astype(np.float64)
+    f = xp.where(xp.asarray(turbo) >= 0.5, f_turbo, f_base)
+    return xp.asarray(xp.where(xp.asarray(temp_c) >= xp.asarray(t_trip_c), f_throttle, f))
 
 
 def package_power_w(
-    util: npt.ArrayLike, freq_ghz: npt.ArrayLike, f_base: npt.ArrayLike, p_idle_w: npt.ArrayLike, p_dyn_w: npt.ArrayLike
+    util: npt.ArrayLike,
+    freq_ghz: npt.ArrayLike,
+    f_base: npt.ArrayLike,
+    p_idle_w: npt.ArrayLike,
+    p_dyn_w: npt.ArrayLike,
+    *,
+    xp: Namespace = NUMPY,
 ) -> Array:
     """Package power: idle plus dynamic power ~ utilisation x f^2 (CMOS ``P ~ C V^2 f``
     with voltage rising with frequency; a square law is the usual compromise)."""
-    rel = np.asarray(freq_ghz, dtype=np.float64) / np.asarray(f_base, dtype=np.float64)
-    return np.asarray(p_idle_w) + np.asarray(p_dyn_w) * clip(np.asarray(util), 0.0, 1.0) * rel**2
+    rel = xp.asarray(freq_ghz) / xp.asarray(f_base)
+    return xp.asarray(p_idle_w) + xp.asarray(p_dyn_w) * xp.clip(xp.asarray(util), 0.0, 1.0) * rel**2
 
 
 def thermal_step_c(
@@ -112,11 +125,13 @@ def thermal_step_c(
     r_c_per_w: npt.ArrayLike,
     tau_s: npt.ArrayLike,
     dt_s: float,
+    *,
+    xp: Namespace = NUMPY,
 ) -> Array:
     """One exact step of the thermal RC model ``C dT/dt = P - (T - T_amb) / R``.
 
     The solution relaxes to ``T_inf = T_amb + R P`` with time constant ``tau = R C``:
     ``T(t + dt) = T_inf + (T - T_inf) exp(-dt / tau)``. A failed fan multiplies R.
     """
-    t_inf = np.asarray(t_amb_c) + np.asarray(r_c_per_w) * np.asarray(power_w)
-    return t_inf + (np.asarray(temp_c, dtype=np.float64) - t_inf) * np.exp(-dt_s / np.asarray(tau_s))
+    t_inf = xp.asarray(t_amb_c) + xp.asarray(r_c_per_w) * xp.asarray(power_w)
+    return t_inf + (xp.asarray(temp_c) - t_inf) * xp.exp(-dt_s / xp.asarray(tau_s))

@@ -5,8 +5,12 @@ All functions are pure and vectorised over numpy arrays (any broadcastable shape
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
+
+from rlctl.xp import NUMPY, Namespace
 
 Array = npt.NDArray[np.float64]
 
@@ -14,7 +18,7 @@ Array = npt.NDArray[np.float64]
 _NEGLIGIBLE_BLOCKING = 1e-30
 
 
-def erlang_c(c: npt.ArrayLike, a: npt.ArrayLike) -> Array:
+def erlang_c(c: npt.ArrayLike, a: npt.ArrayLike, *, xp: Namespace = NUMPY) -> Array:
     """Probability that an arrival waits in an M/M/c queue (Erlang C).
 
     ``c`` servers, offered load ``a = lambda / mu`` in Erlangs. Computed through the
@@ -24,6 +28,8 @@ def erlang_c(c: npt.ArrayLike, a: npt.ArrayLike) -> Array:
     ``floor(c)`` and ``ceil(c)``. Where ``rho >= 1`` the queue has no steady state and
     the probability is 1. Example: ``erlang_c(2, 1) == 1/3``.
     """
+    if xp.scalar:
+        return _erlang_c_float(c, a)  # type: ignore[arg-type,return-value]
     c_arr = np.maximum(np.asarray(c, dtype=np.float64), 1.0)
     a_arr = np.maximum(np.asarray(a, dtype=np.float64), 0.0)
     if c_arr.shape != a_arr.shape:
@@ -62,6 +68,39 @@ def erlang_c(c: npt.ArrayLike, a: npt.ArrayLike) -> Array:
     return (1.0 - frac) * c_lo + frac * _c(hi_i.astype(np.float64), b_hi)
 
 
+def _erlang_c_float(c: float, a: float) -> float:
+    """:func:`erlang_c` for one queue: the same recurrence, stop and interpolation on floats."""
+    c = max(float(c), 1.0)
+    a = max(float(a), 0.0)
+    lo = math.floor(c)
+    hi = math.ceil(c)
+    b = 1.0
+    stopped = 0
+    for k in range(1, lo + 1):
+        ab = a * b
+        b = ab / (k + ab)
+        if b < _NEGLIGIBLE_BLOCKING and k > a and not k & 3:
+            stopped = k
+            break
+    # Rows past the stop are zeros, as in the table.
+    b_lo = 0.0 if 0 < stopped < lo else b
+    if hi == lo:
+        b_hi = b_lo
+    elif stopped:
+        b_hi = 0.0
+    else:
+        ab = a * b
+        b_hi = ab / (hi + ab)
+    rho = a / lo
+    c_lo = min(b_lo / max(1.0 - rho * (1.0 - b_lo), 1e-300) + (rho >= 1.0), 1.0)
+    frac = c - lo
+    if not frac:
+        return c_lo
+    rho = a / hi
+    c_hi = min(b_hi / max(1.0 - rho * (1.0 - b_hi), 1e-300) + (rho >= 1.0), 1.0)
+    return (1.0 - frac) * c_lo + frac * c_hi
+
+
 def wait_quantile_s(
     p_wait: npt.ArrayLike,
     servers: npt.ArrayLike,
@@ -69,6 +108,8 @@ def wait_quantile_s(
     lam: npt.ArrayLike,
     q: float,
     variability: npt.ArrayLike = 1.0,
+    *,
+    xp: Namespace = NUMPY,
 ) -> Array:
     """The ``q`` quantile of the M/M/c queueing delay, scaled for G/G/c, in seconds.
 
@@ -79,17 +120,17 @@ def wait_quantile_s(
     arrival and service distributions (Allen, *Probability, Statistics and Queueing
     Theory*, 1990). Returns ``inf`` where ``lambda >= c mu`` (no steady state).
     """
-    pw = np.asarray(p_wait, dtype=np.float64)
-    slack = np.asarray(servers, dtype=np.float64) * np.asarray(mu, dtype=np.float64) - np.asarray(lam, dtype=np.float64)
+    pw = xp.asarray(p_wait)
+    slack = xp.asarray(servers) * xp.asarray(mu) - xp.asarray(lam)
     waits = pw > 1.0 - q
-    t = np.log(np.maximum(pw, 1.0 - q) / (1.0 - q)) / np.maximum(slack, 1e-12) * np.asarray(variability)
-    return np.where(slack <= 0, np.inf, t * waits)
+    t = xp.log(xp.maximum(pw, 1.0 - q) / (1.0 - q)) / xp.maximum(slack, 1e-12) * xp.asarray(variability)
+    return xp.where(slack <= 0, math.inf, t * waits)
 
 
-def service_quantile(mean: npt.ArrayLike, cs2: npt.ArrayLike, q: float) -> Array:
+def service_quantile(mean: npt.ArrayLike, cs2: npt.ArrayLike, q: float, *, xp: Namespace = NUMPY) -> Array:
     """The ``q`` quantile of a service time with mean ``mean`` and squared CV ``cs2``.
 
     A Weibull-shaped family ``mean * (-ln(1 - q)) ** sqrt(cs2)`` that is exact for the
     exponential (``cs2 = 1``: P99 = 4.6 x mean) and deterministic (``cs2 = 0``) cases.
     """
-    return np.asarray(mean, dtype=np.float64) * (-np.log(1.0 - q)) ** np.sqrt(np.asarray(cs2, dtype=np.float64))
+    return xp.asarray(mean) * (-math.log(1.0 - q)) ** xp.sqrt(xp.asarray(cs2))
