@@ -26,14 +26,16 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from rlctl.errors import ConfigError
+from rlctl.xp import NUMPY, SCALAR, Namespace
 
 SCHEMA_VERSION = "1.0"
 
@@ -399,6 +401,59 @@ def apply_array(knobs: npt.ArrayLike, action: npt.ArrayLike, bounds: KnobBounds)
     return out
 
 
+#: Knobs with more legal values than this get no transition table (see :func:`apply_row`).
+_MAX_TRANSITION_VALUES = 4096
+
+
+@functools.lru_cache(maxsize=64)
+def _transition_tables(bounds: KnobBounds) -> tuple[dict[tuple[float, int], float], ...] | None:
+    """Per knob: ``(legal value, action component) -> next value``, computed by :func:`apply_array`.
+
+    Each knob moves independently of the others under :func:`apply_array`, so one call
+    over every legal value of every knob and every action component tabulates it; the
+    table is ``apply_array`` itself, looked up. ``None`` when a knob has too many values.
+    """
+    lows, highs, _, ladders = _bounds_arrays(bounds)
+    base = clamp_array(lows, bounds)
+    tables: list[dict[tuple[float, int], float]] = []
+    for col in range(len(KNOB_FIELDS)):
+        if col in ladders:
+            values = ladders[col]
+        else:
+            if highs[col] - lows[col] >= _MAX_TRANSITION_VALUES:
+                return None
+            values = np.arange(lows[col], highs[col] + 1.0)
+        n_actions = ACTION_NVEC[col]
+        rows = np.tile(base, (values.size * n_actions, 1))
+        rows[:, col] = np.repeat(values, n_actions)
+        actions = np.tile(np.asarray(NOOP_ACTION, dtype=np.int64), (rows.shape[0], 1))
+        actions[:, col] = np.tile(np.arange(n_actions), values.size)
+        nxt = apply_array(rows, actions, bounds)[:, col]
+        keys = zip(rows[:, col].tolist(), actions[:, col].tolist(), strict=True)
+        tables.append(dict(zip(keys, nxt.tolist(), strict=True)))
+    return tuple(tables)
+
+
+def row_applier(bounds: KnobBounds) -> Callable[[Sequence[float], Sequence[int]], list[float]]:
+    """``f(knobs, action)``: :func:`apply_array` of one knob row of floats, as a list of floats.
+
+    The simulator's single environment calls it every step: one table lookup per knob
+    (tables built by ``apply_array`` for these bounds), falling back to ``apply_array``
+    for rows the tables do not cover (knobs off their legal values, out-of-range actions).
+    """
+    tables = _transition_tables(bounds)
+
+    def apply_one(knobs: Sequence[float], action: Sequence[int]) -> list[float]:
+        if tables is not None and len(knobs) == len(tables) == len(action):
+            try:
+                return [t[k, a] for t, k, a in zip(tables, knobs, action, strict=True)]
+            except (KeyError, TypeError):
+                pass
+        return [float(v) for v in apply_array(np.asarray(knobs, dtype=np.float64), action, bounds)]
+
+    return apply_one
+
+
 def apply(knobs: Knobs, action: npt.ArrayLike, bounds: KnobBounds) -> Knobs:
     """The knobs after ``action``: pure, clamped, the same in simulator and controller."""
     return Knobs.from_array(apply_array(knobs.to_array(), action, bounds))
@@ -457,23 +512,12 @@ for _name, _value in {
 }.items():
     _NEUTRAL[COL[_name]] = _value
 _C = COL
-_F = {name: i for i, name in enumerate(FEATURE_NAMES)}
-# Feature groups for featurize: copied as they are; log over the SLO; log1p with a scale; log2 with a scale.
-_COPY = ("error_rate", "cpu_util", "cfs_throttled_fraction", "gc_cpu_fraction", "prefetch_on", "turbo_on",
-         "numa_remote_fraction")  # fmt: skip
-_F_COPY = [_F[f] for f in _COPY]
-_COPY_COLS = [COL[f] for f in _COPY]
-_F_LOG_SLO = [_F["log_p50_over_slo"], _F["log_p99_over_slo"], _F["log_max_p99_over_slo"]]
-_PER_REPLICA_COLS = [COL["offered_qps"], COL["goroutines"]]
-_LOG1P_COLS = [COL["alloc_bytes_per_s"], COL["rtt_mean_ms"], COL["rtt_std_ms"]]
-_F_LOG1P = [_F[f] for f in ("log_offered_qps", "log_offered_qps_per_replica", "log_goroutines_per_replica",
-                            "log_alloc_rate", "log_rtt_mean_ms", "log_rtt_std_ms")]  # fmt: skip
-_LOG1P_DIV = np.array([3.0, 3.0, 3.0, 10.0, 1.0, 1.0])
-_F_LOG2 = [_F[f] for f in ("log2_replicas", "log2_gogc", "log2_gomemlimit", "log2_object_pool", "log2_conn_pool")]
-_LOG2_DIV = np.array([1.0, 1.0, 1.0, 4.0, 4.0])
+_INF = math.inf
 #: Columns featurize reads over the whole window (the rest only from the last sample).
 _HIST_COLS = [COL["offered_qps"], COL["p99_ms"], COL["cpu_util"], COL["goroutines"]]
 _H_OFFERED, _H_P99, _H_CPU, _H_GOROUTINES = range(4)
+_HIST_GET = operator.itemgetter(*_HIST_COLS)
+_ROW_LENGTHS = {N_TELEMETRY}
 
 
 def _clean(values: FloatArray, neutral: FloatArray) -> FloatArray:
@@ -485,10 +529,92 @@ def _clean(values: FloatArray, neutral: FloatArray) -> FloatArray:
     return x
 
 
+class _WindowStats(NamedTuple):
+    """What featurize reads from the whole window (per service: arrays, or floats)."""
+
+    head_offered: Any
+    tail_offered: Any
+    head_p99: Any
+    tail_p99: Any
+    max_p99: Any
+    max_cpu: Any
+    goroutine_mean: Any
+    goroutine_std: Any
+
+
+def _feature_values(last: Any, h: _WindowStats, log_slo: float, xp: Namespace) -> list[Any]:
+    """Every feature, in :data:`FEATURE_NAMES` order, from the cleaned last sample and the window.
+
+    ``last`` holds the last sample's columns in :data:`TELEMETRY_FIELDS` order (``(N,)``
+    arrays with ``xp=NUMPY``, floats with ``xp=SCALAR``). The one place features are computed.
+    """
+    log, log1p, log2, mx = xp.log, xp.log1p, xp.log2, xp.maximum
+    (_, _, offered, served, p50, p99, error_rate, goroutines, _, gc_cpu_fraction, alloc, heap, cpu_util, cfs_throttled,
+     replicas, gomaxprocs, gogc, memlimit, object_pool, conn_pool, prefetch_on, turbo_on, rtt_mean, rtt_std, temp,
+     freq, numa) = last  # fmt: skip
+    replicas = mx(replicas, 1.0)
+    memlimit = mx(memlimit, 2.0**20)
+    return [
+        log1p(offered) / 3.0,  # log_offered_qps
+        log1p(offered / replicas) / 3.0,  # log_offered_qps_per_replica
+        (h.tail_offered - h.head_offered) / mx(h.head_offered, 1.0),  # offered_trend
+        served / mx(offered, 1.0),  # served_over_offered
+        log(mx(p50, 1e-3)) - log_slo,  # log_p50_over_slo
+        log(mx(p99, 1e-3)) - log_slo,  # log_p99_over_slo
+        log(mx(h.max_p99, 1e-3)) - log_slo,  # log_max_p99_over_slo
+        error_rate,
+        cpu_util,
+        h.max_cpu,  # cpu_util_max
+        cfs_throttled,  # cfs_throttled_fraction
+        gc_cpu_fraction,
+        log1p(goroutines / replicas) / 3.0,  # log_goroutines_per_replica
+        (goroutines - h.goroutine_mean) / mx(h.goroutine_std, 1.0),  # goroutine_zscore
+        log1p(alloc) / 10.0,  # log_alloc_rate
+        heap / memlimit,  # heap_over_memlimit
+        log2(replicas),  # log2_replicas
+        gomaxprocs / 4.0,
+        log2(mx(gogc, 1.0) / 100.0),  # log2_gogc
+        log2(memlimit / 2.0**30),  # log2_gomemlimit
+        log2(object_pool + 1.0) / 4.0,  # log2_object_pool
+        log2(conn_pool + 1.0) / 4.0,  # log2_conn_pool
+        prefetch_on,
+        turbo_on,
+        log1p(rtt_mean),  # log_rtt_mean_ms
+        log1p(rtt_std),  # log_rtt_std_ms
+        (temp - 60.0) / 20.0,  # cpu_temp
+        freq / 3.0,  # cpu_freq_ghz
+        numa,  # numa_remote_fraction
+        log(mx(h.tail_p99, 1e-3) / mx(h.head_p99, 1e-3)),  # p99_trend
+    ]
+
+
+# _feature_values unpacks the last sample in this order: a contract change must go there too.
+if TELEMETRY_FIELDS[:8] + TELEMETRY_FIELDS[9:] != (
+    "timestamp_s", "interval_s", "offered_qps", "served_qps", "p50_ms", "p99_ms", "error_rate", "goroutines",
+    "gc_cpu_fraction", "alloc_bytes_per_s", "heap_bytes", "cpu_util", "cfs_throttled_fraction", "replicas",
+    "gomaxprocs", "gogc", "gomemlimit_bytes", "object_pool_size", "conn_pool_size", "prefetch_on", "turbo_on",
+    "rtt_mean_ms", "rtt_std_ms", "cpu_temp_c", "cpu_freq_ghz", "numa_remote_fraction",
+):  # fmt: skip
+    raise ImportError("featurize's unpacking order no longer matches TELEMETRY_FIELDS")
+
+
+def _neutral(slo_p99_ms: float) -> FloatArray:
+    neutral = _NEUTRAL.copy()
+    neutral[_C["p99_ms"]] = slo_p99_ms
+    neutral[_C["p50_ms"]] = slo_p99_ms / 4.0
+    return neutral
+
+
+@functools.lru_cache(maxsize=16)
+def _neutral_list(slo_p99_ms: float) -> tuple[float, ...]:
+    return tuple(_neutral(slo_p99_ms).tolist())
+
+
 def featurize(
     window: Sequence[TelemetrySample] | npt.ArrayLike,
     *,
     slo_p99_ms: float = DEFAULT_SLO_P99_MS,
+    xp: Namespace = NUMPY,
 ) -> npt.NDArray[np.float32]:
     """The policy's view of a telemetry window: a float32 vector of :data:`FEATURE_NAMES`.
 
@@ -498,13 +624,17 @@ def featurize(
     ``[FEATURE_LOW, FEATURE_HIGH]`` whatever the input: NaN, inf and negative readings map
     to neutral values (a missing P99 reads as exactly the SLO, a missing temperature as
     60 °C), so a broken sensor cannot push the policy off its training range.
+
+    With ``xp=SCALAR`` (:mod:`rlctl.xp`) ``window`` is a sequence of rows of
+    :data:`N_TELEMETRY` floats and the same features come out, computed on floats (the
+    single simulated environment's fast path).
     """
     if not (math.isfinite(slo_p99_ms) and slo_p99_ms > 0):
         raise ConfigError(f"slo_p99_ms={slo_p99_ms!r} must be a positive number of milliseconds")
+    if xp.scalar:
+        return _featurize_rows(window, slo_p99_ms)  # type: ignore[arg-type]
     arr = window_array(window)
-    neutral = _NEUTRAL.copy()
-    neutral[_C["p99_ms"]] = slo_p99_ms
-    neutral[_C["p50_ms"]] = slo_p99_ms / 4.0
+    neutral = _neutral(slo_p99_ms)
     # Clean only what is read: the last sample and the four columns read over the window.
     last = _clean(arr[..., -1, :], neutral)
     hist = _clean(arr[..., _HIST_COLS], neutral[_HIST_COLS])
@@ -512,40 +642,70 @@ def featurize(
     k = max(1, min(3, n // 2))
     head = np.add.reduce(hist[..., :k, :], axis=-2) / k  # what .mean() computes, without its overhead
     tail = np.add.reduce(hist[..., -k:, :], axis=-2) / k
-    # Features are computed in groups over gathered columns (one numpy call per group,
-    # not per feature): the simulator calls this every step for every service.
-    out = np.empty((*last.shape[:-1], N_FEATURES))
-    offered = last[..., _C["offered_qps"]]
-    replicas = np.maximum(last[..., _C["replicas"]], 1.0)
-    memlimit = np.maximum(last[..., _C["gomemlimit_bytes"]], 2.0**20)
-    out[..., _F_COPY] = last[..., _COPY_COLS]
-    p_ms = np.stack([last[..., _C["p50_ms"]], last[..., _C["p99_ms"]], hist[..., _H_P99].max(axis=-1)], axis=-1)
-    out[..., _F_LOG_SLO] = np.log(np.maximum(p_ms, 1e-3)) - math.log(slo_p99_ms)
-    per_replica = last[..., _PER_REPLICA_COLS] / replicas[..., None]
-    log1p_in = np.concatenate([offered[..., None], per_replica, last[..., _LOG1P_COLS]], axis=-1)
-    out[..., _F_LOG1P] = np.log1p(log1p_in) / _LOG1P_DIV
-    log2_in = np.stack([
-        replicas, np.maximum(last[..., _C["gogc"]], 1.0) / 100.0, memlimit / 2.0**30,
-        last[..., _C["object_pool_size"]] + 1.0, last[..., _C["conn_pool_size"]] + 1.0,
-    ], axis=-1)  # fmt: skip
-    out[..., _F_LOG2] = np.log2(log2_in) / _LOG2_DIV
-    head_offered = head[..., _H_OFFERED]
-    out[..., _F["offered_trend"]] = (tail[..., _H_OFFERED] - head_offered) / np.maximum(head_offered, 1.0)
-    out[..., _F["served_over_offered"]] = last[..., _C["served_qps"]] / np.maximum(offered, 1.0)
-    out[..., _F["cpu_util_max"]] = hist[..., _H_CPU].max(axis=-1)
+    peak = hist.max(axis=-2)
     gor = hist[..., _H_GOROUTINES]
-    out[..., _F["goroutine_zscore"]] = (last[..., _C["goroutines"]] - gor.mean(axis=-1)) / np.maximum(
-        gor.std(axis=-1), 1.0
+    stats = _WindowStats(
+        head_offered=head[..., _H_OFFERED],
+        tail_offered=tail[..., _H_OFFERED],
+        head_p99=head[..., _H_P99],
+        tail_p99=tail[..., _H_P99],
+        max_p99=peak[..., _H_P99],
+        max_cpu=peak[..., _H_CPU],
+        goroutine_mean=gor.mean(axis=-1),
+        goroutine_std=gor.std(axis=-1),
     )
-    out[..., _F["heap_over_memlimit"]] = last[..., _C["heap_bytes"]] / memlimit
-    out[..., _F["gomaxprocs"]] = last[..., _C["gomaxprocs"]] / 4.0
-    out[..., _F["cpu_temp"]] = (last[..., _C["cpu_temp_c"]] - 60.0) / 20.0
-    out[..., _F["cpu_freq_ghz"]] = last[..., _C["cpu_freq_ghz"]] / 3.0
-    p99_tail = np.maximum(tail[..., _H_P99], 1e-3)
-    p99_head = np.maximum(head[..., _H_P99], 1e-3)
-    out[..., _F["p99_trend"]] = np.log(p99_tail / p99_head)
+    columns = np.moveaxis(last, -1, 0)  # columns[col] is that column for every service
+    values = _feature_values(columns, stats, math.log(slo_p99_ms), NUMPY)
+    out = np.stack(values, axis=-1)
     np.copyto(out, 0.0, where=np.isnan(out))  # +-inf are clipped to the range below
     return np.minimum(np.maximum(out, FEATURE_LOW), FEATURE_HIGH).astype(np.float32)
+
+
+def _clean_floats(values: Sequence[float], neutral: Sequence[float] | float) -> list[float]:
+    """:func:`_clean` on floats: finite positive stays, finite non-positive is 0, the rest neutral.
+
+    ``neutral`` is one value per reading or one value for all. A window the simulator
+    wrote is clean already: one ``sum`` (NaN or infinite if any reading is) and one
+    ``min`` show it, and the readings pass through.
+    """
+    total = sum(values)
+    if -_INF < total < _INF and min(values) >= 0.0:
+        return list(values)
+    inf = _INF
+    pairs = zip(values, neutral, strict=True) if isinstance(neutral, Sequence) else ((v, neutral) for v in values)
+    return [v if 0.0 < v < inf else (0.0 if -inf < v <= 0.0 else d) for v, d in pairs]
+
+
+def _featurize_rows(rows: Sequence[Sequence[float]], slo_p99_ms: float) -> npt.NDArray[np.float32]:
+    """:func:`featurize` of one service's window given as rows of floats (``xp=SCALAR``)."""
+    n = len(rows)
+    if n == 0 or set(map(len, rows)) != _ROW_LENGTHS:
+        raise ConfigError(f"telemetry window has {n} rows; expected n >= 1 rows of {N_TELEMETRY} floats")
+    neutral = _neutral_list(slo_p99_ms)
+    last = _clean_floats(rows[-1], neutral)
+    cols = list(zip(*map(_HIST_GET, rows), strict=True))
+    offered = _clean_floats(cols[_H_OFFERED], neutral[_HIST_COLS[_H_OFFERED]])
+    p99 = _clean_floats(cols[_H_P99], neutral[_HIST_COLS[_H_P99]])
+    cpu = _clean_floats(cols[_H_CPU], neutral[_HIST_COLS[_H_CPU]])
+    gor = _clean_floats(cols[_H_GOROUTINES], neutral[_HIST_COLS[_H_GOROUTINES]])
+    k = max(1, min(3, n // 2))
+    mean = sum(gor) / n
+    stats = _WindowStats(
+        head_offered=sum(offered[:k]) / k,
+        tail_offered=sum(offered[-k:]) / k,
+        head_p99=sum(p99[:k]) / k,
+        tail_p99=sum(p99[-k:]) / k,
+        max_p99=max(p99),
+        max_cpu=max(cpu),
+        goroutine_mean=mean,
+        goroutine_std=math.sqrt(sum(map(operator.mul, dev := [g - mean for g in gor], dev)) / n),
+    )
+    values = _feature_values(last, stats, math.log(slo_p99_ms), SCALAR)
+    lo, hi = FEATURE_LOW, FEATURE_HIGH
+    total = sum(values)  # finite: no NaN and no infinity among the features
+    if not (-_INF < total < _INF and lo <= min(values) and max(values) <= hi):
+        values = [0.0 if v != v else (lo if v < lo else (hi if v > hi else v)) for v in values]
+    return np.array(values, dtype=np.float32)
 
 
 # ------------------------------------------------------------------------ schema hash
