@@ -12,7 +12,8 @@ from gymnasium import spaces
 from chaos.spec import Scenario
 from envs.profile import ServiceProfile, randomize
 from envs.scenarios import random_scenario
-from envs.sim import EnvConfig, ServiceBatch, nominal_capacity_qps
+from envs.sim import EnvConfig, nominal_capacity_qps
+from envs.single import SingleService
 from rlctl.contract import (
     ACTION_NVEC,
     FEATURE_HIGH,
@@ -37,7 +38,9 @@ class GoServiceEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     Mesh-style faults strike on schedule. The agent turns the knobs every 5 seconds of
     service time to keep P99 under the SLO at the least cost. The physics lives in
     :mod:`envs.model` (Erlang C, Go's GC pacer, CFS bandwidth control, a thermal RC
-    model), each function with its formula and source.
+    model), each function with its formula and source. This single environment evaluates
+    them on Python floats and the batched one (:class:`envs.GoServiceVecEnv`) on numpy
+    arrays: the same functions (see :mod:`rlctl.xp`), pinned to each other by tests.
 
     ## Action Space
 
@@ -140,7 +143,7 @@ class GoServiceEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self.randomize_profile = self.config.randomize_profile if randomize_profile is None else randomize_profile
         self.action_space = spaces.MultiDiscrete(np.array(ACTION_NVEC, dtype=np.int64))
         self.observation_space = spaces.Box(FEATURE_LOW, FEATURE_HIGH, shape=(N_FEATURES,), dtype=np.float32)
-        self._batch = ServiceBatch(1, self.config)
+        self._service = SingleService(self.config)
         self.current_scenario: Scenario | None = None
         self.current_profile: ServiceProfile = self.profile
 
@@ -158,24 +161,21 @@ class GoServiceEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             scenario = random_scenario(rng, profile, self.config.episode_s, self.config.bounds.max_replicas, cap)
         self.current_scenario = scenario
         self.current_profile = profile
-        self._batch.reset_rows([0], [scenario], [profile], [rng])
-        return self._batch.observe()[0], {"scenario": scenario.name}
+        self._service.reset(scenario, profile, rng)
+        return self._service.observe(), {"scenario": scenario.name}
 
     def step(self, action: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float32], float, bool, bool, dict[str, Any]]:
-        _, reward, figures = self._batch.step(np.asarray(action)[None, :])
-        info = {k: float(v[0]) for k, v in figures.items()}
-        info["slo_violated"] = bool(info["slo_violated"])
-        truncated = bool(self._batch.done()[0])
-        return self._batch.observe()[0], float(reward[0]), False, truncated, info
+        _, reward, info = self._service.step(action)
+        return self._service.observe(), reward, False, self._service.done(), info
 
     # ------------------------------------------------------------- introspection
     def telemetry(self) -> TelemetrySample:
         """The latest sample, as the live collectors would emit it."""
-        return TelemetrySample.from_array(self._batch.last[0], service="sim")
+        return TelemetrySample.from_array(self._service.last, service="sim")
 
     def telemetry_window(self) -> npt.NDArray[np.float64]:
-        return self._batch.window[0].copy()
+        return np.array(self._service.window, dtype=np.float64)
 
     @property
     def knobs(self) -> Knobs:
-        return Knobs.from_array(self._batch.knobs[0])
+        return Knobs.from_array(self._service.knobs)

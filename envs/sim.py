@@ -2,13 +2,16 @@
 
 :class:`ServiceBatch` owns the per-service state (knobs, replicas starting, the fault
 and load schedules of the current episode, the telemetry window) and turns actions
-into telemetry, rewards and cost figures. :class:`envs.GoServiceEnv` wraps it with
-N = 1; :class:`envs.GoServiceVecEnv` exposes it as a Stable-Baselines3 ``VecEnv``.
+into telemetry, rewards and cost figures. :class:`envs.GoServiceVecEnv` exposes it as a
+Stable-Baselines3 ``VecEnv``; :class:`envs.GoServiceEnv` steps one service through
+:class:`envs.single.SingleService`, the same functions on floats, which
+``tests/test_xp.py`` pins to a batch of one, step by step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,8 +34,12 @@ from rlctl.contract import (
     featurize,
 )
 from rlctl.errors import ConfigError
+from rlctl.xp import NUMPY, Namespace
 
 Array = npt.NDArray[np.float64]
+
+#: Slots of the starting-replica ring (a replica start or pod restart is at most this many steps away).
+PENDING_SLOTS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,24 @@ class EnvConfig:
         return round(self.episode_s / self.dt_s)
 
 
+def step_reward(
+    p99_ms: Any,
+    error_rate: Any,
+    replicas: Any,
+    cores_used: Any,
+    knob_changes: Any,
+    config: EnvConfig,
+    xp: Namespace = NUMPY,
+) -> Any:
+    """The reward of one step (see :class:`RewardWeights`), over ``(N,)`` arrays or floats (``xp``)."""
+    w = config.reward
+    slo = config.slo_p99_ms
+    violated = p99_ms > slo
+    over = xp.log(xp.maximum(p99_ms, 1e-6) / slo)
+    slo_term = violated + 0.5 * xp.clip(over, 0.0, 3.0) * violated + w.error * error_rate
+    return -(w.slo * slo_term + w.replica * replicas + w.core * cores_used + w.churn * knob_changes)
+
+
 def nominal_capacity_qps(profile: ServiceProfile, gomaxprocs: float | None = None) -> float:
     """Rough requests/s one replica serves near its knee (for scaling loads)."""
     cores = min(profile.cpu_quota_cores, gomaxprocs or profile.cpu_quota_cores)
@@ -105,7 +130,7 @@ class ServiceBatch:
         self.ready = self.knobs[:, KNOB_COL["replicas"]].copy()
         self._profiles: list[ServiceProfile] = [ServiceProfile()] * n
         self._rows = np.arange(n)
-        self._pending_len = 32
+        self._pending_len = PENDING_SLOTS
         self._set_profiles()
         self.state = ServiceState.initial(self.prof)
         t = config.n_steps
@@ -247,10 +272,8 @@ class ServiceBatch:
         p99 = tel[:, COL["p99_ms"]]
         violated = p99 > cfg.slo_p99_ms
         w = cfg.reward
-        over = np.log(np.maximum(p99, 1e-6) / cfg.slo_p99_ms)
-        slo_term = violated + 0.5 * np.clip(over, 0.0, 3.0) * violated + w.error * tel[:, COL["error_rate"]]
         replicas = self.knobs[:, KNOB_COL["replicas"]]
-        reward = -(w.slo * slo_term + w.replica * replicas + w.core * self.last_cores + w.churn * changes)
+        reward = step_reward(p99, tel[:, COL["error_rate"]], replicas, self.last_cores, changes, cfg)
         figures = {
             "p99_ms": p99,
             "slo_violated": violated.astype(np.float64),
