@@ -401,7 +401,7 @@ def apply_array(knobs: npt.ArrayLike, action: npt.ArrayLike, bounds: KnobBounds)
     return out
 
 
-#: Knobs with more legal values than this get no transition table (see :func:`apply_row`).
+#: Knobs with more legal values than this get no transition table (see :func:`row_applier`).
 _MAX_TRANSITION_VALUES = 4096
 
 

@@ -47,7 +47,7 @@ def test_scalar_binary_ops_follow_numpy_on_edge_values(name: str) -> None:
             assert (math.isnan(want) and math.isnan(got)) or want == got, (name, a, b, want, got)
 
 
-@pytest.mark.parametrize("name", ["log", "log1p", "log2", "exp", "sqrt", "ndtr", "floor", "ceil", "isnan"])
+@pytest.mark.parametrize("name", ["log", "log1p", "log2", "exp", "sqrt", "ndtr", "isnan"])
 def test_scalar_unary_ops_follow_numpy_on_edge_values(name: str) -> None:
     f_np, f_sc = getattr(NUMPY, name), getattr(SCALAR, name)
     with np.errstate(all="ignore"):
