@@ -78,15 +78,11 @@ def _np_columns(x: Any) -> Any:
 
 
 def _maximum(a: float, b: float) -> float:
-    if a != a:  # NaN propagates, as in np.maximum
-        return a
-    return a if a >= b else b
+    return a if a >= b or a != a else b  # NaN propagates, as in np.maximum
 
 
 def _minimum(a: float, b: float) -> float:
-    if a != a:
-        return a
-    return a if a <= b else b
+    return a if a <= b or a != a else b
 
 
 def _where(cond: Any, a: Any, b: Any) -> Any:
