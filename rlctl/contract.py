@@ -27,7 +27,7 @@ import hashlib
 import json
 import math
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -434,24 +434,37 @@ def _transition_tables(bounds: KnobBounds) -> tuple[dict[tuple[float, int], floa
     return tuple(tables)
 
 
-def row_applier(bounds: KnobBounds) -> Callable[[Sequence[float], Sequence[int]], list[float]]:
+class RowApplier:
     """``f(knobs, action)``: :func:`apply_array` of one knob row of floats, as a list of floats.
 
     The simulator's single environment calls it every step: one table lookup per knob
     (tables built by ``apply_array`` for these bounds), falling back to ``apply_array``
     for rows the tables do not cover (knobs off their legal values, out-of-range actions).
+    Pickles as its bounds.
     """
-    tables = _transition_tables(bounds)
 
-    def apply_one(knobs: Sequence[float], action: Sequence[int]) -> list[float]:
+    __slots__ = ("_tables", "bounds")
+
+    def __init__(self, bounds: KnobBounds) -> None:
+        self.bounds = bounds
+        self._tables = _transition_tables(bounds)
+
+    def __reduce__(self) -> tuple[type[RowApplier], tuple[KnobBounds]]:
+        return (RowApplier, (self.bounds,))
+
+    def __call__(self, knobs: Sequence[float], action: Sequence[int]) -> list[float]:
+        tables = self._tables
         if tables is not None and len(knobs) == len(tables) == len(action):
             try:
                 return [t[k, a] for t, k, a in zip(tables, knobs, action, strict=True)]
             except (KeyError, TypeError):
                 pass
-        return [float(v) for v in apply_array(np.asarray(knobs, dtype=np.float64), action, bounds)]
+        return [float(v) for v in apply_array(np.asarray(knobs, dtype=np.float64), action, self.bounds)]
 
-    return apply_one
+
+def row_applier(bounds: KnobBounds) -> RowApplier:
+    """:class:`RowApplier` for ``bounds``."""
+    return RowApplier(bounds)
 
 
 def apply(knobs: Knobs, action: npt.ArrayLike, bounds: KnobBounds) -> Knobs:

@@ -186,3 +186,20 @@ def test_nasa_trace_replays_scaled_to_its_peak() -> None:
     assert path is not None and path.exists(), "the shared NASA trace must be present beside the repo"
     q = load_qps(LoadSpec(kind="trace", path=str(path), peak_qps=5000, noise=False, time_scale=60), 5000, 5.0)
     assert q.max() <= 5000 + 1e-6 and q.max() > 2000 and q.min() >= 0
+
+
+def test_env_pickles_mid_episode_and_the_copy_continues_identically() -> None:
+    import pickle
+
+    env = GoServiceEnv()
+    env.reset(seed=4)
+    env.action_space.seed(4)
+    for _ in range(40):
+        env.step(env.action_space.sample())
+    twin = pickle.loads(pickle.dumps(env))
+    for _ in range(40):
+        a = env.action_space.sample()
+        obs, reward, _, truncated, info = env.step(a)
+        obs2, reward2, _, truncated2, info2 = twin.step(a)
+        assert np.array_equal(obs, obs2) and reward == reward2 and truncated == truncated2 and info == info2
+    assert twin.knobs == env.knobs
