@@ -240,6 +240,7 @@ def test_single_service_episode_equals_a_batch_of_one(index: int) -> None:
         tel_b, reward_b, fig = batch.step(action[None, :])
         np.testing.assert_allclose(tel, tel_b[0], rtol=1e-9, atol=1e-12, err_msg=f"step {t}")
         assert reward == pytest.approx(float(reward_b[0]), rel=1e-9, abs=1e-12)
+        assert info.keys() == fig.keys()
         for key, value in info.items():
             assert float(value) == pytest.approx(float(fig[key][0]), rel=1e-9, abs=1e-12), (t, key)
         np.testing.assert_allclose(one.observe(), batch.observe()[0], rtol=1e-5, atol=1e-5, err_msg=f"step {t}")
