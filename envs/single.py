@@ -4,9 +4,9 @@
 state held as Python floats and lists, and the physics (:func:`envs.model.service.step_services`),
 the features (:func:`rlctl.contract.featurize`) and the reward (:func:`envs.sim.step_reward`)
 evaluated through :data:`rlctl.xp.SCALAR`: the same functions, on floats instead of
-one-element arrays, about 30 times faster per step. Episode set-up (load curve, fault
-table) runs the batched numpy code once per episode. ``tests/test_xp.py`` pins a
-rollout of this class to the batched one, step by step.
+one-element arrays (an environment step about 12 times faster, 1,800 -> 21,000 steps/s
+here). Episode set-up (load curve, fault table) runs the batched numpy code once per
+episode. ``tests/test_xp.py`` pins a rollout of this class to the batched one, step by step.
 """
 
 from __future__ import annotations
