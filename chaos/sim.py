@@ -8,6 +8,7 @@ events are then found in that telemetry exactly as for a live run).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from chaos.spec import Scenario
 from envs.profile import ServiceProfile
 from envs.sim import EnvConfig
 from policies.base import Controller, FloatArray
-from policies.evaluate import OracleController, oracle_extra, prepare_oracle, rollout
+from policies.evaluate import OracleController, oracle_extra, planned_extra, prepare_oracle, rollout
 from rlctl.contract import COL, KNOB_FIELDS, KnobBounds, Knobs, TelemetrySample, clamp_array
 from rlctl.errors import ConfigError
 
@@ -113,13 +114,12 @@ class SimBackend:
             if isinstance(controller, OracleController):
                 prepare_oracle(controller, batch)
 
+        plan: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if isinstance(controller, OracleController):  # its plan, with the replicas its own misses call for
-            controller.extra = oracle_extra(controller, [scenario], [self.config.seed], cfg, self.config.profile)
-        try:
+            extra = oracle_extra(controller, [scenario], [self.config.seed], cfg, self.config.profile)
+            plan = planned_extra(controller, extra)
+        with plan:
             (result,) = rollout(rec, [scenario], [self.config.seed], cfg, self.config.profile, prepare=prepare)
-        finally:
-            if isinstance(controller, OracleController):
-                controller.extra = None
         rows = [*rec.rows, np.asarray(rec.batch.last[0], dtype=np.float64)]
         telemetry = [TelemetrySample.from_array(r, service=scenario.name) for r in rows]
         s = result.series

@@ -17,9 +17,11 @@ the misses its own rollout shows (:func:`oracle_rollout`) — a lower bound on c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,16 +282,24 @@ def oracle_extra(
     spans = np.stack([_miss_spans(row, _ORACLE_GAP_STEPS, lead) for row in missed]).astype(np.float64)
     best = [(r.scores["slo_violation_minutes"], r.scores["replica_seconds"]) for r in first]
     best_k = np.zeros(len(first))
+    for k in range(1, ORACLE_MAX_EXTRA + 1):
+        with planned_extra(controller, k * spans):
+            runs = rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)
+        for j, r in enumerate(runs):
+            key = (r.scores["slo_violation_minutes"], r.scores["replica_seconds"])
+            if key < best[j]:
+                best[j], best_k[j] = key, k
+    return best_k[:, None] * spans
+
+
+@contextlib.contextmanager
+def planned_extra(controller: OracleController, extra: FloatArray | None) -> Iterator[None]:
+    """The oracle plans with ``extra`` replicas added (see :func:`oracle_extra`) inside the block."""
+    controller.extra = extra
     try:
-        for k in range(1, ORACLE_MAX_EXTRA + 1):
-            controller.extra = k * spans
-            for j, r in enumerate(rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)):
-                key = (r.scores["slo_violation_minutes"], r.scores["replica_seconds"])
-                if key < best[j]:
-                    best[j], best_k[j] = key, k
+        yield
     finally:
         controller.extra = None
-    return best_k[:, None] * spans
 
 
 def oracle_rollout(
@@ -322,11 +332,8 @@ def oracle_rollout(
             controller.runtime = None
         return best
     extra = oracle_extra(controller, scenarios, seeds, config, profile)
-    controller.extra = extra
-    try:
+    with planned_extra(controller, extra):
         results = rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)
-    finally:
-        controller.extra = None
     for j, r in enumerate(results):
         r.scores["oracle_extra_replica_seconds"] = float(extra[j].sum() * config.dt_s) if extra is not None else 0.0
     return results
