@@ -107,6 +107,12 @@ def step_reward(
     return -(w.slo * slo_term + w.replica * replicas + w.core * cores_used + w.churn * knob_changes)
 
 
+def step_cost(replicas: Any, cores_used: Any, config: EnvConfig) -> Any:
+    """A step's cost figure: replicas and cores used at the reward's weights (arrays or floats)."""
+    w = config.reward
+    return w.replica * replicas + w.core * cores_used
+
+
 def nominal_capacity_qps(profile: ServiceProfile, gomaxprocs: float | None = None) -> float:
     """Rough requests/s one replica serves near its knee (for scaling loads)."""
     cores = min(profile.cpu_quota_cores, gomaxprocs or profile.cpu_quota_cores)
@@ -271,7 +277,6 @@ class ServiceBatch:
         self.last = tel
         p99 = tel[:, COL["p99_ms"]]
         violated = p99 > cfg.slo_p99_ms
-        w = cfg.reward
         replicas = self.knobs[:, KNOB_COL["replicas"]]
         reward = step_reward(p99, tel[:, COL["error_rate"]], replicas, self.last_cores, changes, cfg)
         figures = {
@@ -279,7 +284,7 @@ class ServiceBatch:
             "slo_violated": violated.astype(np.float64),
             "replicas": replicas.copy(),
             "ready_replicas": self.ready.copy(),
-            "cost": w.replica * replicas + w.core * self.last_cores,
+            "cost": step_cost(replicas, self.last_cores, cfg),
             "replica_seconds": replicas * cfg.dt_s,
             "core_seconds": self.last_cores * cfg.dt_s,
             "knob_changes": changes,

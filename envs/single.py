@@ -24,7 +24,7 @@ from envs.loads import load_qps
 from envs.model.faults import E, effects_table
 from envs.model.service import ServiceState, step_services
 from envs.profile import PROFILE_FIELDS, ServiceProfile
-from envs.sim import PENDING_SLOTS, EnvConfig, step_reward
+from envs.sim import PENDING_SLOTS, EnvConfig, step_cost, step_reward
 from rlctl.contract import COL, KNOB_COL, clamp_array, featurize, row_applier
 from rlctl.xp import SCALAR
 
@@ -143,13 +143,12 @@ class SingleService:
         replicas = knobs[_R]
         cores = self.last_cores
         reward = float(step_reward(p99, tel[_ERR], replicas, cores, changes, cfg, SCALAR))
-        w = cfg.reward
         info = {
             "p99_ms": p99,
             "slo_violated": p99 > cfg.slo_p99_ms,
             "replicas": replicas,
             "ready_replicas": self.ready,
-            "cost": w.replica * replicas + w.core * cores,
+            "cost": step_cost(replicas, cores, cfg),
             "replica_seconds": replicas * cfg.dt_s,
             "core_seconds": cores * cfg.dt_s,
             "knob_changes": changes,
