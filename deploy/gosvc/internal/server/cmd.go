@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -70,6 +71,8 @@ func parseServe(args []string, stderr io.Writer) (*serveOptions, error) {
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (default: env GOSVC_ADMIN_TOKEN; neither disables admin)")
 	fs.Int64Var(&o.cfg.Work.CPUUs, "cpu-us", 100, "microseconds of CPU computation per /work request (calibrated at start)")
 	fs.Int64Var(&o.cfg.Work.CPUIters, "cpu-iters", 0, "explicit spin iterations per request; overrides --cpu-us when > 0")
+	fs.Float64Var(&o.cfg.ItersPerUs, "iters-per-us", 0, "Spin iterations per microsecond that convert --cpu-us and --mutex-us; 0 calibrates at start "+
+		"(fix it to make the work per request identical across restarts)")
 	fs.Int64Var(&o.cfg.Work.MutexUs, "mutex-us", 0, "microseconds of CPU computation per request while holding one global sync.Mutex")
 	fs.Int64Var(&o.cfg.Work.AllocBytes, "alloc-bytes", 16384, "size of each buffer a request takes from the object pool")
 	fs.Int64Var(&o.cfg.Work.AllocCount, "alloc-count", 1, "buffers per request")
@@ -117,6 +120,9 @@ func parseServe(args []string, stderr io.Writer) (*serveOptions, error) {
 			return nil, fmt.Errorf("initial knob %v", err)
 		}
 		return nil, err
+	}
+	if r := o.cfg.ItersPerUs; !(r >= 0) || math.IsInf(r, 0) {
+		return nil, fmt.Errorf("--iters-per-us=%v: want a positive number of Spin iterations per microsecond, or 0 to calibrate at start", r)
 	}
 	for name, v := range map[string]int64{"cpu-us": o.cfg.Work.CPUUs, "cpu-iters": o.cfg.Work.CPUIters, "mutex-us": o.cfg.Work.MutexUs,
 		"alloc-bytes": o.cfg.Work.AllocBytes, "alloc-count": o.cfg.Work.AllocCount} {

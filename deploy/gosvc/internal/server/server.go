@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/pprof"
 	"strconv"
@@ -38,6 +39,7 @@ type Config struct {
 	DownstreamTimeout time.Duration // per downstream call
 	AdminToken        string        // bearer token; "" disables the admin API (403)
 	AdminOnMain       bool          // serve /admin/knobs on the main handler too
+	ItersPerUs        float64       // Spin iterations per microsecond; 0 calibrates at start
 	Initial           KnobsPatch    // knobs applied at start
 }
 
@@ -67,7 +69,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Work.AllocCount <= 0 && cfg.Work.AllocBytes > 0 {
 		cfg.Work.AllocCount = 1
 	}
-	s := &Server{cfg: cfg, itersPerUs: ItersPerMicrosecond(), pool: NewBufPool(DefaultPoolSize), m: newServerMetrics()}
+	rate := cfg.ItersPerUs
+	if rate == 0 {
+		rate = ItersPerMicrosecond()
+	} else if !(rate > 0) || math.IsInf(rate, 0) {
+		return nil, fmt.Errorf("iterations per microsecond %v: want a positive finite number, or 0 to calibrate", rate)
+	}
+	s := &Server{cfg: cfg, itersPerUs: rate, pool: NewBufPool(DefaultPoolSize), m: newServerMetrics()}
 	s.tokenHash = sha256.Sum256([]byte(cfg.AdminToken))
 	s.connPool.Store(DefaultConnPool)
 	s.client.Store(newClient(DefaultConnPool, cfg.DownstreamTimeout))

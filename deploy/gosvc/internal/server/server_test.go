@@ -443,3 +443,34 @@ func TestParseServeFlags(t *testing.T) {
 		t.Error("ParseBytes accepted garbage")
 	}
 }
+
+func TestItersPerUsFixesTheWorkPerRequest(t *testing.T) {
+	s, err := New(Config{ItersPerUs: 123.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.itersPerUs != 123.5 {
+		t.Fatalf("itersPerUs = %v, want the configured 123.5", s.itersPerUs)
+	}
+	calibrated, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calibrated.itersPerUs != ItersPerMicrosecond() {
+		t.Fatalf("0 must calibrate: %v against %v", calibrated.itersPerUs, ItersPerMicrosecond())
+	}
+	for _, bad := range []float64{-1, math.Inf(1), math.NaN()} {
+		if _, err := New(Config{ItersPerUs: bad}); err == nil || !strings.Contains(err.Error(), "iterations per microsecond") {
+			t.Fatalf("ItersPerUs %v accepted: %v", bad, err)
+		}
+	}
+	o, err := parseServe([]string{"--iters-per-us", "600.25"}, io.Discard)
+	if err != nil || o.cfg.ItersPerUs != 600.25 {
+		t.Fatalf("--iters-per-us 600.25: %v %v", o, err)
+	}
+	for _, bad := range []string{"-3", "NaN", "+Inf"} {
+		if _, err := parseServe([]string{"--iters-per-us", bad}, io.Discard); err == nil || !strings.Contains(err.Error(), "--iters-per-us") {
+			t.Fatalf("--iters-per-us %s accepted: %v", bad, err)
+		}
+	}
+}
