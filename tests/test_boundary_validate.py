@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import urllib.request
+from pathlib import Path
+
 import pytest
 
+from rlctl.boundary import validate
 from rlctl.boundary.validate import compare, ground_truth, pooled_comparison, robust_warmup
+from rlctl.errors import ConfigError
 
 
 def curve(p99s: list[float], start: float = 100.0, step: float = 50.0) -> list[dict[str, float]]:
@@ -74,3 +79,34 @@ def test_pooled_comparison_takes_medians_so_one_drifted_repeat_does_not_decide()
     unstopped = [*probes[:2], probe_report(1010.0, 1050.0, by="max_qps")]
     assert not pooled_comparison(truth, unstopped, per_repeat)["stopped_within_2_steps"]
     assert not pooled_comparison({"knee_qps": 800.0}, probes, per_repeat)["knee_within_10pct"]
+
+
+def test_one_calibration_is_measured_and_every_service_of_the_run_gets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlctl.boundary.probe import REPO_GOSVC
+
+    if not REPO_GOSVC.is_file():
+        pytest.fail(f"{REPO_GOSVC} is missing: build it with `bash deploy/gosvc/build.sh --build-only`")
+    gosvc = str(REPO_GOSVC)
+    measured = validate.calibrate(gosvc, tmp_path, starts=3)
+    assert len(measured["starts"]) == 3 and all(r > 0 for r in measured["starts"])
+    assert measured["iters_per_us"] == sorted(measured["starts"])[1]
+    # The run's calibration reaches the service: its start-up line and its /metrics gauge say so.
+    monkeypatch.setitem(validate.ITERS_PER_US, "value", 250.5)
+    with validate.Service(gosvc, ("--cpu-us", "10"), tmp_path / "svc.log") as svc:
+        assert svc.started["cpu_iters_per_us"] == 250.5
+        with urllib.request.urlopen(svc.url + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        assert "gosvc_cpu_iters_per_us 250.5" in text
+    # ... and calibrate itself still measures (it does not read back the fixed value).
+    again = validate.calibrate(gosvc, tmp_path, starts=1)
+    assert again["starts"][0] != 250.5
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf"])
+def test_a_bad_calibration_is_refused_before_anything_runs(tmp_path: Path, bad: str) -> None:
+    out = tmp_path / "v.json"
+    with pytest.raises(ConfigError, match=r"--iters-per-us .*positive calibration"):
+        validate.main(["--json", str(out), "--iters-per-us", bad, "--configs", "cpu"])
+    assert not out.exists() and not (tmp_path / "v").exists()

@@ -36,7 +36,9 @@ figures are medians (the median probe knee against the median sweep knee; the me
 delay against that knee), so a single drift of a shared host cannot decide the result.
 
 Every phase restarts the service, so a backlog left by one overload cannot leak into the
-next. Per-level and per-step P99 are aggregated identically (median of 1 s intervals).
+next. Every start gets the same CPU-work calibration (``--iters-per-us``, by default the
+median of five starts measured once at the beginning; see ``calibrate``), so every phase
+measures the same service. Per-level and per-step P99 are aggregated identically (median of 1 s intervals).
 
 ``--steady-minutes M`` then holds 70 % of the first configuration's ground-truth knee for
 M minutes and feeds the online detector (defaults: 5 s samples, 30-sample window) to
@@ -123,10 +125,17 @@ CONFIGS: dict[str, ServiceConfig] = {
 class Service:
     """``gosvc serve`` on a free loopback port; a context manager that always stops it."""
 
-    def __init__(self, gosvc: str, flags: Sequence[str], log_path: Path) -> None:
+    def __init__(self, gosvc: str, flags: Sequence[str], log_path: Path, iters_per_us: float | None = None) -> None:
+        """``iters_per_us``: the CPU-work calibration to start with (None: the run's, ``ITERS_PER_US``;
+        0: let the service calibrate itself)."""
         self.log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
+        rate = ITERS_PER_US["value"] if iters_per_us is None else iters_per_us
+        fixed = ("--iters-per-us", repr(rate)) if rate else ()
         self.proc = subprocess.Popen(
-            [gosvc, "serve", "--addr", "127.0.0.1:0", *flags], stdout=subprocess.PIPE, stderr=self.log, text=True
+            [gosvc, "serve", "--addr", "127.0.0.1:0", *fixed, *flags],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
         )
         assert self.proc.stdout is not None
         sel = selectors.DefaultSelector()
@@ -134,7 +143,9 @@ class Service:
         if not sel.select(timeout=30):
             self.stop()
             raise ChaosError(f"gosvc serve {' '.join(flags)} did not start within 30 s; see {log_path}")
-        self.url = f"http://{json.loads(self.proc.stdout.readline())['addr']}"
+        #: The service's start-up line: its address, knobs and ``cpu_iters_per_us``.
+        self.started: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        self.url = f"http://{self.started['addr']}"
         self.pid = self.proc.pid
 
     def __enter__(self) -> Service:
@@ -152,6 +163,30 @@ class Service:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self.log.close()
+
+
+#: Spin iterations per microsecond every service of a run is started with (0: each calibrates itself).
+ITERS_PER_US = {"value": 0.0}
+#: Service starts whose calibrations ``calibrate`` takes the median of.
+CALIBRATION_STARTS = 5
+
+
+def calibrate(gosvc: str, logs: Path, starts: int = CALIBRATION_STARTS) -> dict[str, Any]:
+    """The test-bed's CPU-work calibration, measured once for a whole run.
+
+    gosvc converts ``--cpu-us`` and ``--mutex-us`` into spin iterations with a calibration
+    taken at each start; a start on a busy or just-woken core measures fewer iterations per
+    microsecond, so that service does less work per request and has a higher capacity. One
+    such start between two sweeps moves "the" knee. The median of ``starts`` starts, passed
+    to every service of the run as ``--iters-per-us``, makes every phase the same service.
+    """
+    rates = []
+    for _ in range(starts):
+        with Service(gosvc, (), logs / "calibrate.log", iters_per_us=0) as svc:
+            rates.append(float(svc.started["cpu_iters_per_us"]))
+    value = statistics.median(rates)
+    logger.info("calibration: %.1f Spin iterations per microsecond (median of %s)", value, [round(r, 1) for r in rates])
+    return {"iters_per_us": value, "starts": rates, "source": f"median of {starts} service starts"}
 
 
 #: cpu.shares given to the validation's own cgroups (0: leave the scheduler alone).
@@ -593,6 +628,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--confirm-intervals", type=int, default=0, help="the probes' --confirm-intervals (0: whole steps)"
     )
+    parser.add_argument(
+        "--iters-per-us",
+        type=float,
+        help="start every service with this CPU-work calibration (default: the median of "
+        f"{CALIBRATION_STARTS} starts, measured once; 0: every service calibrates itself)",
+    )
     parser.add_argument("--loadgen", help="gosvc binary (default: deploy/gosvc/bin/gosvc)")
     parser.add_argument("--logs", type=Path, help="directory for service logs and probe reports")
     parser.add_argument(
@@ -611,6 +652,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
+    if args.iters_per_us is not None and not (args.iters_per_us >= 0 and math.isfinite(args.iters_per_us)):
+        raise ConfigError(
+            f"--iters-per-us {args.iters_per_us}: give a positive calibration (Spin iterations per microsecond, "
+            "about 600 on this class of host), or 0 to let every service calibrate itself"
+        )
     if args.repeats < 1:
         raise ConfigError(f"--repeats {args.repeats}: give at least 1 (probes per configuration)")
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
@@ -633,6 +679,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Children (gosvc, loadgen) inherit this process's cgroup.
     own = cpu_cgroup(os.getpid(), "rlctl-validate", shares=args.cpu_shares) if args.cpu_shares else None
     with own or contextlib.nullcontext():
+        if args.iters_per_us is None:
+            results["calibration"] = calibrate(gosvc, logs)
+        else:
+            source = "--iters-per-us" if args.iters_per_us else "each service calibrates itself (--iters-per-us 0)"
+            results["calibration"] = {"iters_per_us": args.iters_per_us or None, "starts": [], "source": source}
+        ITERS_PER_US["value"] = results["calibration"]["iters_per_us"] or 0.0
         run_phases(args, names, gosvc, logs, results)
     results["duration_s"] = round(time.time() - started, 1)
     results["phases"] = PHASES
