@@ -115,7 +115,7 @@ type Proxy struct {
 	cancelHold context.CancelFunc
 
 	requests, proxied, noUpstream, upstreamErrors atomic.Int64
-	delayed, lost, partitioned, bwDropped, held     atomic.Int64
+	delayed, lost, partitioned, bwDropped, held   atomic.Int64
 }
 
 // New builds a proxy over the given upstream URLs (may be empty).

@@ -353,4 +353,6 @@ func TestBucketReservations(t *testing.T) {
 	}
 }
 
-func contextWithCancel() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }
+func contextWithCancel() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}
