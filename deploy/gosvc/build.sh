@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build (and by default vet and test) the gosvc test-bed into deploy/gosvc/bin/gosvc.
+# Build (and by default check gofmt, vet and test) the gosvc test-bed into deploy/gosvc/bin/gosvc.
 #
 # usage: deploy/gosvc/build.sh [--build-only] [GO]
 #
@@ -73,6 +73,13 @@ fi
 cd "$here"
 echo "build.sh: using $("$GO_BIN" version) at $GO_BIN" >&2
 if [[ $build_only -eq 0 ]]; then
+    gofmt="$("$GO_BIN" env GOROOT)/bin/gofmt"
+    unformatted="$("$gofmt" -l . 2>&1 || echo "$gofmt failed")"
+    if [[ -n "$unformatted" ]]; then
+        echo "build.sh: not gofmt-formatted (run: $gofmt -w deploy/gosvc):" >&2
+        echo "$unformatted" >&2
+        exit 1
+    fi
     "$GO_BIN" vet ./...
     "$GO_BIN" test -count=1 -timeout 120s ./...
 fi
