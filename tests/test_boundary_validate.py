@@ -110,3 +110,10 @@ def test_a_bad_calibration_is_refused_before_anything_runs(tmp_path: Path, bad: 
     with pytest.raises(ConfigError, match=r"--iters-per-us .*positive calibration"):
         validate.main(["--json", str(out), "--iters-per-us", bad, "--configs", "cpu"])
     assert not out.exists() and not (tmp_path / "v").exists()
+
+
+def test_a_bad_knee_method_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    out = tmp_path / "v.json"
+    with pytest.raises(ConfigError, match=r"--knee-method 'mean': use one of kneedle, two-segment"):
+        validate.main(["--json", str(out), "--knee-method", "mean", "--configs", "cpu"])
+    assert not out.exists() and not (tmp_path / "v").exists()

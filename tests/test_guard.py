@@ -72,7 +72,7 @@ def test_cli_table_and_check_failed(tmp_path: Path) -> None:
     base, new = report(tmp_path / "a.json", 1000), report(tmp_path / "b.json", 700)
     ok = runner.invoke(app, ["guard", str(base), str(base)])
     assert ok.exit_code == 0, ok.output
-    assert "PASS" in ok.output and "knee (Kneedle), qps" in ok.output
+    assert "PASS" in ok.output and "knee (kneedle), qps" in ok.output
     bad = runner.invoke(app, ["guard", str(base), str(new), "--max-shift", "0.15"])
     assert isinstance(bad.exception, CheckFailed)
     assert "moved down 30.0%" in str(bad.exception)
@@ -92,3 +92,11 @@ def test_exit_codes_through_the_console_script(tmp_path: Path) -> None:
     missing = run(str(base), str(tmp_path / "nope.json"))
     assert missing.returncode == 2
     assert missing.stderr.startswith(f"ConfigError: {tmp_path / 'nope.json'}: no such file")
+
+
+def test_knees_from_different_methods_are_not_compared(tmp_path: Path) -> None:
+    base = report(tmp_path / "a.json", 1000)  # no knee_method: a report from before the option, Kneedle
+    new = report(tmp_path / "b.json", 1000, knee_method="two-segment")
+    with pytest.raises(ConfigError, match=r"the kneedle knee and .*b\.json the two-segment knee.*same --knee-method"):
+        compare(base, new)
+    assert compare(new, report(tmp_path / "c.json", 950, knee_method="two-segment")).passed

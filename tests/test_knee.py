@@ -103,3 +103,25 @@ def test_a_small_regime_step_below_the_boundary_is_not_the_knee() -> None:
     knee = kneedle_knee(loads, p99, last=True)
     assert knee is not None and 800 <= knee <= 900
     assert kneedle_knee(loads, p99) == 450  # kneed's first knee
+
+
+def test_the_reported_knee_can_come_from_the_two_segment_fit() -> None:
+    # A gradual rise then a cliff: Kneedle's greatest curvature is at the rise, the hinge at the cliff.
+    x = np.arange(100.0, 1000.0, 50.0)
+    y = 3.0 + 0.004 * np.maximum(0.0, x - 500.0) + 0.15 * np.maximum(0.0, x - 850.0)
+    kneedle = find_knee(x, y, slo_p99_ms=8.0, last_knee=True)
+    hinge_first = find_knee(x, y, slo_p99_ms=8.0, last_knee=True, method="two-segment")
+    assert (kneedle.method, hinge_first.method) == ("kneedle", "two-segment")
+    # The same two knees, swapped: the reported one and its cross-check.
+    assert hinge_first.knee_qps == kneedle.knee_qps_second_method
+    assert hinge_first.knee_qps_second_method == kneedle.knee_qps
+    assert hinge_first.agreement == kneedle.agreement
+    assert hinge_first.methods == ("two_segment_least_squares", "kneedle")
+    assert hinge_first.to_dict()["knee_method"] == "two-segment"
+    assert hinge_first.knee_p99_ms == pytest.approx(float(np.interp(hinge_first.knee_qps, x, y)))
+    assert kneedle.knee_qps != hinge_first.knee_qps
+
+
+def test_an_unknown_knee_method_is_refused() -> None:
+    with pytest.raises(ConfigError, match="'median' is not one of kneedle, two-segment"):
+        find_knee([1, 2, 3, 4], [1, 1, 2, 5], slo_p99_ms=8, method="median")

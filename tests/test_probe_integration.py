@@ -51,6 +51,11 @@ def test_config_rejects_a_ramp_too_short_to_detect_anything() -> None:
         ProbeConfig("http://h/work", "http://h/metrics", None, ramp=Ramp(100, 100, 2), interval_s=5, loadgen="x")
 
 
+def test_config_rejects_an_unknown_knee_method() -> None:
+    with pytest.raises(ConfigError, match=r"--knee-method 'hinge': use one of kneedle, two-segment"):
+        ProbeConfig("http://h/work", "http://h/metrics", None, knee_method="hinge", loadgen="x")
+
+
 def test_loadgen_resolution(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"not an executable file; build it with `bash deploy/gosvc/build\.sh`"):
         resolve_loadgen(str(tmp_path / "gosvc"))
@@ -224,6 +229,7 @@ def test_probe_finds_the_knee_of_the_real_test_bed(gosvc: str, tmp_path: Path) -
     assert "p99_rise" in {s["name"] for s in report["stop_reason"]}
     assert report["knee_qps"] is not None and 0 < report["knee_qps"] <= report["stopped_at_qps"]
     assert report["knee_qps_second_method"] is not None
+    assert report["knee_method"] == "kneedle" and report["knee_methods"] == ["kneedle", "two_segment_least_squares"]
     assert len(report["curve"]) == report["stopped_at_step"] + 1 >= 5
     point = report["curve"][-1]
     for key in (

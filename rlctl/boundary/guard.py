@@ -4,8 +4,8 @@ Compares the ``knee_qps`` of two ``rlctl probe`` reports. The relative shift is
 ``(new - base) / base``; a shift below ``-max_shift`` (the knee moved down by more than
 the bound, 15 % by default) fails with :class:`~rlctl.errors.CheckFailed` (exit 1). An
 upward move never fails: a faster service is not a regression. Reports that cannot be
-read, are not JSON or carry no knee are bad input (:class:`~rlctl.errors.ConfigError`,
-exit 2), named with the fix.
+read, are not JSON, carry no knee, or whose knees come from different ``--knee-method`` options
+are bad input (:class:`~rlctl.errors.ConfigError`, exit 2), named with the fix.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ DEFAULT_MAX_SHIFT = 0.15
 
 #: Figures shown side by side in the comparison (key, label); only knee_qps is judged.
 COMPARED: tuple[tuple[str, str], ...] = (
-    ("knee_qps", "knee (Kneedle), qps"),
-    ("knee_qps_second_method", "knee (two-segment), qps"),
+    ("knee_qps", "knee ({method}), qps"),
+    ("knee_qps_second_method", "knee (cross-check), qps"),
     ("max_qps_at_slo", "max qps inside SLO"),
     ("stopped_at_qps", "ramp stopped at, qps"),
 )
@@ -98,8 +98,15 @@ def compare(base_path: str | Path, new_path: str | Path, *, max_shift: float = D
     if not (math.isfinite(max_shift) and 0 <= max_shift < 1):
         raise ConfigError(f"--max-shift {max_shift!r} must be a fraction in [0, 1), e.g. 0.15 for 15 %")
     base, new = load_report(base_path), load_report(new_path)
+    # Reports written before --knee-method existed carry Kneedle's knee.
+    methods = [r.get("knee_method", "kneedle") for r in (base, new)]
+    if methods[0] != methods[1]:
+        raise ConfigError(
+            f"{base_path} reports the {methods[0]} knee and {new_path} the {methods[1]} knee: two methods, "
+            f"not a shift; probe both with the same --knee-method"
+        )
     b, n = float(base["knee_qps"]), float(new["knee_qps"])
-    rows = tuple((label, _num(base.get(key)), _num(new.get(key))) for key, label in COMPARED)
+    rows = tuple((label.format(method=methods[0]), _num(base.get(key)), _num(new.get(key))) for key, label in COMPARED)
     return GuardResult(str(base_path), str(new_path), b, n, (n - b) / b, max_shift, rows)
 
 

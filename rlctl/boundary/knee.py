@@ -35,6 +35,10 @@ from rlctl.errors import ConfigError
 #: Relative difference between the two knees under which they are said to agree.
 DEFAULT_AGREEMENT = 0.10
 
+#: The methods a report's ``knee_qps`` can come from (the other one is its cross-check).
+KNEE_METHODS = ("kneedle", "two-segment")
+_METHOD_NAMES = {"kneedle": "kneedle", "two-segment": "two_segment_least_squares"}
+
 
 @dataclass(frozen=True)
 class KneeResult:
@@ -42,6 +46,8 @@ class KneeResult:
 
     ``agreement`` is ``|kneedle - hinge| / max(kneedle, hinge)`` (0 = identical); ``agree``
     is that being within ``tolerance``. A knee is None when its method found none.
+    ``knee_qps`` comes from ``methods[0]`` and ``knee_qps_second_method`` from ``methods[1]``
+    (Kneedle first unless :func:`find_knee` was asked for the two-segment fit).
     """
 
     knee_qps: float | None
@@ -54,12 +60,15 @@ class KneeResult:
     slo_p99_ms: float
     methods: tuple[str, str] = ("kneedle", "two_segment_least_squares")
     curve: str = "lower_envelope"
+    method: str = "kneedle"
+    """The :data:`KNEE_METHODS` name of ``methods[0]`` (what ``--knee-method`` takes)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "knee_qps": self.knee_qps,
             "knee_p99_ms": self.knee_p99_ms,
             "knee_qps_second_method": self.knee_qps_second_method,
+            "knee_method": self.method,
             "knee_methods": list(self.methods),
             "knee_curve": self.curve,
             "knee_agreement": self.agreement,
@@ -187,17 +196,28 @@ def find_knee(
     tolerance: float = DEFAULT_AGREEMENT,
     envelope: bool = True,
     last_knee: bool = False,
+    method: str = "kneedle",
 ) -> KneeResult:
     """Both knees of P99 against load, their agreement and the highest load in the SLO.
 
     With ``envelope`` (the default) the knees are found on :func:`lower_envelope`; the
     SLO figure always uses the measured curve. ``last_knee`` is :func:`kneedle_knee`'s ``last``.
+    ``method`` (one of :data:`KNEE_METHODS`) picks the reported knee; the other method is
+    its cross-check. Kneedle's point of greatest curvature suits a curve that runs past the
+    cliff; on a curve that ends at the cliff's first interval (a probe confirming on
+    intervals) it comes early when P99 rises gradually, where the two-segment breakpoint
+    does not (see deploy/results/boundary-2026-11-28/).
     """
     if not (math.isfinite(slo_p99_ms) and slo_p99_ms > 0):
         raise ConfigError(f"slo_p99_ms={slo_p99_ms!r} must be a positive number of milliseconds")
+    if method not in KNEE_METHODS:
+        raise ConfigError(f"knee method {method!r} is not one of {', '.join(KNEE_METHODS)}")
     kx, ky = lower_envelope(loads, p99s) if envelope else _clean_curve(loads, p99s)
     first = kneedle_knee(kx, ky, last=last_knee)
     second = two_segment_knee(kx, ky)
+    names = (_METHOD_NAMES["kneedle"], _METHOD_NAMES["two-segment"])
+    if method == "two-segment":
+        first, second, names = second, first, names[::-1]
     agreement = None
     if first is not None and second is not None and max(first, second) > 0:
         agreement = abs(first - second) / max(first, second)
@@ -210,5 +230,7 @@ def find_knee(
         tolerance=tolerance,
         max_qps_at_slo=max_qps_at_slo(loads, p99s, slo_p99_ms),
         slo_p99_ms=slo_p99_ms,
+        methods=names,
+        method=method,
         curve="lower_envelope" if envelope else "measured",
     )

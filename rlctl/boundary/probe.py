@@ -124,6 +124,12 @@ class ProbeConfig:
     spike of a shared host can stop it early too: on the test-bed, 2 intervals stopped every
     probe within two steps of the sweeps' knee and put the knees 12-21 % low (see
     deploy/results/boundary-2026-11-28/)."""
+    knee_method: str = "kneedle"
+    """Which method gives the report's ``knee_qps``: "kneedle" or "two-segment" (the other is
+    the cross-check, ``knee_qps_second_method``). With ``confirm_intervals`` the curve ends in
+    the cliff's first step and Kneedle's knee comes early on gradual rises (mutex-contended
+    test-bed: every probe of two runs 2-17 % below the sweeps); the two-segment fit did not
+    (see deploy/results/boundary-2026-11-28/)."""
     warmup_outlier_ratio: float = 2.0
     """Warm-up steps with a P99 over this many times the lowest warm-up P99 are taken for
     interference and not learned (see :class:`DetectorConfig`)."""
@@ -154,6 +160,10 @@ class ProbeConfig:
             )
         if self.confirm_intervals < 0:
             raise ConfigError(f"--confirm-intervals {self.confirm_intervals} must be >= 0 (0: whole steps only)")
+        from rlctl.boundary.knee import KNEE_METHODS
+
+        if self.knee_method not in KNEE_METHODS:
+            raise ConfigError(f"--knee-method {self.knee_method!r}: use one of {', '.join(KNEE_METHODS)}")
         if self.ramp.steps_to(self.max_qps) < self.warmup_steps + self.consecutive:
             raise ConfigError(
                 f"the ramp {self.ramp} reaches --max-qps {self.max_qps:g} in {self.ramp.steps_to(self.max_qps)} "
@@ -604,7 +614,11 @@ def build_report(
     steps = state.steps
     # The curve ends at the boundary the detector confirmed: the knee leading into it is the last one.
     knee = find_knee(
-        [s.offered_qps for s in steps], [s.p99_ms for s in steps], slo_p99_ms=config.slo_p99_ms, last_knee=True
+        [s.offered_qps for s in steps],
+        [s.p99_ms for s in steps],
+        slo_p99_ms=config.slo_p99_ms,
+        last_knee=True,
+        method=config.knee_method,
     )
     event = state.event
     stop_step = steps[-1]
@@ -674,9 +688,10 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     ax.plot(qps, [p["server_p99_ms"] for p in curve], "x--", alpha=0.7, label="P99 (server histogram)")
     ax.plot(qps, [p["p50_ms"] for p in curve], ".-", alpha=0.6, label="P50 (client)")
     ax.axhline(report["slo_p99_ms"], color="grey", ls=":", label=f"SLO {report['slo_p99_ms']:g} ms")
+    methods = report.get("knee_methods") or ["kneedle", "two_segment_least_squares"]
     marks = [
-        ("knee_qps", "Kneedle knee", "red"),
-        ("knee_qps_second_method", "two-segment knee", "orange"),
+        ("knee_qps", f"knee ({methods[0]})", "red"),
+        ("knee_qps_second_method", f"cross-check ({methods[1]})", "orange"),
         ("max_qps_at_slo", "max QPS at SLO", "green"),
         ("stopped_at_qps", "ramp stopped", "black"),
     ]

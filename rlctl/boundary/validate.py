@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from rlctl.boundary.detector import BoundaryDetector, DetectorConfig
-from rlctl.boundary.knee import kneedle_knee, lower_envelope
+from rlctl.boundary.knee import KNEE_METHODS, kneedle_knee, lower_envelope
 from rlctl.boundary.probe import ProbeConfig, Ramp, resolve_loadgen, run_probe, write_report
 from rlctl.errors import ChaosError, ConfigError, RlctlError
 from rlctl.telemetry.scrape import Scraper
@@ -402,7 +402,12 @@ def compare(truth: dict[str, Any], probe: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_config(
-    config: ServiceConfig, gosvc: str, logs: Path, repeats: int = 1, confirm_intervals: int = 0
+    config: ServiceConfig,
+    gosvc: str,
+    logs: Path,
+    repeats: int = 1,
+    confirm_intervals: int = 0,
+    knee_method: str = "kneedle",
 ) -> dict[str, Any]:
     """Coarse estimate, then sweep, probe, sweep, probe, ... sweep (``repeats`` probes).
 
@@ -416,7 +421,7 @@ def validate_config(
     sweeps = [sweep(config, gosvc, k0, logs, "before" if repeats == 1 else "0")]
     probes: list[dict[str, Any]] = []
     for i in range(repeats):
-        probes.append(fine_probe(config, gosvc, k0, logs, confirm_intervals=confirm_intervals))
+        probes.append(fine_probe(config, gosvc, k0, logs, confirm_intervals=confirm_intervals, knee_method=knee_method))
         write_report(
             probes[-1], logs / (f"{config.name}-probe.json" if repeats == 1 else f"{config.name}-probe{i}.json")
         )
@@ -491,8 +496,8 @@ def pooled_comparison(
 
 
 def _probe_summary(probe: dict[str, Any]) -> dict[str, Any]:
-    keys = ("knee_qps", "knee_qps_second_method", "knee_agreement", "max_qps_at_slo", "stopped_at_qps", "stopped_by",
-            "stop_reason", "ramp", "curve", "settings")  # fmt: skip
+    keys = ("knee_qps", "knee_qps_second_method", "knee_method", "knee_agreement", "max_qps_at_slo",
+            "stopped_at_qps", "stopped_by", "stop_reason", "ramp", "curve", "settings")  # fmt: skip
     return {k: probe[k] for k in keys}
 
 
@@ -594,7 +599,7 @@ def run_phases(args: argparse.Namespace, names: list[str], gosvc: str, logs: Pat
         for name in names:
             try:
                 results["configs"][name] = validate_config(
-                    CONFIGS[name], gosvc, logs, args.repeats, args.confirm_intervals
+                    CONFIGS[name], gosvc, logs, args.repeats, args.confirm_intervals, args.knee_method
                 )
             except RlctlError as exc:  # one broken configuration must not lose the others' figures
                 logger.error("%s failed: %s: %s", name, type(exc).__name__, exc)
@@ -629,6 +634,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--confirm-intervals", type=int, default=0, help="the probes' --confirm-intervals (0: whole steps)"
     )
     parser.add_argument(
+        "--knee-method",
+        default="kneedle",
+        help="the probes' --knee-method: kneedle or two-segment (the sweeps' ground truth does not change)",
+    )
+    parser.add_argument(
         "--iters-per-us",
         type=float,
         help="start every service with this CPU-work calibration (default: the median of "
@@ -659,6 +669,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.repeats < 1:
         raise ConfigError(f"--repeats {args.repeats}: give at least 1 (probes per configuration)")
+    if args.knee_method not in KNEE_METHODS:
+        raise ConfigError(f"--knee-method {args.knee_method!r}: use one of {', '.join(KNEE_METHODS)}")
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = set(names) - set(CONFIGS)
     if unknown:
@@ -674,6 +686,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stop_within_steps": STOP_WITHIN_STEPS,
         "cpu_shares": args.cpu_shares,
         "host_cpus": os.cpu_count(),
+        "knee_method": args.knee_method,
+        "confirm_intervals": args.confirm_intervals,
+        "repeats": args.repeats,
         "configs": {},
     }
     # Children (gosvc, loadgen) inherit this process's cgroup.

@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
         confirm_intervals: int = typer.Option(
             0, help="Also stop when the rule holds this many intervals in a row inside a step (0: off)."
         ),
+        knee_method: str = typer.Option(
+            "kneedle", help="Method of the reported knee: kneedle or two-segment (the other cross-checks it)."
+        ),
         plot: Path | None = typer.Option(None, "--plot", help="Also write P99-against-load as a PNG."),
         loadgen: str | None = typer.Option(None, help="gosvc binary (default: deploy/gosvc/bin/gosvc, then PATH)."),
         profile_dir: Path | None = typer.Option(None, help="Where pprof profiles at the boundary go."),
@@ -47,6 +50,7 @@ def register(app: typer.Typer) -> None:
             warmup_steps=warmup_steps,
             consecutive=consecutive,
             confirm_intervals=confirm_intervals,
+            knee_method=knee_method,
             profile_dir=str(profile_dir) if profile_dir else None,
         )
         if quiet:
@@ -60,8 +64,8 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         knee = report["knee_qps"]
         console.print(
-            f"knee {'n/a' if knee is None else f'{knee:.0f}'} qps "
-            f"(second method {_fmt(report['knee_qps_second_method'])}), "
+            f"knee {'n/a' if knee is None else f'{knee:.0f}'} qps ({report['knee_methods'][0]}; "
+            f"{report['knee_methods'][1]} {_fmt(report['knee_qps_second_method'])}), "
             f"max qps at SLO {_fmt(report['max_qps_at_slo'])}, stopped at {report['stopped_at_qps']:.0f} qps "
             f"by {report['stopped_by']}; report {json_out}"
         )
