@@ -114,6 +114,6 @@ def test_a_bad_calibration_is_refused_before_anything_runs(tmp_path: Path, bad: 
 
 def test_a_bad_knee_method_is_refused_before_anything_runs(tmp_path: Path) -> None:
     out = tmp_path / "v.json"
-    with pytest.raises(ConfigError, match=r"--knee-method 'mean': use one of kneedle, two-segment"):
+    with pytest.raises(ConfigError, match=r"--knee-method 'mean': use one of kneedle, two-segment, crossing"):
         validate.main(["--json", str(out), "--knee-method", "mean", "--configs", "cpu"])
     assert not out.exists() and not (tmp_path / "v").exists()

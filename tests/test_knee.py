@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlctl.boundary.knee import find_knee, kneedle_knee, max_qps_at_slo, two_segment_knee
+from rlctl.boundary.knee import find_knee, kneedle_knee, max_qps_at_slo, threshold_crossing, two_segment_knee
 from rlctl.errors import ConfigError
 
 
@@ -123,5 +123,30 @@ def test_the_reported_knee_can_come_from_the_two_segment_fit() -> None:
 
 
 def test_an_unknown_knee_method_is_refused() -> None:
-    with pytest.raises(ConfigError, match="'median' is not one of kneedle, two-segment"):
+    with pytest.raises(ConfigError, match="'median' is not one of kneedle, two-segment, crossing"):
         find_knee([1, 2, 3, 4], [1, 1, 2, 5], slo_p99_ms=8, method="median")
+
+
+def test_threshold_crossing_is_the_last_upward_crossing_interpolated() -> None:
+    x = [100.0, 200.0, 300.0, 400.0, 500.0, 600.0]
+    # A spike at 200 that the curve came back from, then the boundary between 500 and 600.
+    y = [2.0, 9.0, 2.5, 3.0, 4.0, 20.0]
+    assert threshold_crossing(x, y, 8.0) == pytest.approx(500.0 + 100.0 * (8.0 - 4.0) / (20.0 - 4.0))
+    assert threshold_crossing(x[::-1], y[::-1], 8.0) == threshold_crossing(x, y, 8.0)  # order does not matter
+    assert threshold_crossing(x, [2, 3, 4, 5, 6, 7], 8.0) is None  # never crossed at the end
+    assert threshold_crossing(x, [9, 10, 11, 12, 13, 14], 8.0) is None  # over from the start: no crossing seen
+    assert threshold_crossing([100.0], [20.0], 8.0) is None
+
+
+def test_the_crossing_method_reports_it_with_kneedle_as_cross_check() -> None:
+    x = np.arange(100.0, 1000.0, 50.0)
+    y = 3.0 + 0.004 * np.maximum(0.0, x - 500.0) + 0.15 * np.maximum(0.0, x - 850.0)
+    result = find_knee(x, y, slo_p99_ms=8.0, last_knee=True, method="crossing", crossing_ms=12.0)
+    assert result.methods == ("p99_threshold_crossing", "kneedle")
+    assert result.knee_qps == pytest.approx(threshold_crossing(x, y, 12.0))
+    assert result.knee_qps_second_method == find_knee(x, y, slo_p99_ms=8.0, last_knee=True).knee_qps
+    assert result.knee_p99_ms == 12.0
+    no_threshold = find_knee(x, y, slo_p99_ms=8.0, method="crossing")
+    assert no_threshold.knee_qps is None and no_threshold.knee_qps_second_method is not None
+    with pytest.raises(ConfigError, match=r"crossing_ms=-1\.0 must be a positive"):
+        find_knee(x, y, slo_p99_ms=8.0, method="crossing", crossing_ms=-1.0)

@@ -52,7 +52,7 @@ def test_config_rejects_a_ramp_too_short_to_detect_anything() -> None:
 
 
 def test_config_rejects_an_unknown_knee_method() -> None:
-    with pytest.raises(ConfigError, match=r"--knee-method 'hinge': use one of kneedle, two-segment"):
+    with pytest.raises(ConfigError, match=r"--knee-method 'hinge': use one of kneedle, two-segment, crossing"):
         ProbeConfig("http://h/work", "http://h/metrics", None, knee_method="hinge", loadgen="x")
 
 
@@ -156,6 +156,29 @@ def test_probe_stops_the_load_generator_when_the_detector_fires(
     assert report["settings"]["go_version"] == "go1.27.3"
     assert set(report["boundary_event"]["profiles"]) == {"goroutine", "heap"}
     json.dumps(report, allow_nan=False)  # strict JSON
+
+
+def test_the_crossing_knee_is_where_p99_crossed_the_detectors_threshold(
+    fake_service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "fake-gosvc"
+    script.write_text(f"#!{sys.executable}\n{FAKE_LOADGEN}")
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_KNEE_STEP", "6")
+    monkeypatch.setenv("FAKE_SIGTERM_FILE", str(tmp_path / "sigterm"))
+    config = ProbeConfig.from_cli(
+        fake_service, loadgen=str(script), ramp=Ramp(100, 100, 2), max_qps=3000, profile_dir=str(tmp_path / "prof"),
+        confirm_intervals=2, knee_method="crossing",
+    )  # fmt: skip
+    report = run_probe(config)
+    assert report["knee_method"] == "crossing"
+    assert report["knee_methods"] == ["p99_threshold_crossing", "kneedle"]
+    threshold = next(s["threshold"] for s in report["stop_reason"] if s["name"] == "p99_rise")
+    # Step 5 (600 qps) is at 2.05 ms, step 6 (700 qps) at 40 ms: the crossing lies between, interpolated.
+    assert 4 * 2.0 <= threshold < 40.0
+    assert report["knee_qps"] == pytest.approx(600.0 + 100.0 * (threshold - 2.05) / (40.0 - 2.05))
+    assert report["knee_p99_ms"] == pytest.approx(threshold)
+    assert report["knee_qps_second_method"] is not None and 500 <= report["knee_qps_second_method"] <= 700
 
 
 def test_probe_needs_a_running_service(tmp_path: Path) -> None:

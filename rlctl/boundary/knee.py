@@ -36,8 +36,12 @@ from rlctl.errors import ConfigError
 DEFAULT_AGREEMENT = 0.10
 
 #: The methods a report's ``knee_qps`` can come from (the other one is its cross-check).
-KNEE_METHODS = ("kneedle", "two-segment")
-_METHOD_NAMES = {"kneedle": "kneedle", "two-segment": "two_segment_least_squares"}
+KNEE_METHODS = ("kneedle", "two-segment", "crossing")
+_METHOD_NAMES = {
+    "kneedle": "kneedle",
+    "two-segment": "two_segment_least_squares",
+    "crossing": "p99_threshold_crossing",
+}
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,24 @@ def two_segment_knee(loads: npt.ArrayLike, p99s: npt.ArrayLike) -> float | None:
     return best
 
 
+def threshold_crossing(loads: npt.ArrayLike, p99s: npt.ArrayLike, threshold_ms: float) -> float | None:
+    """The load of the last upward crossing of ``threshold_ms``, interpolated (None if none).
+
+    The crossing into the run of points over the threshold that ends the curve: a probe's
+    curve ends at the boundary it confirmed, and an earlier point over the threshold that the
+    curve came back from was a spike, not the boundary. None when the last point is not over
+    the threshold or every point is.
+    """
+    x, y = _clean_curve(loads, p99s)
+    if x.size < 2 or not y[-1] > threshold_ms:
+        return None
+    under = np.flatnonzero(y <= threshold_ms)
+    if under.size == 0:
+        return None
+    i = int(under[-1])
+    return float(x[i] + (x[i + 1] - x[i]) * (threshold_ms - y[i]) / (y[i + 1] - y[i]))
+
+
 def max_qps_at_slo(loads: npt.ArrayLike, p99s: npt.ArrayLike, slo_p99_ms: float) -> float | None:
     """The highest measured load with P99 <= SLO, interpolated to the SLO crossing.
 
@@ -197,6 +219,7 @@ def find_knee(
     envelope: bool = True,
     last_knee: bool = False,
     method: str = "kneedle",
+    crossing_ms: float | None = None,
 ) -> KneeResult:
     """Both knees of P99 against load, their agreement and the highest load in the SLO.
 
@@ -206,24 +229,32 @@ def find_knee(
     its cross-check. Kneedle's point of greatest curvature suits a curve that runs past the
     cliff; on a curve that ends at the cliff's first interval (a probe confirming on
     intervals) it comes early when P99 rises gradually, where the two-segment breakpoint
-    does not (see deploy/results/boundary-2026-11-28/).
+    does not (see deploy/results/boundary-2026-11-28/). ``crossing`` reports
+    :func:`threshold_crossing` of ``crossing_ms`` on the measured curve (a probe passes its
+    detector's P99-rise threshold) with Kneedle as its cross-check.
     """
     if not (math.isfinite(slo_p99_ms) and slo_p99_ms > 0):
         raise ConfigError(f"slo_p99_ms={slo_p99_ms!r} must be a positive number of milliseconds")
     if method not in KNEE_METHODS:
         raise ConfigError(f"knee method {method!r} is not one of {', '.join(KNEE_METHODS)}")
+    if method == "crossing" and not (crossing_ms is None or (math.isfinite(crossing_ms) and crossing_ms > 0)):
+        raise ConfigError(f"crossing_ms={crossing_ms!r} must be a positive number of milliseconds")
     kx, ky = lower_envelope(loads, p99s) if envelope else _clean_curve(loads, p99s)
     first = kneedle_knee(kx, ky, last=last_knee)
     second = two_segment_knee(kx, ky)
     names = (_METHOD_NAMES["kneedle"], _METHOD_NAMES["two-segment"])
     if method == "two-segment":
         first, second, names = second, first, names[::-1]
+    elif method == "crossing":
+        # No threshold (a detector without the P99-rise rule): no crossing, and the report says so.
+        crossing = None if crossing_ms is None else threshold_crossing(loads, p99s, crossing_ms)
+        first, second, names = crossing, first, (_METHOD_NAMES["crossing"], names[0])
     agreement = None
     if first is not None and second is not None and max(first, second) > 0:
         agreement = abs(first - second) / max(first, second)
     return KneeResult(
         knee_qps=first,
-        knee_p99_ms=interpolate_p99(kx, ky, first),
+        knee_p99_ms=crossing_ms if method == "crossing" and first is not None else interpolate_p99(kx, ky, first),
         knee_qps_second_method=second,
         agreement=agreement,
         agree=agreement is not None and agreement <= tolerance,

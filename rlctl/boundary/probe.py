@@ -125,8 +125,10 @@ class ProbeConfig:
     probe within two steps of the sweeps' knee and put the knees 12-21 % low (see
     deploy/results/boundary-2026-11-28/)."""
     knee_method: str = "kneedle"
-    """Which method gives the report's ``knee_qps``: "kneedle" or "two-segment" (the other is
-    the cross-check, ``knee_qps_second_method``). With ``confirm_intervals`` the curve ends in
+    """Which method gives the report's ``knee_qps``: "kneedle", "two-segment" (the other is
+    the cross-check, ``knee_qps_second_method``) or "crossing" (the load where P99 crossed the
+    detector's P99-rise threshold, interpolated between the steps around it; Kneedle
+    cross-checks it). With ``confirm_intervals`` the curve ends in
     the cliff's first step and Kneedle's knee comes early on gradual rises (mutex-contended
     test-bed: every probe of two runs 2-17 % below the sweeps); the two-segment fit did not
     (see deploy/results/boundary-2026-11-28/)."""
@@ -613,14 +615,17 @@ def build_report(
 
     steps = state.steps
     # The curve ends at the boundary the detector confirmed: the knee leading into it is the last one.
+    event = state.event
+    # The crossing method uses the P99 threshold the detector held the stopping sample to.
+    rise = [x.threshold for x in (event.signals if event else state.signals) if x.name == "p99_rise"]
     knee = find_knee(
         [s.offered_qps for s in steps],
         [s.p99_ms for s in steps],
         slo_p99_ms=config.slo_p99_ms,
         last_knee=True,
         method=config.knee_method,
+        crossing_ms=rise[0] if rise and math.isfinite(rise[0]) and rise[0] > 0 else None,
     )
-    event = state.event
     stop_step = steps[-1]
     report: dict[str, Any] = {
         "schema": REPORT_SCHEMA,

@@ -636,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--knee-method",
         default="kneedle",
-        help="the probes' --knee-method: kneedle or two-segment (the sweeps' ground truth does not change)",
+        help="the probes' --knee-method: kneedle, two-segment or crossing (the sweeps' ground truth does not change)",
     )
     parser.add_argument(
         "--iters-per-us",

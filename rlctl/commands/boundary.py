@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
             0, help="Also stop when the rule holds this many intervals in a row inside a step (0: off)."
         ),
         knee_method: str = typer.Option(
-            "kneedle", help="Method of the reported knee: kneedle or two-segment (the other cross-checks it)."
+            "kneedle",
+            help="Method of the reported knee: kneedle, two-segment or crossing (P99 over the detector's rise "
+            "threshold); the report cross-checks it with a second method.",
         ),
         plot: Path | None = typer.Option(None, "--plot", help="Also write P99-against-load as a PNG."),
         loadgen: str | None = typer.Option(None, help="gosvc binary (default: deploy/gosvc/bin/gosvc, then PATH)."),
