@@ -125,6 +125,16 @@ def fake_service() -> Iterator[str]:
         server.server_close()
 
 
+def fake_loadgen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The scripted load generator, its P99 jumping at step 6; SIGTERM is recorded in tmp_path/sigterm."""
+    script = tmp_path / "fake-gosvc"
+    script.write_text(f"#!{sys.executable}\n{FAKE_LOADGEN}")
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_KNEE_STEP", "6")
+    monkeypatch.setenv("FAKE_SIGTERM_FILE", str(tmp_path / "sigterm"))
+    return script
+
+
 @pytest.mark.parametrize(("confirm_intervals", "last_step", "confirmed_by"), [(2, 6, "intervals"), (0, 7, "steps")])
 def test_probe_stops_the_load_generator_when_the_detector_fires(
     fake_service: str,
@@ -134,11 +144,7 @@ def test_probe_stops_the_load_generator_when_the_detector_fires(
     last_step: int,
     confirmed_by: str,
 ) -> None:
-    script = tmp_path / "fake-gosvc"
-    script.write_text(f"#!{sys.executable}\n{FAKE_LOADGEN}")
-    script.chmod(0o755)
-    monkeypatch.setenv("FAKE_KNEE_STEP", "6")
-    monkeypatch.setenv("FAKE_SIGTERM_FILE", str(tmp_path / "sigterm"))
+    script = fake_loadgen(tmp_path, monkeypatch)
     config = ProbeConfig.from_cli(
         fake_service, loadgen=str(script), ramp=Ramp(100, 100, 2), max_qps=3000, profile_dir=str(tmp_path / "prof"),
         confirm_intervals=confirm_intervals,
@@ -161,11 +167,7 @@ def test_probe_stops_the_load_generator_when_the_detector_fires(
 def test_the_crossing_knee_is_where_p99_crossed_the_detectors_threshold(
     fake_service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script = tmp_path / "fake-gosvc"
-    script.write_text(f"#!{sys.executable}\n{FAKE_LOADGEN}")
-    script.chmod(0o755)
-    monkeypatch.setenv("FAKE_KNEE_STEP", "6")
-    monkeypatch.setenv("FAKE_SIGTERM_FILE", str(tmp_path / "sigterm"))
+    script = fake_loadgen(tmp_path, monkeypatch)
     config = ProbeConfig.from_cli(
         fake_service, loadgen=str(script), ramp=Ramp(100, 100, 2), max_qps=3000, profile_dir=str(tmp_path / "prof"),
         confirm_intervals=2, knee_method="crossing",
@@ -292,11 +294,7 @@ def test_gosvc_binary_is_built() -> None:
 def test_min_steps_holds_the_stop_until_enough_levels(
     fake_service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script = tmp_path / "fake-gosvc"
-    script.write_text(f"#!{sys.executable}\n{FAKE_LOADGEN}")
-    script.chmod(0o755)
-    monkeypatch.setenv("FAKE_KNEE_STEP", "6")
-    monkeypatch.setenv("FAKE_SIGTERM_FILE", str(tmp_path / "sigterm"))
+    script = fake_loadgen(tmp_path, monkeypatch)
     config = ProbeConfig.from_cli(
         fake_service, loadgen=str(script), ramp=Ramp(100, 100, 2), max_qps=3000, min_steps=10,
         profile_dir=str(tmp_path / "prof"),
