@@ -48,10 +48,10 @@ _METHOD_NAMES = {
 class KneeResult:
     """Both knees, how far apart they are, and the highest load inside the SLO.
 
-    ``agreement`` is ``|kneedle - hinge| / max(kneedle, hinge)`` (0 = identical); ``agree``
-    is that being within ``tolerance``. A knee is None when its method found none.
-    ``knee_qps`` comes from ``methods[0]`` and ``knee_qps_second_method`` from ``methods[1]``
-    (Kneedle first unless :func:`find_knee` was asked for the two-segment fit).
+    ``knee_qps`` comes from ``methods[0]`` (``method`` names it as ``--knee-method`` does)
+    and ``knee_qps_second_method``, its cross-check, from ``methods[1]``. ``agreement`` is
+    ``|knee - cross-check| / max(knee, cross-check)`` (0 = identical); ``agree`` is that
+    being within ``tolerance``. A knee is None when its method found none.
     """
 
     knee_qps: float | None

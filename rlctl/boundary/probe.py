@@ -128,10 +128,10 @@ class ProbeConfig:
     """Which method gives the report's ``knee_qps``: "kneedle", "two-segment" (the other is
     the cross-check, ``knee_qps_second_method``) or "crossing" (the load where P99 crossed the
     detector's P99-rise threshold, interpolated between the steps around it; Kneedle
-    cross-checks it). With ``confirm_intervals`` the curve ends in
-    the cliff's first step and Kneedle's knee comes early on gradual rises (mutex-contended
-    test-bed: every probe of two runs 2-17 % below the sweeps); the two-segment fit did not
-    (see deploy/results/boundary-2026-11-28/)."""
+    cross-checks it). With ``confirm_intervals`` the curve ends in the cliff's first step, where
+    Kneedle's knee comes early on gradual rises; on the test-bed with 3 intervals the crossing
+    was within 10 % of the sweeps in 6 of 6 configuration-runs, Kneedle in 2 (see
+    deploy/results/boundary-2026-11-28/)."""
     warmup_outlier_ratio: float = 2.0
     """Warm-up steps with a P99 over this many times the lowest warm-up P99 are taken for
     interference and not learned (see :class:`DetectorConfig`)."""
