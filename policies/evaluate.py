@@ -13,6 +13,9 @@ within 5 % of the best P99), started early enough to be ready, with the best sta
 knobs in hindsight (of :func:`oracle_runtimes`: Go's defaults, or GOGC 200-800 with large pools),
 plus the fewest extra replicas that remove
 the misses its own rollout shows (:func:`oracle_rollout`) — a lower bound on cost.
+``oracle-reactive[-<headroom>]`` (:class:`ReactiveOracle`) has the same capacity model without
+the foresight: it sizes for the last observed load, so it shows what any controller without a
+forecast pays on a burst.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,6 +193,43 @@ class OracleController(Controller):
         return out
 
 
+class ReactiveOracle(OracleController):
+    """The oracle's exact capacity model without its foresight: what a reactive controller
+    with a perfect model of the service could do.
+
+    At each decision it asks for the fewest replicas that would have met the SLO (at 90 % of
+    it, as the oracle plans) under the *last observed* step's load times ``headroom`` and
+    that step's faults, with the oracle's usual runtime pick (GOGC 800, largest pools), and
+    scales down only to the highest of those counts over the last ``stabilise_s`` (the
+    Kubernetes HPA's 300 s scale-down stabilisation window: without it, it is caught short by
+    every burst that returns). It does not know the next load, does not start replicas early,
+    and adds nothing for its own misses (the oracle's hindsight passes). Its ``headroom``
+    sweep is the frontier of cost against misses for control without a forecast.
+    """
+
+    def __init__(
+        self,
+        headroom: float = 1.0,
+        runtime: Knobs | None = None,
+        name: str | None = None,
+        stabilise_s: float = 300.0,
+    ) -> None:
+        super().__init__(runtime=runtime, lookahead=False, headroom=headroom)
+        self.name = name or ("oracle-reactive" if headroom == 1.0 else f"oracle-reactive-{headroom:g}")
+        self.stabilise_s = stabilise_s
+
+    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        out = knobs.copy()
+        if self.runtime is not None:
+            out[:] = clamp_array(self.runtime.to_array(), self.bounds)
+        # Decision i sees the telemetry of step i - 1 (step 0: the initial window, the first load).
+        last = min(max(self._t - 1, 0), self.plan.shape[1] - 1)
+        span = max(round(self.stabilise_s / self.interval_s), 1)
+        out[:, KNOB_COL["replicas"]] = self.plan[:, max(last - span + 1, 0) : last + 1].max(axis=1)
+        self._t += 1
+        return out
+
+
 def prepare_oracle(controller: OracleController, batch: ServiceBatch) -> None:
     """Compute, for every row and step, the fewest ready replicas meeting the SLO, and
     request them ``replica_start_s`` ahead (plus the restarts after pod kills)."""
@@ -239,6 +280,14 @@ def prepare_oracle(controller: OracleController, batch: ServiceBatch) -> None:
         for i in range(t):
             plan[row, i] = need[row, i : i + lead[row] + 1].max()
     controller.plan = plan
+
+
+def _prepare_reactive(controller: Controller, batch: ServiceBatch) -> None:
+    """:func:`prepare_oracle` for a :class:`ReactiveOracle`, bare or under the guard."""
+    inner = controller if isinstance(controller, ReactiveOracle) else getattr(controller, "inner", None)
+    if not isinstance(inner, ReactiveOracle):
+        raise TypeError(f"{controller.name} is not a reactive oracle")
+    prepare_oracle(inner, batch)
 
 
 def _miss_spans(missed: npt.NDArray[np.bool_], gap: int, lead: int) -> npt.NDArray[np.bool_]:
@@ -388,7 +437,8 @@ def make_baseline(name: str, config: EnvConfig, profile: ServiceProfile) -> Cont
         inner = name.removesuffix("+guard")
         if inner in ("hpa-tuned", "oracle"):
             raise ConfigError(
-                f"baseline {name!r}: the SLO guard wraps hpa, hpa-<target>, threshold or static; {inner} is picked "
+                f"baseline {name!r}: the SLO guard wraps hpa, hpa-<target>, threshold, static or oracle-reactive; "
+                f"{inner} is picked "
                 "or planned in hindsight without it. Use e.g. hpa-0.6+guard"
             )
         from policies.guard import GuardConfig, SLOGuard
@@ -409,8 +459,21 @@ def make_baseline(name: str, config: EnvConfig, profile: ServiceProfile) -> Cont
         return StaticController(dataclasses.replace(config.initial_knobs, gomaxprocs=quota))
     if name == "oracle":
         return OracleController(runtimes=oracle_runtimes(config))
+    if name == "oracle-reactive" or name.startswith("oracle-reactive-"):
+        rest = name.removeprefix("oracle-reactive").removeprefix("-")
+        try:
+            headroom = float(rest) if rest else 1.0
+        except ValueError:
+            headroom = math.nan
+        if not 1.0 <= headroom <= 4.0:
+            raise ConfigError(
+                f"baseline {name!r}: the headroom after oracle-reactive- must be a number in [1, 4], "
+                "e.g. oracle-reactive-1.3"
+            )
+        return ReactiveOracle(headroom, runtime=oracle_runtimes(config)[-1], name=name)
     raise ConfigError(
-        f"unknown baseline {name!r}; choose from hpa, hpa-tuned, hpa-<target>, threshold, static, oracle "
+        f"unknown baseline {name!r}; choose from hpa, hpa-tuned, hpa-<target>, threshold, static, oracle, "
+        "oracle-reactive[-<headroom>] "
         "(or one of the first four with +guard)"
     )
 
@@ -439,7 +502,9 @@ def evaluate(
                     runs[name]["hpa-tuned"] = rs
                 continue
             ctrl = make_baseline(c, config, profile) if isinstance(c, str) else c
-            if isinstance(ctrl, OracleController):
+            if isinstance(ctrl, ReactiveOracle) or isinstance(getattr(ctrl, "inner", None), ReactiveOracle):
+                results = rollout(ctrl, group, seeds, config, profile, prepare=_prepare_reactive)
+            elif isinstance(ctrl, OracleController):
                 results = oracle_rollout(ctrl, group, seeds, config, profile)
             else:
                 results = rollout(ctrl, group, seeds, config, profile)

@@ -185,3 +185,75 @@ def test_oracle_picks_the_best_static_runtime_knobs_per_service_in_hindsight() -
         assert p.scores["oracle_gogc"] in (100.0, 200.0, 400.0, 800.0)
         assert (p.series["gogc"] == p.scores["oracle_gogc"]).all()
     assert sum(p.scores["core_seconds"] for p in picked) < sum(d.scores["core_seconds"] for d in defaults)
+
+
+def test_reactive_oracle_pays_a_replica_start_on_a_burst_that_the_oracle_does_not() -> None:
+    """The reactive oracle has the oracle's capacity model but sees a load only after it came:
+    on a fourfold step it misses for about one replica start (30 s) where the clairvoyant oracle
+    misses nothing; on a constant load it runs the oracle's replicas; headroom buys replicas."""
+    from chaos.spec import LoadSpec, Scenario
+    from envs.profile import ServiceProfile
+    from envs.sim import EnvConfig
+    from policies.evaluate import ReactiveOracle, make_baseline, oracle_rollout, prepare_oracle, rollout
+
+    profile = ServiceProfile()
+    config = EnvConfig(episode_s=600, initial_knobs=Knobs(replicas=4))
+    step = Scenario(name="step", duration_s=600,
+                    load=LoadSpec(kind="step", base_qps=3000, step_qps=12000, at_s=300, noise=False))  # fmt: skip
+    flat = Scenario(name="flat", duration_s=600, load=LoadSpec(kind="constant", qps=9000, noise=False))
+    reactive = make_baseline("oracle-reactive", config, profile)
+    assert isinstance(reactive, ReactiveOracle) and reactive.name == "oracle-reactive"
+    r_step, r_flat = rollout(reactive, [step, flat], [0], config, profile, prepare=prepare_oracle)
+    o_step, o_flat = oracle_rollout(make_baseline("oracle", config, profile), [step, flat], [0], config, profile)
+    assert o_step.scores["slo_violation_minutes"] == 0.0
+    after = r_step.series["t_s"] > 300
+    missed_s = float((r_step.series["p99_ms"][after] > config.slo_p99_ms).sum() * config.dt_s)
+    assert profile.replica_start_s <= missed_s <= 2 * profile.replica_start_s + config.dt_s
+    # On a constant load it holds what the oracle holds once it has seen the load.
+    assert (r_flat.series["replicas"][1:] == o_flat.series["replicas"][-1]).all()
+    assert r_flat.scores["slo_violation_minutes"] <= o_flat.scores["slo_violation_minutes"] + 0.1
+    (wide,) = rollout(make_baseline("oracle-reactive-1.5", config, profile), [flat], [0], config, profile,
+                      prepare=prepare_oracle)  # fmt: skip
+    assert wide.series["replicas"][-1] > r_flat.series["replicas"][-1]
+    # Under the guard (evaluate prepares the wrapped oracle's plan) it misses less on the step.
+    from policies.evaluate import evaluate
+
+    report, _ = evaluate(["oracle-reactive", "oracle-reactive+guard"], [step], [0], config, profile)
+    scores = report["scenarios"]["step"]["controllers"]
+    assert scores["oracle-reactive"]["slo_violation_minutes"] == r_step.scores["slo_violation_minutes"]
+    guarded = scores["oracle-reactive+guard"]["slo_violation_minutes"]
+    assert guarded <= scores["oracle-reactive"]["slo_violation_minutes"]
+
+
+def test_reactive_oracle_scales_down_only_after_its_stabilisation_window() -> None:
+    """After the load falls it keeps the replicas the high load needed for 300 s (the HPA's
+    scale-down window), then runs what the low load needs; with no window it drops at once."""
+    from chaos.spec import LoadSpec, Scenario
+    from envs.profile import ServiceProfile
+    from envs.sim import EnvConfig
+    from policies.evaluate import ReactiveOracle, oracle_runtimes, prepare_oracle, rollout
+
+    profile = ServiceProfile()
+    config = EnvConfig(episode_s=900, initial_knobs=Knobs(replicas=8))
+    down = Scenario(name="down", duration_s=900,
+                    load=LoadSpec(kind="step", base_qps=12000, step_qps=3000, at_s=300, noise=False))  # fmt: skip
+    runtime = oracle_runtimes(config)[-1]
+    (held,) = rollout(ReactiveOracle(runtime=runtime), [down], [0], config, profile, prepare=prepare_oracle)
+    (eager,) = rollout(ReactiveOracle(runtime=runtime, stabilise_s=0), [down], [0], config, profile,
+                       prepare=prepare_oracle)  # fmt: skip
+    t, reps = held.series["t_s"], held.series["replicas"]
+    high, low = reps[(t > 200) & (t <= 300)].max(), reps[-1]
+    assert high > low
+    assert (reps[(t > 310) & (t <= 590)] == high).all()  # the window holds the high count
+    assert (reps[t > 620] == low).all()
+    assert (eager.series["replicas"][(t > 320) & (t <= 590)] == low).all()
+
+
+@pytest.mark.parametrize("name", ["oracle-reactive-x", "oracle-reactive-0.5", "oracle-reactive-9"])
+def test_reactive_oracle_rejects_a_bad_headroom_by_name(name: str) -> None:
+    from envs.profile import ServiceProfile
+    from envs.sim import EnvConfig
+    from policies.evaluate import make_baseline
+
+    with pytest.raises(ConfigError, match=r"oracle-reactive-1\.3"):
+        make_baseline(name, EnvConfig(), ServiceProfile())

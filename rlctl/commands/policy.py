@@ -150,8 +150,8 @@ def eval_cmd(
     baseline: Annotated[
         list[str] | None,
         typer.Option(
-            help="hpa, hpa-tuned, hpa-<target>, threshold, static, oracle; NAME+guard (e.g. hpa-0.6+guard) "
-            "runs that baseline under the SLO guard (repeatable)."
+            help="hpa, hpa-tuned, hpa-<target>, threshold, static, oracle, oracle-reactive[-<headroom>]; NAME+guard "
+            "(e.g. hpa-0.6+guard) runs that baseline under the SLO guard (repeatable)."
         ),
     ] = None,
     suite: Annotated[str | None, typer.Option(help="validation, train, smoke, or a scenario YAML/folder.")] = None,
