@@ -473,8 +473,7 @@ def make_baseline(name: str, config: EnvConfig, profile: ServiceProfile) -> Cont
         return ReactiveOracle(headroom, runtime=oracle_runtimes(config)[-1], name=name)
     raise ConfigError(
         f"unknown baseline {name!r}; choose from hpa, hpa-tuned, hpa-<target>, threshold, static, oracle, "
-        "oracle-reactive[-<headroom>] "
-        "(or one of the first four with +guard)"
+        "oracle-reactive[-<headroom>] (hpa, hpa-<target>, threshold, static and oracle-reactive also with +guard)"
     )
 
 
