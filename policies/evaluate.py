@@ -183,10 +183,15 @@ class OracleController(Controller):
         super().reset(n, bounds, interval_s)
         self._t = 0
 
-    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+    def _knobs(self, knobs: FloatArray) -> FloatArray:
+        """``knobs`` with the oracle's static runtime knobs, if it has them."""
         out = knobs.copy()
         if self.runtime is not None:
             out[:] = clamp_array(self.runtime.to_array(), self.bounds)
+        return out
+
+    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        out = self._knobs(knobs)
         col = min(self._t, self.plan.shape[1] - 1)
         out[:, KNOB_COL["replicas"]] = self.plan[:, col]
         self._t += 1
@@ -219,9 +224,7 @@ class ReactiveOracle(OracleController):
         self.stabilise_s = stabilise_s
 
     def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
-        out = knobs.copy()
-        if self.runtime is not None:
-            out[:] = clamp_array(self.runtime.to_array(), self.bounds)
+        out = self._knobs(knobs)
         # Decision i sees the telemetry of step i - 1 (step 0: the initial window, the first load).
         last = min(max(self._t - 1, 0), self.plan.shape[1] - 1)
         span = max(round(self.stabilise_s / self.interval_s), 1)
@@ -282,12 +285,10 @@ def prepare_oracle(controller: OracleController, batch: ServiceBatch) -> None:
     controller.plan = plan
 
 
-def _prepare_reactive(controller: Controller, batch: ServiceBatch) -> None:
-    """:func:`prepare_oracle` for a :class:`ReactiveOracle`, bare or under the guard."""
+def _reactive_oracle(controller: Controller) -> ReactiveOracle | None:
+    """The :class:`ReactiveOracle` that ``controller`` is or wraps (under the guard), else None."""
     inner = controller if isinstance(controller, ReactiveOracle) else getattr(controller, "inner", None)
-    if not isinstance(inner, ReactiveOracle):
-        raise TypeError(f"{controller.name} is not a reactive oracle")
-    prepare_oracle(inner, batch)
+    return inner if isinstance(inner, ReactiveOracle) else None
 
 
 def _miss_spans(missed: npt.NDArray[np.bool_], gap: int, lead: int) -> npt.NDArray[np.bool_]:
@@ -501,8 +502,11 @@ def evaluate(
                     runs[name]["hpa-tuned"] = rs
                 continue
             ctrl = make_baseline(c, config, profile) if isinstance(c, str) else c
-            if isinstance(ctrl, ReactiveOracle) or isinstance(getattr(ctrl, "inner", None), ReactiveOracle):
-                results = rollout(ctrl, group, seeds, config, profile, prepare=_prepare_reactive)
+            reactive = _reactive_oracle(ctrl)
+            if reactive is not None:
+                # The guard's rollout prepares the plan of the oracle it wraps.
+                plan = lambda _ctrl, batch, oracle=reactive: prepare_oracle(oracle, batch)  # noqa: E731
+                results = rollout(ctrl, group, seeds, config, profile, prepare=plan)
             elif isinstance(ctrl, OracleController):
                 results = oracle_rollout(ctrl, group, seeds, config, profile)
             else:
