@@ -130,8 +130,8 @@ class ProbeConfig:
     detector's P99-rise threshold, interpolated between the steps around it; Kneedle
     cross-checks it). With ``confirm_intervals`` the curve ends in the cliff's first step, where
     Kneedle's knee comes early on gradual rises; on the test-bed with 3 intervals the crossing
-    was within 10 % of the sweeps in 6 of 6 configuration-runs, Kneedle in 2 (see
-    deploy/results/boundary-2026-11-28/)."""
+    was within 10 % of the sweeps in 18 of 18 configuration-runs of the registered runs b12-b17,
+    Kneedle in 13 (see deploy/results/boundary-2026-11-28/)."""
     warmup_outlier_ratio: float = 2.0
     """Warm-up steps with a P99 over this many times the lowest warm-up P99 are taken for
     interference and not learned (see :class:`DetectorConfig`)."""
