@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := redis-server stress-ng ipmitool
+SYSTEM_PACKAGES := redis-server stress-ng ipmitool prometheus
 PYTEST_ARGS ?=
 
 .PHONY: demo test install system gosvc lint typecheck pytest clean
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed system gosvc
 
 system:
-	@missing=""; for b in redis-server stress-ng ipmitool; do command -v $$b >/dev/null || missing=1; done; \
+	@missing=""; for b in redis-server stress-ng ipmitool promtool; do command -v $$b >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	fi
