@@ -1,7 +1,7 @@
 """Validate Chaos Mesh manifests against the CRDs' ``openAPIV3Schema``.
 
-The CRDs live in ``schemas/chaos-mesh/*.yaml`` of the shared data folder: ``$RLCTL_SHARED``
-if set, else ``<repo>/../shared``. A CRD's schema is OpenAPI 3.0, a dialect of JSON Schema
+The CRDs ship inside this package, ``chaos/schemas/chaos-mesh/*.yaml`` (Apache-2.0, see the
+README beside them). A CRD's schema is OpenAPI 3.0, a dialect of JSON Schema
 draft 4 with a few extra keywords; :func:`openapi_to_draft4` rewrites those so that
 :class:`jsonschema.Draft4Validator` checks what the API server would:
 
@@ -26,7 +26,6 @@ default, rejects unknown fields rather than silently pruning a misspelt one.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -41,21 +40,16 @@ _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
-def shared_dir() -> Path:
-    """The shared data folder: ``$RLCTL_SHARED``, else ``<repo>/../shared``."""
-    env = os.environ.get("RLCTL_SHARED")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared"
+#: The Chaos Mesh CRDs shipped with rlctl.
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas" / "chaos-mesh"
 
 
-def schemas_dir() -> Path:
+def schemas_dir(path: Path = SCHEMAS_DIR) -> Path:
     """The folder of Chaos Mesh CRDs; a clear error if it is missing."""
-    path = shared_dir() / "schemas" / "chaos-mesh"
     if not path.is_dir() or not any(path.glob("*.yaml")):
         raise ChaosError(
-            f"no Chaos Mesh CRDs in {path}: set RLCTL_SHARED to the shared data folder "
-            "(the one holding schemas/chaos-mesh/*.yaml)"
+            f"no Chaos Mesh CRDs in {path}: the installation lost its package data "
+            "(chaos/schemas/chaos-mesh/*.yaml); reinstall rlctl (pip install .) or restore them from the repository"
         )
     return path
 

@@ -36,10 +36,33 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rlctl.contract import DEFAULT_SLO_P99_MS
 from rlctl.errors import ConfigError
+
+#: Load traces shipped inside this package (``chaos/traces``, see its README for provenance).
+TRACES_DIR = Path(__file__).resolve().parent / "traces"
+#: A scenario names a shipped trace as ``builtin:<file name>``.
+BUILTIN_PREFIX = "builtin:"
+#: The NASA Kennedy Space Center trace, July-August 1995, requests per minute.
+NASA_TRACE = "nasa-1995-requests-per-minute.txt.gz"
+
+
+def builtin_trace(name: str = NASA_TRACE) -> Path:
+    """The path of a trace shipped with rlctl; a clear error naming the file if it is absent.
+
+    Never a substitute: a suite or scenario that replays a trace must replay that trace, so a
+    broken installation stops here instead of quietly running another load.
+    """
+    path = TRACES_DIR / name
+    if not path.is_file():
+        shipped = sorted(p.name for p in TRACES_DIR.glob("*") if p.is_file() and p.name != "README.md")
+        raise ConfigError(
+            f"{BUILTIN_PREFIX}{name}: no such shipped trace in {TRACES_DIR} (shipped: {', '.join(shipped) or 'none'}); "
+            "name one of those, or reinstall rlctl if the file was removed from the installation"
+        )
+    return path
 
 
 class FaultKind(StrEnum):
@@ -199,7 +222,8 @@ class LoadSpec(BaseModel):
     - ``flash``: ``base_qps`` with a flash crowd to ``peak_qps`` at ``at_s``, rising over
       ``rise_s`` and decaying with time constant ``decay_s``
     - ``trace``: replay ``path`` (one value per line, requests per ``interval_s``) scaled
-      so its peak is ``peak_qps``, starting ``offset_s`` into the trace
+      so its peak is ``peak_qps``, starting ``offset_s`` into the trace; ``builtin:<file>``
+      names a trace shipped with rlctl (:func:`builtin_trace`)
     ``noise`` adds Poisson noise to the per-step request count (on by default).
     """
 
@@ -222,6 +246,16 @@ class LoadSpec(BaseModel):
     offset_s: float = Field(default=0.0, ge=0)
     time_scale: float = Field(default=1.0, gt=0)
     noise: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_builtin(cls, path: str | None) -> str | None:
+        if path is not None and path.startswith(BUILTIN_PREFIX):
+            try:
+                return str(builtin_trace(path.removeprefix(BUILTIN_PREFIX)))
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return path
 
     @model_validator(mode="after")
     def _check_trace(self) -> LoadSpec:
@@ -304,7 +338,10 @@ def scenario_from_dict(data: Any, *, source: str = "<scenario>") -> Scenario:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario YAML file; a relative trace path is taken from the file's folder."""
+    """Read and validate a scenario YAML file; a relative trace path is taken from the file's folder.
+
+    A trace that is not there is an error naming the file here, before anything runs.
+    """
     import yaml
 
     p = Path(path)
@@ -319,8 +356,14 @@ def load_scenario(path: str | Path) -> Scenario:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     scenario = scenario_from_dict(data, source=str(p))
-    if scenario.load.path and not Path(scenario.load.path).is_absolute():
-        candidate = (p.parent / scenario.load.path).resolve()
-        if candidate.exists():
-            scenario = scenario.model_copy(update={"load": scenario.load.model_copy(update={"path": str(candidate)})})
+    if scenario.load.path:
+        trace = Path(scenario.load.path)
+        candidate = trace if trace.is_absolute() else (p.parent / trace).resolve()
+        if not candidate.is_file():
+            raise ConfigError(
+                f"{p}: load.path {scenario.load.path!r}: no such file ({candidate}); give a path relative to the "
+                f"scenario file, an absolute path, or {BUILTIN_PREFIX}<name> for a trace shipped with rlctl "
+                f"(e.g. {BUILTIN_PREFIX}{NASA_TRACE})"
+            )
+        scenario = scenario.model_copy(update={"load": scenario.load.model_copy(update={"path": str(candidate)})})
     return scenario

@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from chaos.spec import FAULT_PARAMS, FaultKind, FaultSpec, LoadSpec, Scenario, ScenarioKind
+from chaos.spec import FAULT_PARAMS, NASA_TRACE, FaultKind, FaultSpec, LoadSpec, Scenario, ScenarioKind, builtin_trace
 from envs.profile import ServiceProfile
 
-TRACE_NAME = "nasa-1995-requests-per-minute.txt.gz"
+TRACE_NAME = NASA_TRACE
 #: Training replays only the first 31 days (July 1995) of the NASA trace; August is held out.
 TRAIN_TRACE_MINUTES = 31 * 24 * 60 - 12 * 60
 LOAD_KINDS: tuple[str, ...] = ("constant", "diurnal", "ramp", "step", "flash", "trace")
 
 
-def default_trace_path() -> Path | None:
-    """The shared NASA trace: ``$RLCTL_TRACE``, else ``../shared/traces`` next to the repo."""
-    env = os.environ.get("RLCTL_TRACE")
-    if env:
-        return Path(env)
-    return _shared_trace()
-
-
 @lru_cache(maxsize=1)
-def _shared_trace() -> Path | None:
-    # Looked up once per process: every random scenario asks, and resolving paths is slow.
-    here = Path(__file__).resolve().parent.parent
-    for base in (here.parent / "shared" / "traces", here / "shared" / "traces"):
-        if (base / TRACE_NAME).exists():
-            return base / TRACE_NAME
-    return None
+def default_trace_path() -> Path:
+    """The NASA trace shipped with rlctl (``chaos/traces``); a clear error if the file is absent.
+
+    Looked up once per process: every random scenario asks, and resolving paths is slow.
+    """
+    return builtin_trace(TRACE_NAME)
 
 
 def _fault_params(kind: FaultKind, rng: np.random.Generator) -> dict[str, float | int | str]:
@@ -64,8 +54,7 @@ def random_load(rng: np.random.Generator, capacity_qps: float, duration_s: float
     peak = float(rng.uniform(0.2, 0.75) * max_replicas * capacity_qps)
     base = float(peak * rng.uniform(0.1, 0.5))
     trace = default_trace_path()
-    kinds = [k for k in LOAD_KINDS if k != "trace" or trace is not None]
-    kind = str(rng.choice(kinds))
+    kind = str(rng.choice(LOAD_KINDS))
     if kind == "constant":
         return LoadSpec(kind="constant", qps=float(rng.uniform(base, peak)))
     if kind == "diurnal":

@@ -152,16 +152,15 @@ def test_unknown_kind_names_the_known_ones() -> None:
         schema.validate_manifest({"apiVersion": mesh.API_VERSION, "kind": "DNSChaos", "metadata": {"name": "x"}})
 
 
-def test_missing_schemas_dir_says_how_to_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("RLCTL_SHARED", str(tmp_path))
-    with pytest.raises(ChaosError, match=r"no Chaos Mesh CRDs in .*set RLCTL_SHARED"):
-        schema.validate_manifest(good())
+def test_missing_schemas_dir_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ChaosError, match=r"no Chaos Mesh CRDs in .*reinstall rlctl"):
+        schema.schemas_dir(tmp_path)
 
 
-def test_rlctl_shared_overrides_the_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    default = schema.schemas_dir()
-    target = tmp_path / "schemas" / "chaos-mesh"
-    target.mkdir(parents=True)
-    (target / "podchaos.yaml").write_text((default / "chaos-mesh.org_podchaos.yaml").read_text())
-    monkeypatch.setenv("RLCTL_SHARED", str(tmp_path))
-    assert schema.known_kinds() == ["PodChaos"]
+def test_the_crds_ship_inside_the_package() -> None:
+    # Every kind the renderer emits has its CRD in the package, next to the licence it came with.
+    assert schema.schemas_dir() == Path(schema.__file__).resolve().parent / "schemas" / "chaos-mesh"
+    assert (schema.SCHEMAS_DIR / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert schema.known_kinds() == sorted(
+        ["IOChaos", "NetworkChaos", "PodChaos", "Schedule", "StressChaos", "TimeChaos", "Workflow"]
+    )

@@ -1,8 +1,8 @@
 """The Kubernetes manifests in deploy/k8s: they build, validate, stay generated and stay least-privilege.
 
 Built-in kinds are checked with ``kubernetes-validate`` in strict mode (unknown fields are
-errors) against the newest Kubernetes it ships; the RayService against the KubeRay CRD in the
-shared folder; the Chaos Mesh examples are re-rendered with ``rlctl chaos render``.
+errors) against the newest Kubernetes it ships; the RayService against the KubeRay CRD shipped
+in ``rlctl/schemas``; the Chaos Mesh examples are re-rendered with ``rlctl chaos render``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chaos.schema import openapi_to_draft4, shared_dir
+from chaos.schema import openapi_to_draft4
 from rlctl import deploy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def pod_templates(docs: tuple[dict[str, Any], ...]) -> list[tuple[str, dict[str,
 def rayservice_validator() -> Any:
     import jsonschema
 
-    crd = yaml.safe_load((shared_dir() / "schemas" / "kuberay" / "ray.io_rayservices.yaml").read_text())
+    crd = yaml.safe_load(deploy.RAYSERVICE_CRD.read_text())
     (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return jsonschema.Draft4Validator(openapi_to_draft4(v1["schema"]["openAPIV3Schema"], strict=True))
 

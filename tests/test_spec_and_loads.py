@@ -94,3 +94,55 @@ def test_effects_table_maps_each_fault() -> None:
     t = effects_table(s.windows(), 20, 5.0)
     assert t[2, E["delay_ms"]] == 30 and t[5, E["jitter_ms"]] == 4 and t[6, E["delay_ms"]] == 0
     assert t[0, E["cpu_stress_cores"]] == 1.0 and t[1, E["cpu_stress_cores"]] == 0
+
+
+def test_a_builtin_trace_resolves_to_the_file_shipped_in_the_package() -> None:
+    import chaos.spec
+
+    spec = LoadSpec(kind="trace", path="builtin:nasa-1995-requests-per-minute.txt.gz")
+    assert spec.path is not None
+    path = Path(spec.path)
+    assert path.parent == Path(chaos.spec.__file__).resolve().parent / "traces" and path.is_file()
+    # 84,332 minutes of July and August 1995: the trace itself, not a stand-in.
+    assert read_trace(path).size == 84_332
+
+
+def test_an_unknown_builtin_trace_names_the_shipped_ones(tmp_path: Path) -> None:
+    bad = tmp_path / "s.yaml"
+    bad.write_text("name: x\nload:\n  kind: trace\n  path: builtin:nasa.txt\n")
+    with pytest.raises(ConfigError, match=r"builtin:nasa\.txt: no such shipped trace .*shipped: nasa-1995"):
+        load_scenario(bad)
+
+
+def test_a_missing_trace_file_is_refused_when_the_scenario_is_read(tmp_path: Path) -> None:
+    bad = tmp_path / "s.yaml"
+    bad.write_text("name: x\nload:\n  kind: trace\n  path: traces/gone.txt\n")
+    with pytest.raises(ConfigError, match=r"load.path 'traces/gone.txt': no such file .*builtin:"):
+        load_scenario(bad)
+
+
+def test_the_real_nasa_replay_reads_the_shipped_trace() -> None:
+    import chaos
+
+    scenario = load_scenario(Path(chaos.__file__).parent / "scenarios" / "real" / "nasa-replay.yaml")
+    assert scenario.load.path is not None
+    assert scenario.load.path.endswith("chaos/traces/nasa-1995-requests-per-minute.txt.gz")
+
+
+def test_a_suite_without_its_trace_fails_instead_of_swapping_the_scenario(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import chaos.spec
+    from envs.profile import ServiceProfile
+    from envs.scenarios import default_trace_path
+    from policies.suites import validation_suite
+
+    by_name = {s.name: s for s in validation_suite(ServiceProfile())}
+    assert by_name["bursty-nasa-replay"].load.kind == "trace"
+    monkeypatch.setattr(chaos.spec, "TRACES_DIR", tmp_path)
+    default_trace_path.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"builtin:nasa-1995-requests-per-minute\.txt\.gz: no such shipped trace"):
+            validation_suite(ServiceProfile())
+    finally:
+        default_trace_path.cache_clear()
