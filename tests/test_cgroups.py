@@ -1,0 +1,404 @@
+"""rlctl.cgroups on cgroup v1 and v2.
+
+Which test uses what:
+
+- ``test_v1_real_*``: the real cgroup v1 ``cpu`` (and ``cpuset``) controllers of this host
+  (needs root and a v1 host; fails, not skips, on a v1 host where they are not writable).
+- ``test_v2_real_mount_*``: a real ``cgroup2`` mount in a private mount namespace
+  (``unshare -m`` + ``mount -t cgroup2``), exercising what that mount offers: mkdir/rmdir,
+  ``cgroup.procs``, ``cgroup.subtree_control`` and the kernel's "no internal processes" rule.
+  On a host whose cpu controller is bound to cgroup v1 the mount offers no ``cpu``, so it
+  uses another domain controller offered there (e.g. hugetlb) for the subtree rules and
+  checks that CPU quotas are refused with the one clear error; with ``cpu`` offered it also
+  sets ``cpu.max`` and reads real throttling. Skipped only where the kernel refuses the mount.
+- ``test_v2_fixture_*``: a directory fixture reproducing the kernel's v2 file formats
+  (``cpu.max``, ``cpu.stat``, ``cpuset.cpus``, ``cpu.weight``, ``cgroup.subtree_control``);
+  always runs, so the v2 file protocol is tested even where no real mount is possible.
+- ``test_no_writable_*``: the one error where no hierarchy is writable (a missing root; a
+  v2 mount without the cpu controller; the real v1 controller seen by an unprivileged user).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rlctl import cgroups
+from rlctl.errors import ConfigError
+
+V1 = cgroups.V1_CPU_ROOT
+SPIN = [sys.executable, "-c", "while True: pass"]
+
+# Kernel formats (Documentation/admin-guide/cgroup-v2.rst, cgroup-v1/cpusets.rst, sched-bwc.rst).
+V2_CPU_STAT = (
+    "usage_usec 1234567\nuser_usec 1000000\nsystem_usec 234567\ncore_sched.force_idle_usec 0\n"
+    "nr_periods 40\nnr_throttled 4\nthrottled_usec 250000\nnr_bursts 0\nburst_usec 0\n"
+)
+V2_CPU_STAT_NO_CPU_CONTROLLER = "usage_usec 1234567\nuser_usec 1000000\nsystem_usec 234567\n"
+V1_CPU_STAT = "nr_periods 100\nnr_throttled 25\nthrottled_time 1500000000\nnr_bursts 0\nburst_time 0\n"
+
+
+def _cgroup_line(pid: int, hierarchy: str) -> str:
+    """The path of ``pid`` in one hierarchy of /proc/PID/cgroup ("cpu" for v1 cpu, "" for v2)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if hierarchy in (controllers.split(",") if hierarchy else [controllers]):
+            return path
+    return "?"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+
+
+# ----------------------------------------------------------------------------- v1, for real
+
+
+def _require_v1() -> cgroups.Cgroups:
+    if not (V1 / "cpu.cfs_quota_us").exists():
+        pytest.skip(f"not a cgroup v1 host ({V1} has no cpu.cfs_quota_us): the v2 tests cover this host")
+    found = cgroups.detect()  # a v1 host where this fails is a test failure: the error says why
+    assert found.version == 1 and found.root == V1
+    return found
+
+
+def test_v1_real_quota_process_throttling_and_removal() -> None:
+    """A 0.1-core group on the real v1 cpu controller throttles a spinning process; remove evacuates it."""
+    hierarchy = _require_v1()
+    name = f"rlctl-test-cgroups-{os.getpid()}"
+    spin = subprocess.Popen(SPIN)
+    group = V1 / name
+    try:
+        group = hierarchy.create(name, quota_cores=0.1)
+        assert group == V1 / name and not cgroups.is_v2(group)
+        assert cgroups.quota(group) == (10_000, 100_000)
+        assert cgroups.quota_cores(group) == pytest.approx(0.1)
+        assert (group / "cpu.cfs_quota_us").read_text().strip() == "10000"
+        cgroups.add(group, spin.pid)
+        assert cgroups.procs(group) == [spin.pid]
+        assert _cgroup_line(spin.pid, "cpu") == f"/{name}"
+        deadline = time.monotonic() + 5.0
+        stats = cgroups.throttling(group)
+        while (stats is None or stats.throttled_periods < 3) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            stats = cgroups.throttling(group)
+        assert stats is not None and stats.throttled_periods >= 3, stats
+        assert stats.periods >= stats.throttled_periods
+        # ~90 ms of every 100 ms period throttled: nanoseconds were turned into seconds.
+        assert 0.05 * stats.throttled_periods < stats.throttled_s < 0.1 * stats.throttled_periods + 0.05
+        cgroups.set_quota(group, None)
+        assert cgroups.quota_cores(group) is None and (group / "cpu.cfs_quota_us").read_text().strip() == "-1"
+        # Removal while the process still runs: it goes back to the root group, then the group goes.
+        assert cgroups.remove(group) is True
+        assert not group.exists()
+        assert spin.poll() is None and _cgroup_line(spin.pid, "cpu") == "/"
+        assert cgroups.remove(group) is False
+    finally:
+        _stop(spin)
+        cgroups.remove(group)
+    assert not group.exists()
+
+
+def test_v1_real_cpuset_twin_pins_the_process_and_is_removed() -> None:
+    """v1 cpusets live in a second hierarchy: the twin gets cpus and mems before the task joins."""
+    hierarchy = _require_v1()
+    if hierarchy.cpuset_root is None:
+        pytest.skip("no cgroup v1 cpuset controller mounted next to the cpu one")
+    name = f"rlctl-test-cpuset-{os.getpid()}/leaf"
+    sleeper = subprocess.Popen(["sleep", "30"])
+    top = V1 / name.split("/")[0]
+    twin_top = hierarchy.cpuset_root / name.split("/")[0]
+    try:
+        group = hierarchy.create(name, quota_cores=0.5, cpus="0")
+        twin = hierarchy.cpuset_root / name
+        assert (twin / "cpuset.cpus").read_text().strip() == "0"
+        assert (twin / "cpuset.mems").read_text().strip() == (hierarchy.cpuset_root / "cpuset.mems").read_text().strip()
+        assert cgroups.cpus(group) == "0"
+        assert cgroups.procs_files(group) == [group / "cgroup.procs", twin / "cgroup.procs"]
+        cgroups.add(group, sleeper.pid)
+        status = Path(f"/proc/{sleeper.pid}/status").read_text()
+        assert "Cpus_allowed_list:\t0\n" in status
+        assert _cgroup_line(sleeper.pid, "cpuset") == f"/{name}"
+        cgroups.remove(top)
+        assert not top.exists() and not twin_top.exists()
+        assert _cgroup_line(sleeper.pid, "cpuset") == "/" and _cgroup_line(sleeper.pid, "cpu") == "/"
+    finally:
+        _stop(sleeper)
+        cgroups.remove(top)
+        if twin_top.exists():
+            cgroups.remove(twin_top)
+
+
+# ----------------------------------------------------------------------------- v2, a real mount
+
+
+def _inside_cgroup2_mount(mnt: Path) -> dict[str, object]:
+    """Runs in the private mount namespace, ``mnt`` a fresh cgroup2 mount; returns what it saw."""
+    offered = (mnt / "cgroup.controllers").read_text().split()
+    seen: dict[str, object] = {"offered": offered}
+    if "cpu" in offered:
+        ctl = "cpu"
+    else:
+        # The cpu controller is bound to v1 here: quotas must be refused with the clear error...
+        try:
+            cgroups.detect(mnt)
+            raise AssertionError("detect() accepted a cgroup2 mount without the cpu controller")
+        except ConfigError as exc:
+            seen["cpu_refused"] = str(exc)
+        # ...and the subtree rules are tested with a domain controller the mount does offer.
+        ctl = next((c for c in ("pids", "memory", "io", "hugetlb", "rdma", "misc") if c in offered), "")
+    seen["controller"] = ctl
+    root_before = (mnt / "cgroup.subtree_control").read_text().split()
+    run = f"rlctl/test-{os.getpid()}"
+    sleeper = subprocess.Popen(["sleep", "30"])
+    created_rlctl = not (mnt / "rlctl").exists()
+    try:
+        hierarchy = cgroups.detect(mnt, controllers=(ctl,) if ctl else ())
+        assert hierarchy.version == 2 and hierarchy.root == mnt, hierarchy
+        leaf = hierarchy.create(f"{run}/r0", quota_cores=0.25 if ctl == "cpu" else None)
+        assert cgroups.is_v2(leaf) and (leaf / "cgroup.controllers").exists()
+        if ctl:
+            # The kernel only shows a controller in a child once the parent offers it.
+            for node in (mnt, mnt / "rlctl", mnt / run):
+                assert ctl in (node / "cgroup.subtree_control").read_text().split(), node
+            assert ctl in (leaf / "cgroup.controllers").read_text().split()
+        cgroups.add(leaf, sleeper.pid)
+        assert cgroups.procs(leaf) == [sleeper.pid]
+        seen["proc_cgroup"] = _cgroup_line(sleeper.pid, "")
+        if ctl:
+            # "No internal processes": an inner node that offers controllers refuses tasks.
+            try:
+                cgroups.add(mnt / run, sleeper.pid)
+                seen["internal_process"] = "accepted"
+            except OSError as exc:
+                seen["internal_process"] = f"refused: {exc.strerror}"
+        if ctl == "cpu":
+            assert (leaf / "cpu.max").read_text() == "25000 100000\n"
+            seen["throttling"] = str(cgroups.throttling(leaf))
+        else:
+            # cpu.stat exists without the cpu controller but has no throttling counters.
+            assert "nr_throttled" not in (leaf / "cpu.stat").read_text()
+            assert cgroups.throttling(leaf) is None
+        # rmdir of a populated v2 group fails: remove() must move the task to the root first.
+        try:
+            leaf.rmdir()
+            seen["rmdir_populated"] = "accepted"
+        except OSError as exc:
+            seen["rmdir_populated"] = f"refused: {exc.strerror}"
+        assert cgroups.remove(mnt / run) is True
+        assert not (mnt / run).exists()
+        seen["after_remove"] = _cgroup_line(sleeper.pid, "")
+        assert sleeper.poll() is None
+    finally:
+        _stop(sleeper)
+        cgroups.remove(mnt / run)
+        if created_rlctl:
+            cgroups.remove(mnt / "rlctl")
+        # The v2 hierarchy is the host's one: give the root back the controllers it offered.
+        for c in (mnt / "cgroup.subtree_control").read_text().split():
+            if c not in root_before:
+                (mnt / "cgroup.subtree_control").write_text(f"-{c}")
+    return seen
+
+
+def test_v2_real_mount_in_a_private_namespace(tmp_path: Path) -> None:
+    """A real cgroup2 mount (private mount namespace): groups, leaves, subtree control, removal."""
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None or "cgroup2" not in Path("/proc/filesystems").read_text():
+        pytest.skip("a private cgroup2 mount needs root, unshare(1) and cgroup2 in /proc/filesystems")
+    mnt = tmp_path / "cg2"
+    mnt.mkdir()
+    out = tmp_path / "seen.json"
+    script = 'mount -t cgroup2 none "$1" || exit 99; exec "$2" "$3" --inside-cgroup2-mount "$1" "$4"'
+    argv = [unshare, "-m", "--propagation", "private", "sh", "-c", script, "sh", str(mnt), sys.executable,
+            __file__, str(out)]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    if r.returncode == 99 or ("Operation not permitted" in r.stderr and not out.exists()):
+        pytest.skip(f"the kernel refused a private cgroup2 mount: {r.stderr.strip()[-300:]}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    seen = json.loads(out.read_text())
+    print("real cgroup2 mount:", json.dumps(seen))
+    assert seen["proc_cgroup"].endswith(f"/rlctl/test-{seen['pid']}/r0"), seen
+    assert seen["after_remove"] == "/", seen  # evacuated to the root group, not killed
+    assert seen["rmdir_populated"].startswith("refused"), seen
+    if seen["controller"]:
+        assert seen["internal_process"].startswith("refused"), seen
+    if "cpu" not in seen["offered"]:
+        assert "offers" in seen["cpu_refused"] and "(no cpu)" in seen["cpu_refused"], seen
+        assert "RLCTL_CGROUP_ROOT" in seen["cpu_refused"], seen
+
+
+# ----------------------------------------------------------------------------- v2, a fixture
+
+
+def _v2_node(path: Path, *, controllers: str, cpu: bool) -> Path:
+    """One cgroup v2 directory as the kernel populates it (a fixture: plain files)."""
+    path.mkdir(parents=True, exist_ok=True)
+    files = {"cgroup.controllers": f"{controllers}\n", "cgroup.subtree_control": "\n", "cgroup.procs": "",
+             "cgroup.type": "domain\n", "cpu.stat": V2_CPU_STAT if cpu else V2_CPU_STAT_NO_CPU_CONTROLLER}  # fmt: skip
+    if cpu:
+        files |= {"cpu.max": "max 100000\n", "cpu.weight": "100\n", "cpuset.cpus": "\n", "cpuset.mems": "\n"}
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return path
+
+
+@pytest.fixture
+def v2_tree(tmp_path: Path) -> Path:
+    """``root/rlctl/run/r0`` of a cgroup v2 host, files in the kernel's formats, before rlctl writes."""
+    root = _v2_node(tmp_path / "cgroup", controllers="cpuset cpu io memory hugetlb pids rdma misc", cpu=True)
+    _v2_node(root / "rlctl", controllers="cpuset cpu", cpu=True)
+    _v2_node(root / "rlctl" / "run", controllers="cpuset cpu", cpu=True)
+    _v2_node(root / "rlctl" / "run" / "r0", controllers="cpuset cpu", cpu=True)
+    return root
+
+
+def test_v2_fixture_detect_create_quota_weight_cpuset_and_procs(v2_tree: Path) -> None:
+    """The v2 file protocol: detection, subtree_control on every inner node, cpu.max, cpu.weight, cpuset.cpus."""
+    hierarchy = cgroups.detect(v2_tree)
+    assert (hierarchy.version, hierarchy.root, hierarchy.controllers) == (2, v2_tree, ("cpu",))
+    leaf = hierarchy.create("rlctl/run/r0", quota_cores=0.5, shares=16384, cpus="0-1")
+    assert leaf == v2_tree / "rlctl" / "run" / "r0"
+    # Controllers are offered on the way down (root, rlctl, run), never in the leaf.
+    for node in (v2_tree, v2_tree / "rlctl", v2_tree / "rlctl" / "run"):
+        assert (node / "cgroup.subtree_control").read_text() == "+cpu +cpuset", node
+    assert (leaf / "cgroup.subtree_control").read_text() == "\n"
+    assert (leaf / "cpu.max").read_text() == "50000 100000\n"
+    assert cgroups.quota(leaf) == (50_000, 100_000) and cgroups.quota_cores(leaf) == 0.5
+    assert (leaf / "cpu.weight").read_text() == "1600\n"  # 16 x the default of 1024 shares = 16 x 100
+    assert (leaf / "cpuset.cpus").read_text() == "0-1\n" and cgroups.cpus(leaf) == "0-1"
+    assert not (leaf / "cpu.cfs_quota_us").exists()
+    cgroups.set_quota(leaf, None)
+    assert (leaf / "cpu.max").read_text() == "max 100000\n" and cgroups.quota(leaf) == (-1, 100_000)
+    cgroups.set_quota(leaf, 0.0001)
+    assert (leaf / "cpu.max").read_text() == "1000 100000\n"  # the kernel's minimum quota
+    assert cgroups.quota_file(leaf) == leaf / "cpu.max"
+    assert cgroups.procs_files(leaf) == [leaf / "cgroup.procs"]
+    cgroups.add(leaf, 4242)
+    assert (leaf / "cgroup.procs").read_text() == "4242"
+
+
+def test_v2_fixture_subtree_control_already_offered_is_not_rewritten(v2_tree: Path) -> None:
+    """An inner node that already offers cpu (the kernel shows "cpu", no "+") is left alone."""
+    for node in (v2_tree, v2_tree / "rlctl", v2_tree / "rlctl" / "run"):
+        (node / "cgroup.subtree_control").write_text("cpuset cpu io\n")
+    cgroups.detect(v2_tree).create("rlctl/run/r0", quota_cores=1.0)
+    for node in (v2_tree, v2_tree / "rlctl", v2_tree / "rlctl" / "run"):
+        assert (node / "cgroup.subtree_control").read_text() == "cpuset cpu io\n"
+
+
+def test_v2_fixture_throttling_units_are_normalised(v2_tree: Path, tmp_path: Path) -> None:
+    """v2 throttled_usec (µs) and v1 throttled_time (ns) both come back in seconds."""
+    leaf = v2_tree / "rlctl" / "run" / "r0"
+    assert cgroups.throttling(leaf) == cgroups.Throttling(periods=40, throttled_periods=4, throttled_s=0.25)
+    (leaf / "cpu.stat").write_text(V2_CPU_STAT_NO_CPU_CONTROLLER)
+    assert cgroups.throttling(leaf) is None  # cpu not offered by the parent: no counters
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cgroup.procs").write_text("")
+    (v1 / "cpu.stat").write_text(V1_CPU_STAT)
+    assert cgroups.throttling(v1) == cgroups.Throttling(periods=100, throttled_periods=25, throttled_s=1.5)
+
+
+def test_v2_fixture_journal_restores_cpu_max(v2_tree: Path, tmp_path: Path) -> None:
+    """``rlctl chaos cleanup`` restores a journaled v2 quota through cpu.max (no cpu.cfs_* files on v2)."""
+    from chaos.local.journal import Journal, revert_journal
+
+    leaf = v2_tree / "rlctl" / "run" / "r0"
+    journal = Journal.open("cg2-fixture", tmp_path / "state")
+    quota_us, period_us = cgroups.quota(leaf)
+    journal.record("quota", path=str(leaf), quota_us=quota_us, period_us=period_us)
+    cgroups.set_quota(leaf, 0.25)
+    done = revert_journal(journal)
+    assert f"restored {leaf}/cpu.max to -1" in done
+    assert (leaf / "cpu.max").read_text() == "max 100000\n"
+
+
+def test_detect_prefers_a_v1_cpu_controller_on_hybrid_hosts(tmp_path: Path) -> None:
+    """systemd's hybrid layout: v1 cpu at root/cpu and an empty cgroup2 at root/unified -> v1."""
+    (tmp_path / "cpu").mkdir()
+    for name, text in {"cgroup.procs": "", "cpu.cfs_quota_us": "-1\n", "cpu.cfs_period_us": "100000\n"}.items():
+        (tmp_path / "cpu" / name).write_text(text)
+    _v2_node(tmp_path / "unified", controllers="", cpu=False)
+    found = cgroups.detect(tmp_path)
+    assert (found.version, found.root, found.cpuset_root) == (1, tmp_path / "cpu", None)
+    assert cgroups.detect(tmp_path / "cpu").root == tmp_path / "cpu"  # the cpu mount itself as the root
+
+
+def test_detect_reads_the_root_from_the_environment(v2_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cgroups.ROOT_ENV, str(v2_tree))
+    assert cgroups.detect().root == v2_tree
+
+
+def test_create_refuses_a_name_outside_the_root(v2_tree: Path) -> None:
+    with pytest.raises(ConfigError, match="must name a group below"):
+        cgroups.detect(v2_tree).create("../elsewhere")
+
+
+# ----------------------------------------------------------------------------- nothing writable
+
+
+def test_no_writable_hierarchy_at_a_missing_root_is_one_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-cgroups-here"
+    with pytest.raises(ConfigError) as info:
+        cgroups.detect(missing, purpose="per-replica CPU quotas", alternative="--replica-cpu 0")
+    msg = str(info.value)
+    assert msg.startswith("per-replica CPU quotas need a writable cgroup CPU controller")
+    assert f"no cgroup v1 cpu controller at {missing / 'cpu'}" in msg
+    assert f"no cgroup v2 hierarchy at {missing}" in msg
+    assert "Run as root" in msg and "RLCTL_CGROUP_ROOT" in msg and "--replica-cpu 0" in msg
+
+
+def test_no_writable_hierarchy_v2_without_cpu_names_what_it_offers(tmp_path: Path) -> None:
+    _v2_node(tmp_path, controllers="memory pids", cpu=False)
+    with pytest.raises(ConfigError, match=r"is cgroup v2 but offers memory pids \(no cpu\)"):
+        cgroups.detect(tmp_path)
+
+
+def test_no_writable_hierarchy_for_an_unprivileged_user_on_the_real_v1_controller() -> None:
+    """The real v1 controller, seen by uid 65534: not writable, so the one error (exit 2 via ConfigError)."""
+    # The venv's interpreter may sit in root's home: use the system's, which any user can run
+    # (rlctl.cgroups needs only the standard library and rlctl.errors).
+    python = "/usr/bin/python3"
+    if not (V1 / "cpu.cfs_quota_us").exists() or os.geteuid() != 0 or not os.access(python, os.X_OK):
+        pytest.skip("needs root (to switch user), /usr/bin/python3 and the cgroup v1 cpu controller")
+    code = (
+        "import sys\nfrom rlctl import cgroups\nfrom rlctl.errors import ConfigError\n"
+        "try:\n    cgroups.detect(purpose='per-replica CPU quotas', alternative='--replica-cpu 0')\n"
+        "except ConfigError as exc:\n    print(f'{type(exc).__name__}: {exc}')\n    sys.exit(exc.exit_code)\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(Path(__file__).parents[1])}
+    r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                       user=65534, group=65534, cwd="/")  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stdout.startswith("ConfigError: per-replica CPU quotas need a writable cgroup CPU controller")
+    assert f"{V1} is the cgroup v1 cpu controller but not writable" in r.stdout
+
+
+def test_replica_manager_setup_raises_the_one_error(tmp_path: Path) -> None:
+    """The chaos backend's replica manager passes its root through and names its own way out."""
+    from chaos.local.replicas import ReplicaManager
+    from rlctl.contract import Knobs
+
+    mgr = ReplicaManager("gosvc", None, None, Knobs(), quota_cores=0.5, cgroup_root=tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"per-replica CPU quotas need .* --replica-cpu 0"):
+        mgr.setup()
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--inside-cgroup2-mount":
+    result = _inside_cgroup2_mount(Path(sys.argv[2]))
+    result["pid"] = os.getpid()
+    Path(sys.argv[3]).write_text(json.dumps(result))
