@@ -1,7 +1,7 @@
 """The policy against a tuned HPA on real Go processes: the suite behind ``rlctl validate-real``.
 
 Each run is ``rlctl chaos run SCENARIO --backend local --online`` with the settings below:
-every replica a ``gosvc serve`` in its own cgroup v1 CPU group (``REPLICA_CPU`` cores), so a
+every replica a ``gosvc serve`` in its own CPU cgroup, v1 or v2 (``REPLICA_CPU`` cores), so a
 replica adds real capacity; decisions through the production path (Redis, Ray Serve for the
 policy, the safety layer). The suite (``chaos/scenarios/real/``):
 
@@ -63,7 +63,7 @@ class RealConfig:
     """The test-bed settings every run of the suite shares."""
 
     replica_cpu: float = 0.25
-    """CPU quota per replica in cores (cgroup v1): one replica's knee is about 170 QPS."""
+    """CPU quota per replica in cores (a cgroup each, v1 or v2): one replica's knee is about 170 QPS."""
     cpu_us: int = 1000
     """CPU work per request (``gosvc serve --cpu-us``)."""
     replicas: int = 2

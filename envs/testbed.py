@@ -23,13 +23,12 @@ The measurement is built for a noisy shared host:
   neighbours.
 
 Knobs are set through the service's ``/admin/knobs`` (``PUT``, bearer token).
-:class:`TestBed` starts a private ``gosvc serve`` (optionally in a cgroup v1 CPU group
-with a quota) and always stops it and removes the group.
+:class:`TestBed` starts a private ``gosvc serve`` (optionally in a CPU cgroup with a quota,
+v1 or v2, see :mod:`rlctl.cgroups`) and always stops it and removes the group.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -57,13 +56,13 @@ from envs.calibrate import (
     curve_knee,
     host_cores,
 )
+from rlctl import cgroups
 from rlctl.contract import DEFAULT_SLO_P99_MS
-from rlctl.errors import ActuatorError, ConfigError, TelemetryError
+from rlctl.errors import ActuatorError, ConfigError, RlctlError, TelemetryError
 
 logger = logging.getLogger(__name__)
 
 NAN = float("nan")
-CGROUP_CPU_ROOT = Path("/sys/fs/cgroup/cpu")
 
 #: Settings fitted by default: a half fraction of the 2^3 design GOMAXPROCS {1,2} x GOGC {50,200} x
 #: pool {0,1024} (defining relation I = ABC), so each knob is seen at both levels.
@@ -653,36 +652,26 @@ class TestBed:
             self._tmp = None
 
 
-def _join_cgroup(pid: int, quota_cores: float, period_us: int = 100_000) -> Path:
-    """A new cgroup v1 CPU group with ``quota_cores`` of quota, holding ``pid``."""
-    if not (CGROUP_CPU_ROOT / "cgroup.procs").exists():
-        raise ConfigError(f"--cgroup-quota-cores needs the cgroup v1 CPU controller at {CGROUP_CPU_ROOT}")
-    path = CGROUP_CPU_ROOT / f"rlctl-calibrate-{os.getpid()}-{pid}"
+def _join_cgroup(pid: int, quota_cores: float, period_us: int = cgroups.PERIOD_US) -> Path:
+    """A new CPU cgroup (v1 or v2) with ``quota_cores`` of quota, holding ``pid``."""
+    hierarchy = cgroups.detect(purpose="--cgroup-quota-cores", alternative="drop --cgroup-quota-cores")
+    path = hierarchy.root / f"rlctl-calibrate-{os.getpid()}-{pid}"
     try:
-        path.mkdir()
-        (path / "cpu.cfs_period_us").write_text(str(period_us))
-        (path / "cpu.cfs_quota_us").write_text(str(round(quota_cores * period_us)))
-        (path / "cgroup.procs").write_text(str(pid))
+        hierarchy.create(path.name, quota_cores=quota_cores, period_us=period_us)
+        cgroups.add(path, pid)
     except OSError as exc:
         _remove_cgroup(path)
         raise ConfigError(f"cannot set up cgroup {path} ({exc.strerror}); run as root or drop the quota") from None
+    logger.info("test-bed pid %d in %s (%s, quota %g cores)", pid, path, hierarchy, quota_cores)
     return path
 
 
 def _remove_cgroup(path: Path) -> None:
-    for _ in range(100):
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            with contextlib.suppress(OSError):
-                for pid in (path / "cgroup.procs").read_text().split():
-                    with contextlib.suppress(OSError):
-                        (CGROUP_CPU_ROOT / "cgroup.procs").write_text(pid)
-            time.sleep(0.05)
-    logger.error("could not remove cgroup %s; remove it with `rmdir %s`", path, path)
+    """Remove the test-bed's group; a failure is logged (the caller is already unwinding)."""
+    try:
+        cgroups.remove(path, attempts=100)
+    except RlctlError as exc:
+        logger.error("%s; remove it with `rmdir %s`", exc, path)
 
 
 def measure_config_for(bed: TestBed, **overrides: Any) -> MeasureConfig:

@@ -2,7 +2,7 @@
 
 - :mod:`chaos.local.backend`: :class:`LocalBackend` runs a scenario under a controller.
 - :mod:`chaos.local.proxy`: ``gosvc proxy``, the balancer that injects network faults.
-- :mod:`chaos.local.replicas`: ``gosvc serve`` replicas in cgroup v1 CPU groups.
+- :mod:`chaos.local.replicas`: ``gosvc serve`` replicas in CPU cgroups (v1 or v2, :mod:`rlctl.cgroups`).
 - :mod:`chaos.local.faults`: what each fault kind does here (stress-ng, signals, proxy).
 - :mod:`chaos.local.journal`: the on-disk journal and :func:`cleanup`, which reverts a
   crashed run: ``rlctl chaos cleanup --backend local``.

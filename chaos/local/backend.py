@@ -33,7 +33,7 @@ from chaos.local.faults import Injection, LocalFaults, check_local
 from chaos.local.journal import Journal, revert_journal, stale_runs
 from chaos.local.process import become_subreaper, find_gosvc, reap_orphans
 from chaos.local.proxy import FaultProxy
-from chaos.local.replicas import ReplicaManager
+from chaos.local.replicas import ReplicaManager, detect_cgroups
 from chaos.record import RunRecord, fault_label
 from chaos.spec import FaultWindow, Scenario
 from policies.base import Controller
@@ -53,7 +53,7 @@ class LocalConfig(LiveConfig):
     stress_ng: str | None = None
     """stress-ng binary (default: PATH, else /usr/bin/stress-ng)."""
     replica_cpu: float | None = 0.5
-    """CPU quota per replica in cores, through its own cgroup v1 CPU group; None: no cgroup."""
+    """CPU quota per replica in cores, through its own CPU cgroup (v1 or v2); None: no cgroup."""
     cpu_us: int = 200
     """CPU work per request (``gosvc serve --cpu-us``)."""
     serve_args: tuple[str, ...] = ()
@@ -78,6 +78,8 @@ class LocalBackend:
         """Refuse, before anything starts, what cannot run here (faults, missing binaries)."""
         check_local(scenario, stress_ng=self.config.stress_ng)
         find_gosvc(self.config.gosvc)
+        if self.config.replica_cpu:
+            detect_cgroups()  # no writable CPU cgroup: the one clear error now, not after the proxy started
         stale = stale_runs(self.config.state_dir)
         if stale:
             log.warning(
@@ -90,7 +92,7 @@ class LocalBackend:
         """What a run would do, one line per step (for ``--dry-run``)."""
         self.check(scenario)
         cfg = self.config
-        quota = f"{cfg.replica_cpu:g} core each (cgroup v1)" if cfg.replica_cpu else "no CPU quota"
+        quota = f"{cfg.replica_cpu:g} core each ({detect_cgroups()})" if cfg.replica_cpu else "no CPU quota"
         lines = [
             f"start gosvc proxy and {cfg.initial_knobs.replicas} gosvc serve replicas ({quota}) on loopback",
             f"replay load {scenario.load.kind} x{cfg.load_scale:g} for {scenario.duration_s:g}s; "

@@ -16,7 +16,8 @@ so a run killed at any instant (even by SIGKILL) can be reverted by another proc
              every process also carries ``RLCTL_CHAOS_RUN=<run-id>`` in its
              environment, so one spawned between the two writes is found too
   stopped    SIGCONT the pid (a replica frozen by a pod-failure fault)
-  quota      write the original ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` back
+  quota      write the original quota back (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``
+             on cgroup v1, ``cpu.max`` on v2; see :mod:`rlctl.cgroups`)
   cgroup     move any task left to the root cgroup and remove the directory
   =========  ====================================================================
 
@@ -41,14 +42,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlctl import cgroups
+from rlctl.cgroups import read_int as read_int  # re-exported for callers and tests
+from rlctl.cgroups import write_int as write_int
 from rlctl.errors import ChaosError, ConfigError
 
 log = logging.getLogger(__name__)
 
 #: Environment variable every process of a local run carries: ``RLCTL_CHAOS_RUN=<run-id>``.
 MARKER_ENV = "RLCTL_CHAOS_RUN"
-#: Root of the cgroup v1 CPU controller.
-CGROUP_CPU_ROOT = Path("/sys/fs/cgroup/cpu")
+#: Root of the cgroup v1 CPU controller (the hierarchy in use is detected by :mod:`rlctl.cgroups`).
+CGROUP_CPU_ROOT = cgroups.V1_CPU_ROOT
 _OWNER = "owner.json"
 
 
@@ -153,45 +157,6 @@ def kill_process_tree(pid: int, start_time: int | None, *, group: bool = True, g
     while time.monotonic() < deadline and is_alive(pid, start_time):
         time.sleep(0.02)
     return True
-
-
-# ----------------------------------------------------------------------- cgroups
-
-
-def read_int(path: Path) -> int:
-    return int(path.read_text().strip())
-
-
-def write_int(path: Path, value: int) -> None:
-    path.write_text(f"{value}\n")
-
-
-def remove_cgroup(path: Path) -> bool:
-    """Move tasks left in ``path`` (and below) to the root cgroup, then remove the directories."""
-    if not path.is_dir():
-        return False
-    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        _evacuate_and_rmdir(sub)
-    _evacuate_and_rmdir(path)
-    return True
-
-
-def _evacuate_and_rmdir(path: Path) -> None:
-    root_procs = CGROUP_CPU_ROOT / "cgroup.procs"
-    for _ in range(50):
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            # Still busy: a task is left (or exiting); move it out and try again.
-            with contextlib.suppress(OSError):
-                for pid in (path / "cgroup.procs").read_text().split():
-                    with contextlib.suppress(OSError):
-                        root_procs.write_text(pid)
-            time.sleep(0.05)
-    raise ChaosError(f"cannot remove cgroup {path}: it still holds tasks; check `cat {path}/cgroup.procs`")
 
 
 # ----------------------------------------------------------------------- the journal
@@ -358,17 +323,15 @@ def revert_journal(journal: Journal) -> list[str]:
     for e in reversed(by_kind.pop("quota", [])):
         path = Path(e["path"])
         if path.is_dir():
-            with contextlib.suppress(OSError):
-                write_int(path / "cpu.cfs_period_us", int(e["period_us"]))
-            write_int(path / "cpu.cfs_quota_us", int(e["quota_us"]))
-            done.append(f"restored {path}/cpu.cfs_quota_us to {e['quota_us']}")
+            cgroups.write_quota_us(path, int(e["quota_us"]), int(e["period_us"]))
+            done.append(f"restored {cgroups.quota_file(path)} to {e['quota_us']}")
         Path(e["_path"]).unlink(missing_ok=True)
     for e in sorted(by_kind.pop("cgroup", []), key=lambda e: len(Path(e["path"]).parts), reverse=True):
         path = Path(e["path"])
         if e.get("only_if_empty") and path.is_dir() and any(p.is_dir() for p in path.iterdir()):
             Path(e["_path"]).unlink(missing_ok=True)
             continue
-        if remove_cgroup(path):
+        if cgroups.remove(path):
             done.append(f"removed cgroup {path}")
         Path(e["_path"]).unlink(missing_ok=True)
     for kind, rest in by_kind.items():

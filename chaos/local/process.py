@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from chaos.local.journal import MARKER_ENV, Entry, Journal, kill_process_tree, proc_start_time
+from rlctl import cgroups
 from rlctl.errors import ChaosError
 
 log = logging.getLogger(__name__)
@@ -146,12 +147,16 @@ def spawn(
     """Record, then start ``argv`` in its own session, marked with the run id.
 
     With ``cgroup`` the process enters that cgroup before it execs (so every child it
-    forks is in it too): ``sh`` writes its own pid into ``cgroup.procs``, then execs.
+    forks is in it too): ``sh`` writes its own pid into the group's ``cgroup.procs`` (every
+    one :func:`rlctl.cgroups.procs_files` names, on v1 or v2), then execs; it exits with 1
+    instead when a write fails.
     """
     entry = journal.record("process", role=role, argv=list(argv), pid=None, group=True, **(detail or {}))
     full = list(argv)
     if cgroup is not None:
-        full = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup / "cgroup.procs"), *argv]
+        files = [str(f) for f in cgroups.procs_files(cgroup)]
+        join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 1; shift; done; shift; exec "$@"'
+        full = ["/bin/sh", "-c", join, "sh", *files, "--", *argv]
     child_env = {**os.environ, **(env or {}), MARKER_ENV: journal.run_id}
     try:
         proc = subprocess.Popen(

@@ -1,9 +1,12 @@
 """The local replica manager: ``gosvc serve`` processes behind the fault proxy.
 
 Each replica is a ``gosvc serve`` on a free loopback port. With a CPU quota, each runs in
-its own cgroup v1 CPU group, ``/sys/fs/cgroup/cpu/rlctl/<run-id>/<replica>``, with
-``cpu.cfs_quota_us / cpu.cfs_period_us`` = the quota in cores, so a replica has a real,
-fixed capacity (as a pod with a CPU limit has) however many cores the host has. A replica
+its own CPU cgroup, ``rlctl/<run-id>/<replica>`` under the hierarchy :mod:`rlctl.cgroups`
+detects (``/sys/fs/cgroup/cpu/...`` with ``cpu.cfs_quota_us`` on cgroup v1,
+``/sys/fs/cgroup/...`` with ``cpu.max`` on v2), with a quota of the given cores, so a
+replica has a real, fixed capacity (as a pod with a CPU limit has) however many cores the
+host has. On v2 ``rlctl`` and the run's node only offer the controller to the replicas'
+leaves and never hold processes themselves. A replica
 is moved into its cgroup right after it started, so its spin-loop calibration runs
 unthrottled; the first replica's calibration fixes the work per request (``--cpu-iters``)
 for all the others.
@@ -14,7 +17,7 @@ ones are taken out of rotation before SIGTERM), and carries out the pod faults:
 - pod kill: SIGKILL, out of rotation, a new process (a new port) after ``restart_delay_s``;
 - pod failure: SIGSTOP for the window, then SIGCONT (the proxy's health checks take a
   frozen replica out of rotation, as a readiness probe would);
-- CPU quota changes through ``cpu.cfs_quota_us``, the original written to the journal first.
+- CPU quota changes (``cpu.cfs_quota_us`` or ``cpu.max``), the original written to the journal first.
 
 Runtime knobs go to every replica's ``/admin/knobs`` (bearer token in the environment);
 a replica started later gets the current knobs as flags.
@@ -36,25 +39,21 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaos.local.journal import CGROUP_CPU_ROOT, Entry, Journal, proc_state, read_int, remove_cgroup, write_int
+from chaos.local.journal import Entry, Journal, proc_state
 from chaos.local.process import Managed, read_json_line, spawn
 from chaos.local.proxy import FaultProxy
+from rlctl import cgroups
 from rlctl.contract import Knobs
 from rlctl.errors import ChaosError
 
 log = logging.getLogger(__name__)
 
-CFS_PERIOD_US = 100_000
+CFS_PERIOD_US = cgroups.PERIOD_US
 
 
-def cgroup_v1_available(root: Path = CGROUP_CPU_ROOT) -> str | None:
-    """None when cgroup v1 CPU quotas can be set here, else the reason they cannot."""
-    quota = root / "cpu.cfs_quota_us"
-    if not quota.exists():
-        return f"no cgroup v1 CPU controller at {root} (cpu.cfs_quota_us missing)"
-    if not os.access(root, os.W_OK):
-        return f"{root} is not writable (run as root, or without per-replica CPU quotas: --replica-cpu 0)"
-    return None
+def detect_cgroups(root: Path | None = None) -> cgroups.Cgroups:
+    """The cgroup hierarchy per-replica CPU quotas go into (v1 or v2), or the one clear error."""
+    return cgroups.detect(root, purpose="per-replica CPU quotas", alternative="--replica-cpu 0")
 
 
 @dataclass
@@ -80,7 +79,8 @@ class Replica:
 class ReplicaManager:
     """Starts, scales, kills, freezes and re-quotas ``gosvc serve`` replicas of one run.
 
-    :param quota_cores: CPU quota per replica (cgroup v1), None for no cgroup.
+    :param quota_cores: CPU quota per replica (a cgroup each, v1 or v2), None for no cgroup.
+    :param cgroup_root: where to look for the cgroup hierarchy (default: :func:`rlctl.cgroups.detect`'s).
     :param cpu_us: CPU work per request (``gosvc serve --cpu-us``).
     :param serve_args: extra ``gosvc serve`` flags (e.g. ``--alloc-bytes``).
     """
@@ -98,6 +98,7 @@ class ReplicaManager:
         log_dir: Path | None = None,
         start_timeout_s: float = 10.0,
         admin_timeout_s: float = 1.0,
+        cgroup_root: Path | None = None,
     ) -> None:
         self.gosvc = gosvc
         self.journal = journal
@@ -113,6 +114,8 @@ class ReplicaManager:
         self.token = secrets.token_hex(16)
         self.replicas: dict[str, Replica] = {}
         self._next = 0
+        self.cgroup_root = cgroup_root
+        self.cgroups: cgroups.Cgroups | None = None
         self.base: Path | None = None
         self.restarts: dict[str, float] = {}  # replica name -> monotonic time it comes back
 
@@ -122,38 +125,30 @@ class ReplicaManager:
         """Create the run's cgroup (journaled first) when replicas get a CPU quota."""
         if self.quota_cores is None:
             return
-        why = cgroup_v1_available()
-        if why:
-            raise ChaosError(f"per-replica CPU quotas need cgroup v1: {why}")
-        parent = CGROUP_CPU_ROOT / "rlctl"
+        self.cgroups = detect_cgroups(self.cgroup_root)
+        parent = self.cgroups.root / "rlctl"
         # Shared by concurrent runs: whichever run ends last and finds it empty removes it.
         self.journal.record("cgroup", path=str(parent), only_if_empty=True)
         self.base = parent / self.journal.run_id
         self.journal.record("cgroup", path=str(self.base))
-        self.base.mkdir(parents=True, exist_ok=True)
+        self.cgroups.create(self.base.relative_to(self.cgroups.root))
+        log.info("replica cgroups under %s (%s)", self.base, self.cgroups)
 
     def _cgroup_for(self, name: str) -> Path | None:
-        if self.base is None or self.quota_cores is None:
+        if self.base is None or self.cgroups is None or self.quota_cores is None:
             return None
         path = self.base / name
-        if not path.exists():
-            path.mkdir()
-            write_int(path / "cpu.cfs_period_us", CFS_PERIOD_US)
-            write_int(path / "cpu.cfs_quota_us", max(1000, round(self.quota_cores * CFS_PERIOD_US)))
+        if not path.exists():  # a restarted replica keeps its slot's (possibly changed) quota
+            self.cgroups.create(path.relative_to(self.cgroups.root), quota_cores=self.quota_cores)
         return path
 
     def set_quota(self, replica: Replica, cores: float | None) -> None:
         """Change a replica's CPU quota (None: unlimited); the original goes to the journal first."""
         if replica.cgroup is None:
             raise ChaosError(f"replica {replica.name} has no cgroup: start the run with a per-replica CPU quota")
-        quota_file = replica.cgroup / "cpu.cfs_quota_us"
-        self.journal.record(
-            "quota",
-            path=str(replica.cgroup),
-            quota_us=read_int(quota_file),
-            period_us=read_int(replica.cgroup / "cpu.cfs_period_us"),
-        )
-        write_int(quota_file, -1 if cores is None else max(1000, round(cores * CFS_PERIOD_US)))
+        quota_us, period_us = cgroups.quota(replica.cgroup)
+        self.journal.record("quota", path=str(replica.cgroup), quota_us=quota_us, period_us=period_us)
+        cgroups.set_quota(replica.cgroup, cores, CFS_PERIOD_US)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -195,7 +190,7 @@ class ReplicaManager:
             self.cpu_iters = max(1, round(float(info["cpu_iters_per_us"]) * self.cpu_us))
         if rep.cgroup is not None:
             # Moved after calibration: cgroup.procs moves every thread of the process.
-            (rep.cgroup / "cgroup.procs").write_text(str(rep.proc.pid))
+            cgroups.add(rep.cgroup, rep.proc.pid)
         rep.url = f"http://{info['addr']}"
         rep.started_s = time.monotonic()
         self.proxy.add_upstream(rep.url)
@@ -221,11 +216,10 @@ class ReplicaManager:
         self.stop(rep)
         if rep.cgroup is not None:
             # Whatever else runs in the slot's cgroup (a stressor aimed at it) goes with it.
-            with contextlib.suppress(OSError):
-                for pid in (rep.cgroup / "cgroup.procs").read_text().split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
-            remove_cgroup(rep.cgroup)
+            for pid in cgroups.procs(rep.cgroup):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            cgroups.remove(rep.cgroup)
         self.replicas.pop(rep.name, None)
 
     def shutdown(self) -> None:
@@ -234,7 +228,7 @@ class ReplicaManager:
                 self.stop(rep, grace_s=1.0)
         self.restarts.clear()
         if self.base is not None:
-            remove_cgroup(self.base)
+            cgroups.remove(self.base)
 
     # ------------------------------------------------------------------ faults
 
@@ -350,8 +344,7 @@ class ReplicaManager:
         """The replica's CPU quota in cores (None: unlimited or no cgroup)."""
         if rep.cgroup is None:
             return None
-        quota = read_int(rep.cgroup / "cpu.cfs_quota_us")
-        return None if quota < 0 else quota / read_int(rep.cgroup / "cpu.cfs_period_us")
+        return cgroups.quota_cores(rep.cgroup)
 
     def total_quota(self) -> float:
         """CPU quota of all live replicas in cores (NaN without quotas)."""

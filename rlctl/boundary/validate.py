@@ -8,8 +8,9 @@
 
 (``--steady-minutes`` without ``--skip-comparison`` measures the knee first.) On a host
 shared with other work, ``--cpu-shares`` puts this process and everything it starts into
-a cgroup v1 group with that ``cpu.shares`` for the duration (removed afterwards), so the
-neighbours cannot starve the test-bed and move its capacity between phases.
+a CPU cgroup with that ``cpu.shares`` (v2: the same ratio in ``cpu.weight``) for the
+duration (removed afterwards), so the neighbours cannot starve the test-bed and move its
+capacity between phases.
 
 For each service configuration (CPU-bound; allocation-heavy with GOGC=25; mutex-contended):
 
@@ -44,8 +45,9 @@ measures the same service. Per-level and per-step P99 are aggregated identically
 M minutes and feeds the online detector (defaults: 5 s samples, 30-sample window) to
 check that it never fires below the boundary.
 
-``--automaxprocs`` runs the CPU-bound service inside a cgroup v1 CPU quota of one core
-(``/sys/fs/cgroup/cpu/rlctl-probe``; the load generator stays outside it) with
+``--automaxprocs`` runs the CPU-bound service inside a CPU quota of one core (the cgroup
+``rlctl-probe``, v1 ``/sys/fs/cgroup/cpu/rlctl-probe`` or v2 ``/sys/fs/cgroup/rlctl-probe``;
+the load generator stays outside it) with
 GOMAXPROCS 2 and then 1, and reports CFS throttling and the knee of each. The cgroup is
 always removed afterwards.
 
@@ -71,6 +73,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlctl import cgroups
 from rlctl.boundary.detector import BoundaryDetector, DetectorConfig
 from rlctl.boundary.knee import KNEE_METHODS, kneedle_knee, lower_envelope
 from rlctl.boundary.probe import ProbeConfig, Ramp, resolve_loadgen, run_probe, write_report
@@ -90,7 +93,6 @@ SWEEP_MIN_LEVELS = 15
 SWEEP_STEP_S = 4.0
 PROBE_STEPS_PER_K0 = 20
 PROBE_STEP_S = SWEEP_STEP_S  # the same dwell time: a GOMEMLIMIT-bound heap needs time to fill
-CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,29 +197,21 @@ CPU_SHARES = {"shares": 0}
 
 @contextlib.contextmanager
 def cpu_cgroup(pid: int, name: str, *, quota_cores: float | None = None, shares: int = 0) -> Iterator[Path]:
-    """Put ``pid`` (with its threads, and children it starts later) into a cgroup v1 cpu group.
+    """Put ``pid`` (with its threads, and children it starts later) into a CPU cgroup (v1 or v2).
 
-    ``quota_cores`` sets a CFS quota (period 100 ms); ``shares`` sets ``cpu.shares``. The
+    ``quota_cores`` sets a CFS quota (period 100 ms); ``shares`` a relative weight in
+    ``cpu.shares`` units (``cpu.weight`` on v2, see :func:`rlctl.cgroups.set_shares`). The
     tasks are always moved back to the root group and the cgroup removed afterwards.
     """
-    if not (CGROUP_ROOT / "cgroup.procs").exists():
-        raise ConfigError(f"no cgroup v1 cpu controller at {CGROUP_ROOT}; this mode needs one (and root)")
-    cgroup = CGROUP_ROOT / name
-    cgroup.mkdir(exist_ok=True)
+    hierarchy = cgroups.detect(purpose="--automaxprocs and --cpu-shares", alternative="run without them")
+    cgroup = hierarchy.create(name, quota_cores=quota_cores, shares=shares)
     try:
-        if quota_cores is not None:
-            (cgroup / "cpu.cfs_period_us").write_text("100000")
-            (cgroup / "cpu.cfs_quota_us").write_text(str(int(quota_cores * 100_000)))
-        if shares:
-            (cgroup / "cpu.shares").write_text(str(shares))
-        (cgroup / "cgroup.procs").write_text(str(pid))
-        logger.info("pid %d in %s (quota %s cores, shares %s)", pid, cgroup, quota_cores, shares or "default")
+        cgroups.add(cgroup, pid)
+        logger.info("pid %d in %s (%s, quota %s cores, shares %s)", pid, cgroup, hierarchy, quota_cores,
+                    shares or "default")  # fmt: skip
         yield cgroup
     finally:
-        for task in (cgroup / "cgroup.procs").read_text().split():
-            with contextlib.suppress(OSError):  # the task may have exited meanwhile
-                (CGROUP_ROOT / "cgroup.procs").write_text(task)
-        cgroup.rmdir()
+        cgroups.remove(cgroup)
         logger.info("removed %s", cgroup)
 
 
@@ -650,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cpu-shares",
         type=int,
         default=0,
-        help="run the test-bed and load generator in a cgroup v1 group with this cpu.shares "
+        help="run the test-bed and load generator in a CPU cgroup (v1 or v2) with this cpu.shares "
         "(e.g. 8192) so other tenants of a shared host cannot starve them; removed afterwards",
     )
     parser.add_argument(
