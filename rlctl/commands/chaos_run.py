@@ -55,7 +55,7 @@ def run(
     seed: int = typer.Option(0, "--seed", help="Seed of the simulator, the load's arrivals and fault targets."),
     load_scale: float = typer.Option(1.0, "--load-scale", help="local/k8s: multiply the scenario's load."),
     replica_cpu: float = typer.Option(
-        0.5, "--replica-cpu", help="local: CPU quota per replica in cores (cgroup v1); 0 = no cgroup."
+        0.5, "--replica-cpu", help="local: CPU quota per replica in cores (cgroup v1 or v2); 0 = no cgroup."
     ),
     cpu_us: int = typer.Option(200, "--cpu-us", help="local: CPU work per request (gosvc serve --cpu-us)."),
     interval_s: float = typer.Option(5.0, "--interval", help="local/k8s: seconds between controller decisions."),

@@ -73,7 +73,7 @@ def calibrate(
         None, help="CPU quota the service runs under (default: from /metrics, else host cores)."
     ),
     cgroup_quota_cores: float | None = typer.Option(
-        None, help="With --serve: run it in a cgroup v1 group with this CPU quota (root)."
+        None, help="With --serve: run it in a CPU cgroup (v1 or v2) with this CPU quota (root or a delegated cgroup)."
     ),
     nice: int = typer.Option(0, help="Niceness of the load generator (and of the --serve service); < 0 needs root."),
     base_profile: Path | None = typer.Option(

@@ -3,8 +3,9 @@
     rlctl validate-real --quick                      # one 3-minute run of the policy, online path
     rlctl validate-real --out deploy/results/real    # the suite: 4 scenarios x 2 repeats x controllers
 
-Needs root (cgroup v1 CPU quotas), redis-server, stress-ng and the gosvc binary
-(``make system gosvc``). Heavy imports happen inside the command.
+Needs root or a delegated cgroup (CPU quotas, cgroup v1 or v2; see :mod:`rlctl.cgroups`),
+redis-server, stress-ng and the gosvc binary (``make system gosvc``). Heavy imports happen
+inside the command.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def validate_real(
     first_repeat: int = typer.Option(
         1, "--first-repeat", help="Number of the first repeat: continue a suite in its --out folder (then --rebuild)."
     ),
-    replica_cpu: float = typer.Option(0.25, "--replica-cpu", help="CPU quota per replica in cores (cgroup v1)."),
+    replica_cpu: float = typer.Option(0.25, "--replica-cpu", help="CPU quota per replica in cores (cgroup v1 or v2)."),
     cpu_us: int = typer.Option(1000, "--cpu-us", help="CPU work per request (gosvc serve --cpu-us)."),
     max_replicas: int = typer.Option(5, "--max-replicas", help="Most replicas a controller may run."),
     gosvc: Path | None = typer.Option(None, "--gosvc", help="gosvc binary (default deploy/gosvc/bin/gosvc)."),
