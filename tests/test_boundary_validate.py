@@ -98,7 +98,7 @@ def test_one_calibration_is_measured_and_every_service_of_the_run_gets_it(
         assert svc.started["cpu_iters_per_us"] == 250.5
         with urllib.request.urlopen(svc.url + "/metrics", timeout=10) as resp:
             text = resp.read().decode()
-        assert "gosvc_cpu_iters_per_us 250.5" in text
+        assert "gosvc_spin_iterations_per_cpu_second 2.505e+08" in text  # per second of CPU: 250.5 per us
     # ... and calibrate itself still measures (it does not read back the fixed value).
     again = validate.calibrate(gosvc, tmp_path, starts=1)
     assert again["starts"][0] != 250.5

@@ -235,7 +235,7 @@ func (s *Server) writeService(pw *promtext.Writer) {
 	pw.Single("gosvc_inflight_requests", "Requests to /work currently being served.", "gauge", float64(s.m.inflight.Value()))
 	pw.Single("gosvc_downstream_requests_total", "Calls made to the downstream service.", "counter", float64(s.m.downstreamRequests.Value()))
 	pw.Single("gosvc_downstream_errors_total", "Downstream calls that failed or returned >= 400.", "counter", float64(s.m.downstreamErrors.Value()))
-	pw.Single("gosvc_cpu_iters_per_us", "Calibrated Spin iterations per microsecond of CPU (converts --cpu-us).", "gauge", s.itersPerUs)
+	pw.Single("gosvc_spin_iterations_per_cpu_second", "Calibrated Spin iterations per second of CPU time (converts --cpu-us and --mutex-us).", "gauge", s.itersPerUs*1e6)
 
 	k := s.Knobs()
 	pw.Single("gosvc_knob_gomaxprocs", "Current GOMAXPROCS knob.", "gauge", float64(k.GOMAXPROCS))

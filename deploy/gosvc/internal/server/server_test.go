@@ -85,7 +85,7 @@ func value(t *testing.T, fams map[string]*promtext.Family, family, sample string
 }
 
 func TestMetricsExpositionValid(t *testing.T) {
-	_, ts := newTestServer(t, Config{Work: Work{CPUUs: 50, AllocBytes: 4096, AllocCount: 2, MutexUs: 10}})
+	s, ts := newTestServer(t, Config{Work: Work{CPUUs: 50, AllocBytes: 4096, AllocCount: 2, MutexUs: 10}})
 	for i := 0; i < 20; i++ {
 		if code, body := get(t, ts.URL+"/work"); code != 200 {
 			t.Fatalf("/work: %d %s", code, body)
@@ -107,6 +107,7 @@ func TestMetricsExpositionValid(t *testing.T) {
 		"http_request_errors_total": "counter", "gosvc_pool_hits_total": "counter", "gosvc_pool_misses_total": "counter",
 		"gosvc_inflight_requests": "gauge", "gosvc_knob_gomaxprocs": "gauge", "gosvc_knob_gogc": "gauge",
 		"gosvc_knob_gomemlimit_bytes": "gauge", "gosvc_knob_object_pool_size": "gauge", "gosvc_knob_conn_pool_size": "gauge",
+		"gosvc_spin_iterations_per_cpu_second": "gauge",
 	}
 	for name, typ := range want {
 		f, ok := fams[name]
@@ -129,6 +130,10 @@ func TestMetricsExpositionValid(t *testing.T) {
 	}
 	if n := value(t, fams, "http_requests_total", "http_requests_total", map[string]string{"code": "400"}); n != 1 {
 		t.Errorf("requests code=400 = %v", n)
+	}
+	// Base units: the calibration is exported per second of CPU, not per microsecond.
+	if v := value(t, fams, "gosvc_spin_iterations_per_cpu_second", "gosvc_spin_iterations_per_cpu_second", nil); v != s.itersPerUs*1e6 {
+		t.Errorf("gosvc_spin_iterations_per_cpu_second = %v, want %v", v, s.itersPerUs*1e6)
 	}
 	if v := value(t, fams, "go_gc_gogc_percent", "go_gc_gogc_percent", nil); v != float64(debugGCPercent()) {
 		t.Errorf("go_gc_gogc_percent = %v", v)
