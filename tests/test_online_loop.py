@@ -171,6 +171,8 @@ def test_controller_metrics_endpoint(service: GoService, redis: RedisServer) -> 
         loop = make_loop(service, redis)
         loop.metrics = metrics
         for _ in range(3):
+            for _ in range(5):  # traffic, so that the window has a P99
+                urllib.request.urlopen(f"{service.url}/work", timeout=5).read()
             loop.step()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
@@ -178,7 +180,10 @@ def test_controller_metrics_endpoint(service: GoService, redis: RedisServer) -> 
         server.shutdown()
     assert 'rlctl_decisions_total{reason="hpa",service="svc"} 3.0' in text
     assert 'rlctl_boundary_saturation_ratio{service="svc"}' in text
-    assert 'rlctl_redis_up{service="svc"} 1.0' in text and "rlctl_last_p99_ms" in text
+    assert 'rlctl_redis_up{service="svc"} 1.0' in text and "rlctl_last_p99_ms" not in text
+    # Base units: the newest sample's P99 (a millisecond field of the contract) is exported in seconds.
+    p99_ms = loop.history[-1].p99_ms
+    assert math.isfinite(p99_ms) and f'rlctl_last_p99_seconds{{service="svc"}} {p99_ms / 1e3!r}' in text
 
 
 def test_policy_server_that_never_answers_times_out_into_the_fallback(service: GoService) -> None:

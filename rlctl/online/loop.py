@@ -131,7 +131,9 @@ class ControllerMetrics:
         self.actuation_errors = Counter(
             "rlctl_actuation_errors", "Failed actuator calls.", ["service", "actuator"], registry=r
         )
-        self.last_p99 = Gauge("rlctl_last_p99_ms", "P99 latency of the newest sample, ms.", ["service"], registry=r)
+        self.last_p99 = Gauge(
+            "rlctl_last_p99_seconds", "P99 latency of the newest sample, in seconds.", ["service"], registry=r
+        )
         self.saturation = Gauge(
             "rlctl_boundary_saturation_ratio",
             "Forecast saturation 60 s ahead (1.0 = at the performance boundary).",
@@ -456,7 +458,7 @@ class ControlLoop:
         if r.cause:
             m.fallbacks.labels(service, r.cause).inc()
         if math.isfinite(r.p99_ms):
-            m.last_p99.labels(service).set(r.p99_ms)
+            m.last_p99.labels(service).set(r.p99_ms / 1e3)  # Prometheus base unit: seconds
         m.saturation.labels(service).set(r.saturation)
         if math.isfinite(r.applied[KNOB_COL["replicas"]]):
             m.replicas.labels(service).set(r.applied[KNOB_COL["replicas"]])
