@@ -18,7 +18,7 @@ app = typer.Typer(
     name="rlctl",
     help="Reinforcement-learning boundary control for Go microservices.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -44,6 +44,26 @@ def _register() -> None:
                 continue
             raise
         module.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"rlctl {version('rlctl')}")
+        except PackageNotFoundError:
+            typer.echo("rlctl (not installed: no package metadata)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print rlctl's version and exit."
+    ),
+) -> None:
+    """Reinforcement-learning boundary control for Go microservices."""
 
 
 _register()
