@@ -25,7 +25,7 @@ import dataclasses
 import itertools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -484,18 +484,27 @@ def evaluate(
     seeds: list[int],
     config: EnvConfig,
     profile: ServiceProfile,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, list[RunResult]]]]:
     """Evaluate controllers (objects or baseline names) on scenarios; returns (report, runs).
 
     ``report["scenarios"][name]["controllers"][controller]`` holds the mean scores over
     seeds (and ``per_seed``); ``runs[scenario][controller]`` the raw results.
+    ``on_progress(done, total, what)`` is called before each batch of (controller, scenarios
+    of one duration) and once at the end; ``done`` and ``total`` count scenario runs per seed set.
     """
     runs: dict[str, dict[str, list[RunResult]]] = {s.name: {} for s in scenarios}
     groups: dict[float, list[Scenario]] = {}
     for s in scenarios:
         groups.setdefault(s.duration_s, []).append(s)
+    total = len(scenarios) * len(controllers)
+    done = 0
     for group in groups.values():
         for c in controllers:
+            if on_progress is not None:
+                label = c if isinstance(c, str) else c.name
+                on_progress(done, total, f"{label} on {len(group)} scenario(s) of {group[0].duration_s:g} s")
+            done += len(group)
             if c == "hpa-tuned":
                 best, _ = tuned_hpa(group, seeds, config, profile)
                 for name, rs in best.items():
@@ -513,6 +522,8 @@ def evaluate(
                 results = rollout(ctrl, group, seeds, config, profile)
             for r in results:
                 runs[r.scenario].setdefault(ctrl.name, []).append(r)
+    if on_progress is not None:
+        on_progress(total, total, "scoring")
     report: dict[str, Any] = {"slo_p99_ms": config.slo_p99_ms, "seeds": seeds, "scenarios": {}}
     for s in scenarios:
         entry: dict[str, Any] = {"kind": s.kind, "duration_s": s.duration_s, "controllers": {}}

@@ -124,11 +124,11 @@ def cluster(tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
 def test_cleanup_process_against_the_fake_cluster(cluster: tuple[FakeKubeAPI, Path]) -> None:
     fake, kubeconfig = cluster
     args = ["chaos", "cleanup", "--backend", "k8s", "--run-id", "r1", "--namespace", "demo", "--kubeconfig"]
-    proc = rlctl(*args, str(kubeconfig), "--json", "--dry-run")
+    proc = rlctl(*args, str(kubeconfig), "--json", "-", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"dry_run": True, "objects": ["NetworkChaos/demo/a", "PodChaos/demo/b"]}
     assert fake.names() == ["a", "b"]
-    proc = rlctl(*args, str(kubeconfig), "--json")
+    proc = rlctl(*args, str(kubeconfig), "--json", "-")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["objects"] == ["NetworkChaos/demo/a", "PodChaos/demo/b"]
     assert fake.names() == []

@@ -199,7 +199,7 @@ def test_cli_cleanup_local_reports_nothing_to_revert_on_a_clean_state(tmp_path: 
 
     rlctl = Path(sys.executable).parent / "rlctl"
     env = {**os.environ, "RLCTL_STATE_DIR": str(tmp_path)}
-    r = subprocess.run([str(rlctl), "chaos", "cleanup", "--backend", "local", "--all", "--json"],
+    r = subprocess.run([str(rlctl), "chaos", "cleanup", "--backend", "local", "--all", "--json", "-"],
                        capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert '"reverted": []' in r.stdout

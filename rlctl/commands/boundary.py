@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from rlctl.contract import DEFAULT_SLO_P99_MS
+from rlctl.output import JSON_HELP
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +17,7 @@ def register(app: typer.Typer) -> None:
     @app.command("probe")
     def probe(
         url: str = typer.Argument(..., help="Endpoint to load; a bare root such as http://127.0.0.1:8080 means /work."),
-        json_out: Path = typer.Option(..., "--json", help="Write the JSON report here."),
+        json_out: Path = typer.Option(..., "--json", help=f"Write the JSON report here {JSON_HELP}."),
         metrics_url: str | None = typer.Option(None, help="Prometheus /metrics URL (default: URL's host /metrics)."),
         ramp: str = typer.Option("100,100,5", help="start,step,step-seconds of the load ramp (requests/s, s)."),
         max_qps: float = typer.Option(10_000.0, help="Highest ramp step; the probe normally stops before it."),
@@ -34,7 +36,7 @@ def register(app: typer.Typer) -> None:
         plot: Path | None = typer.Option(None, "--plot", help="Also write P99-against-load as a PNG."),
         loadgen: str | None = typer.Option(None, help="gosvc binary (default: deploy/gosvc/bin/gosvc, then PATH)."),
         profile_dir: Path | None = typer.Option(None, help="Where pprof profiles at the boundary go."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No live table."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No live table (a progress bar on a terminal)."),
     ) -> None:
         """Ramp load until the service crosses its boundary, then report the knee."""
         from rich.console import Console
@@ -55,12 +57,18 @@ def register(app: typer.Typer) -> None:
             knee_method=knee_method,
             profile_dir=str(profile_dir) if profile_dir else None,
         )
-        if quiet:
-            report = run_probe(config)
-        else:
-            with ProbeDisplay() as display:
-                report = run_probe(config, on_update=display)
-        write_report(report, json_out)
+        from rlctl.output import JsonOut
+
+        with JsonOut(json_out, allow_nan=False) as out:  # with --json -, the loadgen's output goes to stderr
+            if quiet:
+                report = _probe_with_bar(config, run_probe)
+            else:
+                with ProbeDisplay() as display:
+                    report = run_probe(config, on_update=display)
+            if out.to_stdout:
+                out.write(report)
+            else:
+                write_report(report, json_out)
         if plot is not None:
             plot_report(report, plot)
         console = Console(stderr=True)
@@ -88,6 +96,22 @@ def register(app: typer.Typer) -> None:
         Console().print(render_table(result))
         if not result.passed:
             raise CheckFailed(result.message())
+
+
+def _probe_with_bar(config: Any, run_probe: Any) -> Any:
+    """``run_probe`` with a progress bar over the ramp's steps up to --max-qps (it usually stops before)."""
+    import math
+
+    from rlctl.progress import progress_bar
+
+    ramp = config.ramp
+    steps = max(1, math.floor((config.max_qps - ramp.start_qps) / ramp.step_qps) + 1)
+    with progress_bar(f"probing {config.url}", total=steps) as bar:
+
+        def on_update(state: Any) -> None:
+            bar.update(completed=len(state.steps), description=f"probe: {state.status}")
+
+        return run_probe(config, on_update=on_update)
 
 
 def _fmt(v: float | None) -> str:

@@ -14,12 +14,16 @@ Heavy dependencies (pydantic models, kubernetes, jsonschema) are imported inside
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from rlctl.errors import ChaosError, ConfigError
+from rlctl.output import JSON_HELP
+
+if TYPE_CHECKING:
+    from rlctl.output import JsonOut
 
 chaos_app = typer.Typer(
     name="chaos",
@@ -81,7 +85,9 @@ def cleanup(
     kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG)."),
     context: str | None = typer.Option(None, "--context", help="Kubeconfig context."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
-    as_json: bool = typer.Option(False, "--json", help="Print the deleted objects as JSON."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help=f"Write the deleted objects as JSON here instead of a table {JSON_HELP}."
+    ),
     timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds to wait for each object to disappear."),
 ) -> None:
     """Revert what a chaos run left behind.
@@ -91,12 +97,29 @@ def cleanup(
     stopped processes, restore CPU quotas, remove cgroups); without --run-id or --all, only runs whose
     owner process is dead.
     """
+    from rlctl.output import JsonOut
+
+    with JsonOut(json_out) as out:
+        _cleanup(out, backend, run_id, all_runs, namespace, kubeconfig, context, dry_run, timeout_s)
+
+
+def _cleanup(
+    out: JsonOut,
+    backend: str,
+    run_id: str | None,
+    all_runs: bool,
+    namespace: list[str],
+    kubeconfig: Path | None,
+    context: str | None,
+    dry_run: bool,
+    timeout_s: float,
+) -> None:
     if backend == "local":
         from chaos.local import cleanup as local_cleanup
 
         reverted = local_cleanup(run_id, all_runs)
-        if as_json:
-            typer.echo(json.dumps({"backend": "local", "reverted": reverted}, indent=2))
+        if out.dest is not None:
+            out.write({"backend": "local", "reverted": reverted})
         else:
             typer.echo("\n".join(reverted) if reverted else "nothing to revert")
         return
@@ -114,8 +137,8 @@ def cleanup(
         namespace, kubeconfig=kubeconfig, context=context, dry_run=dry_run, delete_timeout_s=timeout_s
     )
     removed = chaos.cleanup(run_id)
-    if as_json:
-        typer.echo(json.dumps({"dry_run": dry_run, "objects": removed}, indent=2))
+    if out.dest is not None:
+        out.write({"dry_run": dry_run, "objects": removed})
         return
     _print_removed(removed, dry_run=dry_run, run_id=run_id)
 

@@ -20,6 +20,7 @@ from typing import Any
 import typer
 
 from rlctl.errors import ConfigError
+from rlctl.output import JSON_HELP
 
 #: Exit code of a run stopped by SIGINT/SIGTERM (after every fault was reverted).
 EXIT_INTERRUPTED = 130
@@ -46,7 +47,9 @@ def run(
         help="Controller to run (repeatable): ppo:default, ppo:PATH, ppo+guard:default, hpa-tuned, hpa, "
         "hpa-<target>, threshold, static, oracle (sim only). Default: hpa-tuned.",
     ),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the JSON report here (default: DIR/report.json)."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help=f"Write the JSON report here (default: DIR/report.json) {JSON_HELP}."
+    ),
     report_dir: Path | None = typer.Option(None, "--report", help="Folder for report.md, timelines.png, report.json."),
     run_id: str | None = typer.Option(None, "--run-id", help="Run id (journal, cgroups, chaos objects); default: new."),
     dry_run: bool = typer.Option(
@@ -153,16 +156,20 @@ def run(
                 )
             )
 
-    console = Console(stderr=True)
-    if dry_run:
-        from chaos.runner import resolve_controller
+    from rlctl.output import JsonOut
 
-        lines = chosen.plan(spec)
-        for name in controllers:
-            resolve_controller(name, ctx)  # a missing artifact or an oracle off the simulator fails here
-        _print_plan(console, spec.name, chosen, controllers, rid, lines)
-        return
-    _execute(console, spec, scenario, chosen, ctx, controllers, rid, report_dir, json_out, online=online)
+    console = Console(stderr=True)
+    # With --json -, redis-server, Ray, gosvc and the results table write to stderr until the report is out.
+    with JsonOut(json_out, allow_nan=False) as out:
+        if dry_run:
+            from chaos.runner import resolve_controller
+
+            lines = chosen.plan(spec)
+            for name in controllers:
+                resolve_controller(name, ctx)  # a missing artifact or an oracle off the simulator fails here
+            _print_plan(console, spec.name, chosen, controllers, rid, lines)
+            return
+        _execute(console, spec, scenario, chosen, ctx, controllers, rid, report_dir, out, online=online)
 
 
 def _print_plan(console: Any, name: str, backend: Any, controllers: list[str], rid: str, lines: list[str]) -> None:
@@ -181,7 +188,7 @@ def _execute(
     controllers: list[str],
     rid: str,
     report_dir: Path | None,
-    json_out: Path | None,
+    out: Any,
     *,
     online: bool = False,
 ) -> None:
@@ -191,16 +198,28 @@ def _execute(
 
     from chaos.runner import build_report, results_table, run_experiment, write_report
 
-    if report_dir is None and json_out is None:
+    if report_dir is None and out.dest is None:
         console.print("[yellow]no --report or --json given: results are printed only[/yellow]")
+
+    from rlctl.progress import progress_bar
+
+    duration = float(spec.duration_s)
+    done: list[str] = []
 
     def started(name: str) -> None:
         console.print(
             f"running [bold]{name}[/bold] on the {backend.name} backend ({spec.duration_s:g}s of scenario time)"
         )
+        bar.update(description=f"{name} on {backend.name}")
+        if backend.name == "sim":  # faster than wall time: move once per run
+            bar.update(completed=len(done) * duration)
+        else:
+            bar.follow_clock(len(done) * duration, duration)
+        done.append(name)
 
     try:
         with contextlib.ExitStack() as stack:
+            bar = stack.enter_context(progress_bar("chaos run", total=len(controllers) * duration, console=console))
             wrap = None
             if online:
                 from chaos.online import OnlinePath, served_policies
@@ -221,7 +240,9 @@ def _execute(
     report = build_report(
         spec, records, backend=backend.name, run_id=rid, scenario_file=str(scenario_path), facts=facts
     )
-    files = write_report(report, report_dir, json_out)
+    files = write_report(report, report_dir, out.file)
+    if out.to_stdout:
+        out.write(report)
     Console().print(results_table(report))
     if files:
         console.print("wrote " + ", ".join(f"{k} {v}" for k, v in files.items()))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import sys
@@ -15,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from rlctl.errors import ConfigError
+from rlctl.output import JSON_HELP, STDOUT_PATH
 
 log = logging.getLogger(__name__)
 
@@ -298,21 +298,24 @@ def killswitch(
     service: Annotated[str | None, typer.Option(help="One service (default: every controller).")] = None,
     redis: Annotated[str, typer.Option(help="Redis URL.")] = "redis://127.0.0.1:6379/0",
     reason: Annotated[str, typer.Option(help="Why (stored as the switch's value).")] = "set by rlctl killswitch",
+    json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:
     """Stop (on) or allow (off) all actuation by rlctl controllers, through a key in Redis."""
     from rlctl.errors import TelemetryError
     from rlctl.online.store import TelemetryStore
+    from rlctl.output import JsonOut
 
-    store = TelemetryStore(redis)
-    try:
-        if state is Switch.status:
-            why = store.killswitch(service or "*")
-            typer.echo(json.dumps({"killswitch": why is not None, "why": why}))
-            return
-        store.set_killswitch(state is Switch.on, service=service, reason=reason)
-    except TelemetryError as exc:
-        raise ConfigError(str(exc)) from None
-    typer.echo(json.dumps({"killswitch": state.value, "service": service}))
+    with JsonOut(json_out, indent=None) as out:
+        store = TelemetryStore(redis)
+        try:
+            if state is Switch.status:
+                why = store.killswitch(service or "*")
+                out.write({"killswitch": why is not None, "why": why})
+                return
+            store.set_killswitch(state is Switch.on, service=service, reason=reason)
+        except TelemetryError as exc:
+            raise ConfigError(str(exc)) from None
+        out.write({"killswitch": state.value, "service": service})
 
 
 def bench_serve(
@@ -328,13 +331,15 @@ def bench_serve(
     concurrency: Annotated[int, typer.Option(min=1, help="HTTP requests in flight.")] = 128,
     redis_samples: Annotated[int, typer.Option(min=1000, help="Samples XADDed into Redis.")] = 50_000,
     num_cpus: Annotated[int, typer.Option(min=1, help="CPUs for the local Ray instance.")] = 2,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON only (always JSON; kept for symmetry).")] = True,
+    json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:
     """Policy latency vs an echo deployment, batched decisions/s, and Redis ingest; one JSON object."""
     from rlctl.online.bench import bench_serve as run
+    from rlctl.output import JsonOut
 
     console = _console()
-    result = run(policy, requests=requests, services=services, concurrency=concurrency, group=group,
-                 redis_samples=redis_samples, num_cpus=num_cpus,
-                 progress=lambda msg: console.print(f"[dim]{msg}[/]"))  # fmt: skip
-    typer.echo(json.dumps(result))
+    # Ray's workers and redis-server inherit this process's stdout: with --json -, it is stderr until the end.
+    with JsonOut(json_out, indent=None) as out:
+        out.write(run(policy, requests=requests, services=services, concurrency=concurrency, group=group,
+                      redis_samples=redis_samples, num_cpus=num_cpus,
+                      progress=lambda msg: console.print(f"[dim]{msg}[/]")))  # fmt: skip

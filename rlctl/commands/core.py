@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from rlctl.output import JSON_HELP, STDOUT_PATH
+
 bench_app = typer.Typer(help="Benchmarks; each prints one JSON object.", no_args_is_help=True)
 
 
@@ -100,24 +102,27 @@ def bench_env(
     batch: Annotated[int, typer.Option(min=1, help="Services per batched step.")] = 256,
     seconds: Annotated[float, typer.Option(min=0.2, help="Wall-clock seconds per measurement, over all rounds.")] = 6.0,
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds; medians are reported.")] = 3,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON only (always JSON; kept for symmetry).")] = True,
+    json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:
     """Steps per second: the single env, the batched env, and gymnasium's CartPole-v1 as reference."""
     from rlctl.bench import bench_env as run
+    from rlctl.output import JsonOut
 
-    typer.echo(json.dumps(run(batch=batch, seconds=seconds, rounds=rounds)))
+    with JsonOut(json_out, indent=None) as out:
+        out.write(run(batch=batch, seconds=seconds, rounds=rounds))
 
 
 def topology(
     sys_root: Annotated[Path, typer.Option(help="Root of the sysfs tree to read.")] = Path("/sys"),
+    json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:
     """Print this host's CPU topology (sockets, NUMA nodes, cores, SMT) as the simulator sees it."""
     from envs.profile import Topology
+    from rlctl.output import JsonOut
 
-    topo = Topology.from_sys(sys_root)
-    typer.echo(
-        json.dumps({**{f: getattr(topo, f) for f in topo.__dataclass_fields__}, "logical_cpus": topo.logical_cpus})
-    )
+    with JsonOut(json_out, indent=None) as out:
+        topo = Topology.from_sys(sys_root)
+        out.write({**{f: getattr(topo, f) for f in topo.__dataclass_fields__}, "logical_cpus": topo.logical_cpus})
 
 
 def simulate(
@@ -125,24 +130,27 @@ def simulate(
     controller: Annotated[str, typer.Option(help="static, hpa, hpa-<target>, threshold, oracle.")] = "hpa",
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(help="Folder for the PNG and JSON.")] = Path("out/simulate"),
+    json_out: Annotated[Path, typer.Option("--json", help=f"Also write the scores here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:
     """Run one scenario in the simulator with one controller; print its scores."""
     from chaos.spec import load_scenario
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
     from policies.evaluate import OracleController, make_baseline, oracle_rollout, rollout
+    from rlctl.output import JsonOut
     from rlctl.report import plot_timelines, write_atomic
 
-    spec = load_scenario(scenario)
-    profile = ServiceProfile()
-    config = EnvConfig(slo_p99_ms=spec.slo_p99_ms)
-    ctrl = make_baseline(controller, config, profile)
-    if isinstance(ctrl, OracleController):
-        (run,) = oracle_rollout(ctrl, [spec], [seed], config, profile)
-    else:
-        (run,) = rollout(ctrl, [spec], [seed], config, profile)
-    windows = [(w.start_s, w.end_s, w.kind.value) for w in spec.windows()]
-    plot_timelines(out / f"{spec.name}.png", {ctrl.name: run.series}, slo_p99_ms=config.slo_p99_ms,
-                   title=spec.name, fault_windows=windows)  # fmt: skip
-    write_atomic(out / f"{spec.name}.json", json.dumps(run.scores, indent=2))
-    typer.echo(json.dumps(run.scores))
+    with JsonOut(json_out, indent=None) as result:
+        spec = load_scenario(scenario)
+        profile = ServiceProfile()
+        config = EnvConfig(slo_p99_ms=spec.slo_p99_ms)
+        ctrl = make_baseline(controller, config, profile)
+        if isinstance(ctrl, OracleController):
+            (run,) = oracle_rollout(ctrl, [spec], [seed], config, profile)
+        else:
+            (run,) = rollout(ctrl, [spec], [seed], config, profile)
+        windows = [(w.start_s, w.end_s, w.kind.value) for w in spec.windows()]
+        plot_timelines(out / f"{spec.name}.png", {ctrl.name: run.series}, slo_p99_ms=config.slo_p99_ms,
+                       title=spec.name, fault_windows=windows)  # fmt: skip
+        write_atomic(out / f"{spec.name}.json", json.dumps(run.scores, indent=2))
+        result.write(run.scores)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from rlctl.errors import ConfigError
+from rlctl.output import JSON_HELP, STDOUT_PATH
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +35,7 @@ def train(
     ray_address: Annotated[
         str | None, typer.Option(help="Run seeds/trials on a Ray cluster (see the README's deployment section).")
     ] = None,
+    json_out: Annotated[Path, typer.Option("--json", help=f"Write the summary JSON here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:
     """Train the PPO policy under chaos domain randomisation; write the best artifact.
 
@@ -55,10 +56,18 @@ def train(
 
         train_on_ray(cfg, out, ray_address=ray_address, log_dir=log_dir)
         return
+    from rlctl.output import JsonOut
+
     console = Console(stderr=True)
     console.print(f"training PPO for up to {cfg.total_timesteps:,} steps on {cfg.n_envs} simulated services")
-    result = run(cfg, out, log_dir=log_dir, progress_bar=True, stop_at_target=stop_at_target, name=name)
-    summary = {
+    with JsonOut(json_out, indent=None) as summary_out:  # with --json -, SB3's logs and progress go to stderr
+        result = run(cfg, out, log_dir=log_dir, progress_bar=console.is_terminal, stop_at_target=stop_at_target,
+                     name=name)  # fmt: skip
+        summary_out.write(_train_summary(out, result))
+
+
+def _train_summary(out: Path, result: Any) -> dict[str, Any]:
+    return {
         "artifact": str(out),
         "steps": result.steps,
         "wall_s": round(result.wall_s, 1),
@@ -67,7 +76,6 @@ def train(
         "time_to_target_s": result.time_to_target_s,
         "best_gap": result.best_gap,
     }
-    typer.echo(json.dumps(summary))
 
 
 def _parse_controllers(
@@ -128,20 +136,25 @@ def run_eval(
     else:
         raise ConfigError("give --suite NAME|FILE or --trace FILE")
     controllers = _parse_controllers(policy, baselines, guard, safety)
-    console = Console(stderr=True)
-    with console.status(f"evaluating {len(controllers)} controllers on {len(scenarios)} scenarios x {seeds} seeds"):
-        report, runs = evaluate(controllers, scenarios, list(range(seeds)), config, profile)
-    import shutil
+    from rlctl.output import JsonOut
+    from rlctl.progress import progress_bar
 
-    # The table is wide: never squeeze it below 150 columns (pipes and CI logs report 80).
-    Console(width=max(150, shutil.get_terminal_size().columns)).print(render_table(report))
-    if json_out is not None:
-        from rlctl.report import write_atomic
+    with JsonOut(json_out) as out:  # with --json -, the table goes to stderr
+        what = f"evaluating {len(controllers)} controllers on {len(scenarios)} scenarios x {seeds} seeds"
+        with progress_bar(what, total=len(controllers) * len(scenarios)) as bar:
 
-        write_atomic(json_out, json.dumps(report, indent=2))
-    if report_dir is not None:
-        write_report(report_dir, report, runs, scenarios, config)
-        Console().print(f"report: {report_dir / 'report.md'}")
+            def on_progress(done: int, total: int, label: str) -> None:
+                bar.update(completed=done, total=total, description=f"evaluating {label}")
+
+            report, runs = evaluate(controllers, scenarios, list(range(seeds)), config, profile, on_progress)
+        import shutil
+
+        # The table is wide: never squeeze it below 150 columns (pipes and CI logs report 80).
+        Console(width=max(150, shutil.get_terminal_size().columns)).print(render_table(report))
+        out.write(report)
+        if report_dir is not None:
+            write_report(report_dir, report, runs, scenarios, config)
+            Console().print(f"report: {report_dir / 'report.md'}")
     return report
 
 
@@ -159,7 +172,7 @@ def eval_cmd(
     trace_interval: Annotated[float, typer.Option(help="Seconds per trace value.")] = 60.0,
     scale_peak: Annotated[str, typer.Option(help="Peak req/s of the scaled trace, or 'auto'.")] = "auto",
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per scenario.")] = 3,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help=f"Write the JSON report here {JSON_HELP}.")] = None,
     report: Annotated[Path | None, typer.Option(help="Folder for Markdown and PNG plots.")] = None,
     guard: Annotated[
         bool, typer.Option(help="Also run the policy under the SLO guard (policies/guard.py) as ppo+guard:NAME.")
@@ -196,14 +209,16 @@ def bench_train(
     timesteps: Annotated[int, typer.Option(min=1, help="Step budget for the from-scratch run.")] = 6_000_000,
     seed: Annotated[int, typer.Option()] = 0,
     log_dir: Annotated[Path, typer.Option()] = Path("runs/bench-train"),
+    json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:
     """Environment steps/s during training and wall-clock to reach the target from scratch."""
     from policies.train import TrainConfig
     from policies.train import train as run
+    from rlctl.output import JsonOut
 
-    result = run(TrainConfig(total_timesteps=timesteps, seed=seed), None, log_dir=log_dir, stop_at_target=True)
-    typer.echo(
-        json.dumps(
+    with JsonOut(json_out, indent=None) as out:
+        result = run(TrainConfig(total_timesteps=timesteps, seed=seed), None, log_dir=log_dir, stop_at_target=True)
+        out.write(
             {
                 "env_steps_per_s": round(result.env_steps_per_s, 1),
                 "steps": result.steps,
@@ -213,4 +228,3 @@ def bench_train(
                 "best_gap": result.best_gap,
             }
         )
-    )

@@ -20,6 +20,7 @@ from typing import Any
 import typer
 
 from rlctl.contract import DEFAULT_SLO_P99_MS
+from rlctl.output import JSON_HELP
 
 boundary_app = typer.Typer(
     name="boundary",
@@ -47,7 +48,9 @@ def _console() -> Any:
 
 
 def calibrate(
-    json_out: Path = typer.Option(..., "--json", help="Write the calibration report (fit, holdout, data) here."),
+    json_out: Path = typer.Option(
+        ..., "--json", help=f"Write the calibration report (fit, holdout, data) here {JSON_HELP}."
+    ),
     profile_out: Path = typer.Option(..., "--profile", help="Write the fitted profile YAML here."),
     target: str | None = typer.Option(None, help="Service to measure, e.g. http://127.0.0.1:8080 (means /work)."),
     admin: str | None = typer.Option(None, help="Admin API base URL for /admin/knobs (default: the target's root)."),
@@ -86,18 +89,7 @@ def calibrate(
     require_goal: bool = typer.Option(False, help="Exit 1 when the holdout misses the goal (P99 25 %, knee 10 %)."),
 ) -> None:
     """Fit the simulator's service profile to a real service; score it on held-out settings."""
-    from envs.calibrate import (
-        CalibrationData,
-        FitConfig,
-        Setting,
-        calibration_report,
-        fit_profile,
-        load_probe_report,
-        load_suite_reports,
-        profile_yaml,
-        write_text_atomic,
-    )
-    from envs.profile import ServiceProfile
+    from envs.calibrate import Setting
     from rlctl.errors import CheckFailed, ConfigError
 
     sources = sum(x is not None for x in (target, serve, from_data, from_suite)) + bool(from_probe)
@@ -113,6 +105,66 @@ def calibrate(
     overlap = set(fit_settings) & set(hold_settings)
     if overlap:
         raise ConfigError(f"--holdout settings {sorted(map(str, overlap))} are also fit settings; hold out others")
+    from rlctl.output import JsonOut
+
+    with JsonOut(json_out, allow_nan=False) as out:  # with --json -, the service and the loadgen write to stderr
+        report = _calibrate(
+            out, profile_out=profile_out, target=target, admin=admin, admin_token_file=admin_token_file,
+            metrics_url=metrics_url, serve=serve, from_probe=from_probe, from_data=from_data, from_suite=from_suite,
+            data_out=data_out, fit_settings=fit_settings, hold_settings=hold_settings, step_s=step_s,
+            interval_s=interval_s, repeats=repeats, holdout_repeats=holdout_repeats, slo_p99_ms=slo_p99_ms,
+            cpu_quota_cores=cpu_quota_cores, cgroup_quota_cores=cgroup_quota_cores, nice=nice,
+            base_profile=base_profile, fit_params=fit_params, loadgen=loadgen,
+        )  # fmt: skip
+    hold = report["holdout"]
+    if require_goal and hold and not (hold["goal"]["p99_met"] and hold["goal"]["knee_met"]):
+        raise CheckFailed(
+            f"holdout misses the goal: P99 median |rel err| {_pct(hold['p99_median_abs_rel_error'])} (goal 25 %), "
+            f"knee {_pct(hold['knee_rel_error'])} (goal 10 %); see {json_out}"
+        )
+
+
+def _calibrate(
+    out: Any,
+    *,
+    profile_out: Path,
+    target: str | None,
+    admin: str | None,
+    admin_token_file: Path | None,
+    metrics_url: str | None,
+    serve: str | None,
+    from_probe: list[Path],
+    from_data: Path | None,
+    from_suite: Path | None,
+    data_out: Path | None,
+    fit_settings: Any,
+    hold_settings: Any,
+    step_s: float,
+    interval_s: float,
+    repeats: int,
+    holdout_repeats: int,
+    slo_p99_ms: float,
+    cpu_quota_cores: float | None,
+    cgroup_quota_cores: float | None,
+    nice: int,
+    base_profile: Path | None,
+    fit_params: str | None,
+    loadgen: str | None,
+) -> dict[str, Any]:
+    """Measure or read the data, fit, write the report and profile; returns the report."""
+    from envs.calibrate import (
+        CalibrationData,
+        FitConfig,
+        calibration_report,
+        fit_profile,
+        load_probe_report,
+        load_suite_reports,
+        profile_yaml,
+        write_text_atomic,
+    )
+    from envs.profile import ServiceProfile
+    from rlctl.errors import ConfigError
+
     data: CalibrationData | None = None
     if from_data is not None:
         data = _read_data(from_data)
@@ -143,15 +195,10 @@ def calibrate(
     with _console().status("Fitting the profile (least squares on log P99)..."):
         result = fit_profile(data, base, FitConfig(params=params))
         report = calibration_report(result, data, slo_p99_ms=slo_p99_ms)
-    write_text_atomic(json_out, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    out.write(report)
     write_text_atomic(profile_out, profile_yaml(result, holdout=report["holdout"], source=data.source))
-    _print_calibration(report, json_out, profile_out)
-    hold = report["holdout"]
-    if require_goal and hold and not (hold["goal"]["p99_met"] and hold["goal"]["knee_met"]):
-        raise CheckFailed(
-            f"holdout misses the goal: P99 median |rel err| {_pct(hold['p99_median_abs_rel_error'])} (goal 25 %), "
-            f"knee {_pct(hold['knee_rel_error'])} (goal 10 %); see {json_out}"
-        )
+    _print_calibration(report, out.dest, profile_out)
+    return dict(report)
 
 
 def _read_data(path: Path) -> Any:
@@ -189,12 +236,16 @@ def _measure(
     from rlctl.errors import ConfigError
 
     signal.signal(signal.SIGTERM, _interrupt)
+    import time
+
+    from rlctl.progress import progress_bar
+
     console = _console()
-    with console.status("Measuring...") as status:
+    with progress_bar("measuring", console=console) as bar:
 
         def on_step(msg: str) -> None:
-            status.update(f"Measuring: {msg}")
-            console.log(msg)
+            bar.update(description=f"measuring: {msg}")
+            bar.log(f"{time.strftime('%H:%M:%S')} {msg}")
 
         if serve is not None:
             nice = int(overrides.get("nice", 0))
@@ -230,7 +281,7 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
-def _print_calibration(report: dict[str, Any], json_out: Path, profile_out: Path) -> None:
+def _print_calibration(report: dict[str, Any], json_out: Path | None, profile_out: Path) -> None:
     from rich.table import Table
 
     console = _console()
@@ -317,7 +368,9 @@ def compile_cmd(
 
 
 def surface(
-    json_out: Path = typer.Option(..., "--json", help="Write the surface JSON (what SurfaceTrigger loads) here."),
+    json_out: Path = typer.Option(
+        ..., "--json", help=f"Write the surface JSON (what SurfaceTrigger loads) here {JSON_HELP}."
+    ),
     plot: Path | None = typer.Option(None, "--plot", help="Also write the heatmap PNG here."),
     from_telemetry: Path | None = typer.Option(None, help="Estimate from JSON lines of TelemetrySample dicts."),
     profile: Path | None = typer.Option(
@@ -345,12 +398,18 @@ def surface(
                                       noise_sd=noise_sd)  # fmt: skip
         surf.meta["profile_file"] = str(prof_path) if prof_path else None
     surf.meta.setdefault("trigger", {"threshold": threshold, "consecutive": 5})
-    surf.save(json_out)
-    msg = f"wrote {json_out}"
-    if plot is not None:
-        est.plot_surface(surf, plot, threshold=threshold)
-        msg += f" and {plot}"
-    typer.echo(msg)
+    from rlctl.output import JsonOut
+
+    with JsonOut(json_out, indent=1, allow_nan=False) as out:
+        if out.to_stdout:
+            out.write(surf.to_dict())
+        else:
+            surf.save(json_out)
+        msg = "wrote the surface to stdout" if out.to_stdout else f"wrote {json_out}"
+        if plot is not None:
+            est.plot_surface(surf, plot, threshold=threshold)
+            msg += f" and {plot}"
+        typer.echo(msg, err=out.to_stdout)
 
 
 def _default_profile() -> Path | None:

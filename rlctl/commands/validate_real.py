@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 
 from rlctl.errors import ConfigError
+from rlctl.output import JSON_HELP
 
 
 def register(app: typer.Typer) -> None:
@@ -49,16 +50,23 @@ def validate_real(
     rebuild: bool = typer.Option(
         False, "--rebuild", help="Only recompute --out's summary from its run reports (adds the simulator prediction)."
     ),
+    json_out: Path | None = typer.Option(
+        None, "--json", help=f"Also write the summary JSON here (it is always in --out) {JSON_HELP}."
+    ),
 ) -> None:
     """Run the real test-bed suite (or --quick) and write per-run reports and a summary."""
     from rich.console import Console
 
     from chaos.real import QUICK, SUITE, RealConfig, rebuild_summary, render_summary, run_suite
+    from rlctl.output import JsonOut
 
     if rebuild:
         if out is None:
             raise ConfigError("--rebuild needs --out DIR: the folder of a suite's run reports")
-        typer.echo(render_summary(rebuild_summary(out)))
+        with JsonOut(json_out, allow_nan=False) as summary_out:  # with --json -, the Markdown goes to stderr
+            summary = rebuild_summary(out)
+            typer.echo(render_summary(summary))
+            summary_out.write(summary)
         return
 
     if first_repeat < 1:
@@ -84,13 +92,24 @@ def validate_real(
     console.print(f"results go to {folder}; runs are {', '.join(cfg.scenarios)} x {cfg.repeats} x "
                   f"{', '.join(cfg.controllers)}")  # fmt: skip
 
+    from rlctl.progress import progress_bar
+
+    runs = len(cfg.scenarios) * cfg.repeats
+    begun: list[str] = []
+
     def started(what: str) -> None:
         console.print(f"[bold]{time.strftime('%H:%M:%S')}[/bold] running {what}")
+        bar.update(completed=len(begun), description=what)
+        begun.append(what)
 
-    try:
-        summary = run_suite(cfg, folder, on_start=started)
-    except KeyboardInterrupt:
-        console.print(f"[red]interrupted[/red]: every fault was reverted; finished scenarios are in {folder}")
-        raise typer.Exit(130) from None
-    typer.echo(render_summary(summary))
+    # With --json -, redis-server, Ray, gosvc and the Markdown summary write to stderr until the JSON is out.
+    with JsonOut(json_out, allow_nan=False) as summary_out:
+        try:
+            with progress_bar("validate-real", total=runs, console=console) as bar:
+                summary = run_suite(cfg, folder, on_start=started)
+        except KeyboardInterrupt:
+            console.print(f"[red]interrupted[/red]: every fault was reverted; finished scenarios are in {folder}")
+            raise typer.Exit(130) from None
+        typer.echo(render_summary(summary))
+        summary_out.write(summary)
     console.print(f"wrote {folder}/summary.md, summary.json, summary.png and one report folder per run")
