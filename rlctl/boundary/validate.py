@@ -204,8 +204,9 @@ def cpu_cgroup(pid: int, name: str, *, quota_cores: float | None = None, shares:
     tasks are always moved back to the root group and the cgroup removed afterwards.
     """
     hierarchy = cgroups.detect(purpose="--automaxprocs and --cpu-shares", alternative="run without them")
-    cgroup = hierarchy.create(name, quota_cores=quota_cores, shares=shares)
+    cgroup = hierarchy.root / name
     try:
+        hierarchy.create(name, quota_cores=quota_cores, shares=shares)
         cgroups.add(cgroup, pid)
         logger.info("pid %d in %s (%s, quota %s cores, shares %s)", pid, cgroup, hierarchy, quota_cores,
                     shares or "default")  # fmt: skip
