@@ -32,6 +32,7 @@ expands both into concrete :class:`FaultWindow` s for the simulator and the loca
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -122,6 +123,34 @@ FAULT_PARAMS: dict[FaultKind, dict[str, Any]] = {
     FaultKind.NUMA_MISPLACEMENT: {"remote_fraction": 0.8},
 }
 
+#: Limits every command applies to a scenario (render, simulate, every chaos backend, eval): one
+#: schema, so a scenario one command accepts is never refused by another.
+MAX_SCENARIO_S = 7 * 86400.0
+#: Offered load, requests per second: far above anything one service or this host serves.
+MAX_QPS = 1e7
+#: Faults listed in one scenario, steps in one sequence, and fault windows once repeats expand.
+MAX_FAULTS = 1000
+MAX_SEQUENCES = 100
+MAX_WINDOWS = 10_000
+MAX_NAME_LEN = 100
+MAX_DESCRIPTION_LEN = 2000
+#: A name is used in file names, Kubernetes object names and report keys.
+NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
+
+#: Upper bound of each numeric fault parameter (the lower bound is 0). From the Chaos Mesh CRDs
+#: where they state one (stress workers <= 8192; bandwidth limit and buffer int32), else from what
+#: the fault still means (a delay of a minute, a day's restart delay).
+PARAM_MAX: dict[str, float] = {
+    "latency_ms": 60_000, "jitter_ms": 60_000, "correlation": 100, "loss_percent": 100, "fraction": 1,
+    "rate_mbps": 100_000, "limit_bytes": 2**31 - 1, "buffer_bytes": 2**31 - 1, "workers": 8192,
+    "load_percent": 100, "size_mib": 1 << 20, "restart_delay_s": 86_400, "grace_period_s": 86_400,
+    "delay_ms": 60_000, "percent": 100, "offset_ms": 1e10, "r_factor": 100, "remote_fraction": 1,
+}  # fmt: skip
+#: Parameters that are whole numbers (Chaos Mesh's integer fields).
+INTEGER_PARAMS = frozenset({"workers", "limit_bytes", "buffer_bytes", "grace_period_s"})
+#: String parameters and their longest value.
+MAX_PARAM_STR = 253
+
 _NONNEGATIVE = {
     "latency_ms", "jitter_ms", "loss_percent", "rate_mbps", "limit_bytes", "buffer_bytes",
     "workers", "load_percent", "size_mib", "restart_delay_s", "grace_period_s", "delay_ms",
@@ -135,33 +164,33 @@ class Selector(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    namespace: str | None = None
-    labels: dict[str, str] = Field(default_factory=lambda: {"app": "gosvc"})
+    namespace: str | None = Field(default=None, max_length=63)
+    labels: dict[str, str] = Field(default_factory=lambda: {"app": "gosvc"}, max_length=32)
     mode: Literal["one", "all", "fixed", "fixed-percent", "random-max-percent"] = "one"
-    value: str | None = None
+    value: str | None = Field(default=None, max_length=63)
 
 
 class Repeat(BaseModel):
     """Recurrence: the fault starts every ``every_s`` seconds, ``count`` times."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    every_s: float = Field(gt=0)
-    count: int = Field(default=3, ge=1)
+    every_s: float = Field(gt=0, le=MAX_SCENARIO_S)
+    count: int = Field(default=3, ge=1, le=MAX_WINDOWS)
 
 
 class FaultSpec(BaseModel):
     """One fault: what, when (seconds from scenario start), for how long, on whom."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: FaultKind
-    start_s: float = Field(ge=0)
-    duration_s: float = Field(gt=0)
+    start_s: float = Field(ge=0, le=MAX_SCENARIO_S)
+    duration_s: float = Field(gt=0, le=MAX_SCENARIO_S)
     selector: Selector = Field(default_factory=Selector)
     params: dict[str, Any] = Field(default_factory=dict)
     repeat: Repeat | None = None
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=MAX_NAME_LEN, pattern=NAME_PATTERN)
     #: Network faults only: the peers whose traffic with the selected pods is affected.
     target: Selector | None = None
 
@@ -180,10 +209,27 @@ class FaultSpec(BaseModel):
                 f"allowed: {sorted(allowed) or 'none'}"
             )
         for key, value in self.params.items():
-            if key in _NONNEGATIVE and (not isinstance(value, (int, float)) or value < 0):
+            default = allowed[key]
+            if isinstance(default, str):
+                if not isinstance(value, str) or len(value) > MAX_PARAM_STR:
+                    raise ValueError(
+                        f"parameter {key}={value!r} of {self.kind.value!r} must be a text of at most "
+                        f"{MAX_PARAM_STR} characters"
+                    )
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"parameter {key}={value!r} of {self.kind.value!r} must be a number")
+            if not math.isfinite(value):
+                raise ValueError(f"parameter {key}={value!r} of {self.kind.value!r} must be a finite number")
+            if key in _NONNEGATIVE and value < 0:
                 raise ValueError(f"parameter {key}={value!r} of {self.kind.value!r} must be a number >= 0")
             if key in _PERCENT and value > 100:
                 raise ValueError(f"parameter {key}={value!r} of {self.kind.value!r} is a percentage: use 0..100")
+            hi = PARAM_MAX.get(key)
+            if hi is not None and abs(value) > hi:
+                raise ValueError(f"parameter {key}={value!r} of {self.kind.value!r} is out of range: at most {hi:g}")
+            if key in INTEGER_PARAMS and not float(value).is_integer():
+                raise ValueError(f"parameter {key}={value!r} of {self.kind.value!r} must be a whole number")
         if self.kind is FaultKind.NETWORK_PARTITION and self.params.get("direction", "to") not in (
             "to",
             "from",
@@ -204,12 +250,12 @@ class FaultSpec(BaseModel):
 class FaultSequence(BaseModel):
     """Faults run one after another from ``start_s`` (a serial Chaos Mesh Workflow)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: str = "sequence"
-    start_s: float = Field(default=0.0, ge=0)
-    gap_s: float = Field(default=0.0, ge=0)
-    steps: list[FaultSpec] = Field(min_length=1)
+    name: str = Field(default="sequence", max_length=MAX_NAME_LEN, pattern=NAME_PATTERN)
+    start_s: float = Field(default=0.0, ge=0, le=MAX_SCENARIO_S)
+    gap_s: float = Field(default=0.0, ge=0, le=MAX_SCENARIO_S)
+    steps: list[FaultSpec] = Field(min_length=1, max_length=MAX_FAULTS)
 
 
 class LoadSpec(BaseModel):
@@ -227,24 +273,25 @@ class LoadSpec(BaseModel):
     ``noise`` adds Poisson noise to the per-step request count (on by default).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["constant", "diurnal", "ramp", "step", "flash", "trace"] = "constant"
-    qps: float = Field(default=1000.0, ge=0)
-    base_qps: float = Field(default=500.0, ge=0)
-    peak_qps: float = Field(default=2000.0, ge=0)
-    period_s: float = Field(default=86400.0, gt=0)
-    phase_s: float = 0.0
-    start_qps: float = Field(default=100.0, ge=0)
-    end_qps: float = Field(default=3000.0, ge=0)
-    step_qps: float = Field(default=2000.0, ge=0)
-    at_s: float = Field(default=600.0, ge=0)
-    rise_s: float = Field(default=30.0, gt=0)
-    decay_s: float = Field(default=300.0, gt=0)
-    path: str | None = None
-    interval_s: float = Field(default=60.0, gt=0)
-    offset_s: float = Field(default=0.0, ge=0)
-    time_scale: float = Field(default=1.0, gt=0)
+    qps: float = Field(default=1000.0, ge=0, le=MAX_QPS)
+    base_qps: float = Field(default=500.0, ge=0, le=MAX_QPS)
+    peak_qps: float = Field(default=2000.0, ge=0, le=MAX_QPS)
+    period_s: float = Field(default=86400.0, gt=0, le=365 * 86400.0)
+    phase_s: float = Field(default=0.0, ge=-365 * 86400.0, le=365 * 86400.0)
+    start_qps: float = Field(default=100.0, ge=0, le=MAX_QPS)
+    end_qps: float = Field(default=3000.0, ge=0, le=MAX_QPS)
+    step_qps: float = Field(default=2000.0, ge=0, le=MAX_QPS)
+    at_s: float = Field(default=600.0, ge=0, le=MAX_SCENARIO_S)
+    rise_s: float = Field(default=30.0, gt=0, le=MAX_SCENARIO_S)
+    decay_s: float = Field(default=300.0, gt=0, le=MAX_SCENARIO_S)
+    path: str | None = Field(default=None, max_length=4096)
+    interval_s: float = Field(default=60.0, gt=0, le=86400.0)
+    #: Seconds into the trace (in trace time); a year of any trace is far past its end.
+    offset_s: float = Field(default=0.0, ge=0, le=365 * 86400.0 * 100)
+    time_scale: float = Field(default=1.0, gt=0, le=10_000.0)
     noise: bool = True
 
     @field_validator("path")
@@ -270,16 +317,40 @@ ScenarioKind = Literal["steady", "bursty", "fault"]
 class Scenario(BaseModel):
     """A load, faults and an SLO over ``duration_s`` seconds."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: str
-    description: str = ""
+    name: str = Field(max_length=MAX_NAME_LEN, pattern=NAME_PATTERN)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LEN)
     kind: ScenarioKind = "steady"
-    duration_s: float = Field(default=3600.0, gt=0)
-    slo_p99_ms: float = Field(default=DEFAULT_SLO_P99_MS, gt=0)
+    duration_s: float = Field(default=3600.0, gt=0, le=MAX_SCENARIO_S)
+    slo_p99_ms: float = Field(default=DEFAULT_SLO_P99_MS, gt=0, le=600_000.0)
     load: LoadSpec = Field(default_factory=LoadSpec)
-    faults: list[FaultSpec] = Field(default_factory=list)
-    sequences: list[FaultSequence] = Field(default_factory=list)
+    faults: list[FaultSpec] = Field(default_factory=list, max_length=MAX_FAULTS)
+    sequences: list[FaultSequence] = Field(default_factory=list, max_length=MAX_SEQUENCES)
+
+    @model_validator(mode="after")
+    def _check_faults_fire(self) -> Scenario:
+        # A fault that starts at or after the end never fires: a silent no-op in every backend.
+        for i, f in enumerate(self.faults):
+            if f.start_s >= self.duration_s:
+                raise ValueError(
+                    f"faults[{i}] ({f.kind.value}) starts at {f.start_s:g} s, at or after the scenario's end "
+                    f"({self.duration_s:g} s), so it would never fire; start it earlier or lengthen duration_s"
+                )
+        for i, seq in enumerate(self.sequences):
+            if seq.start_s + seq.steps[0].start_s >= self.duration_s:
+                raise ValueError(
+                    f"sequences[{i}] ({seq.name}) starts at or after the scenario's end ({self.duration_s:g} s), "
+                    "so it would never run; start it earlier or lengthen duration_s"
+                )
+        windows = sum(f.repeat.count if f.repeat else 1 for f in self.faults)
+        windows += sum(len(seq.steps) for seq in self.sequences)
+        if windows > MAX_WINDOWS:
+            raise ValueError(
+                f"the faults expand into {windows:,} windows (repeats and sequence steps counted), "
+                f"over the limit of {MAX_WINDOWS:,}; use fewer or longer faults"
+            )
+        return self
 
     def windows(self) -> list[FaultWindow]:
         """Every fault occurrence as a concrete window, repeats and sequences expanded."""
@@ -342,19 +413,10 @@ def load_scenario(path: str | Path) -> Scenario:
 
     A trace that is not there is an error naming the file here, before anything runs.
     """
-    import yaml
+    from rlctl.inputs import load_yaml_file
 
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read scenario file ({exc.strerror}); check the path") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    data = load_yaml_file(p, what="scenario file")
     scenario = scenario_from_dict(data, source=str(p))
     if scenario.load.path:
         trace = Path(scenario.load.path)

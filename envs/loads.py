@@ -6,8 +6,8 @@ on the per-step request count is added on request.
 
 from __future__ import annotations
 
-import gzip
 import os
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,33 +16,46 @@ import numpy.typing as npt
 
 from chaos.spec import LoadSpec
 from rlctl.errors import ConfigError
+from rlctl.inputs import MAX_TRACE_BYTES, decode_utf8, read_bytes
 
 Array = npt.NDArray[np.float64]
+#: Largest request count one trace interval may hold (a trace is requests per interval, not bytes).
+MAX_TRACE_VALUE = 1e9
+
+
+def _trace_text(p: Path) -> str:
+    """The trace's text: size-limited, gunzipped without a decompression bomb, UTF-8 decoded."""
+    data = read_bytes(p, what="trace", max_bytes=MAX_TRACE_BYTES)
+    if p.suffix == ".gz":
+        try:
+            unzip = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer
+            raw = unzip.decompress(data, MAX_TRACE_BYTES)
+        except zlib.error as exc:
+            raise ConfigError(f"{p}: not a gzip file ({exc}); drop the .gz suffix if it is plain text") from None
+        if unzip.unconsumed_tail:
+            raise ConfigError(f"{p}: the trace unpacks to more than {MAX_TRACE_BYTES:,} bytes; is this the right file?")
+        data = raw
+    return decode_utf8(data, source=str(p), what="trace")
 
 
 @lru_cache(maxsize=16)
 def _read_trace_cached(path: str, mtime: float) -> Array:
     p = Path(path)
-    opener = gzip.open if p.suffix == ".gz" else open
     values: list[float] = []
-    try:
-        with opener(p, "rt") as fh:  # type: ignore[operator]
-            for lineno, line in enumerate(fh, start=1):
-                text = line.split("#", 1)[0].strip()
-                if not text:
-                    continue
-                try:
-                    v = float(text.split()[-1])
-                except ValueError:
-                    raise ConfigError(
-                        f"{p}:{lineno}: {text!r} is not a number; a trace has one request count per line "
-                        "('#' starts a comment)"
-                    ) from None
-                if not np.isfinite(v) or v < 0:
-                    raise ConfigError(f"{p}:{lineno}: request count {v!r} must be a finite number >= 0")
-                values.append(v)
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read trace ({exc.strerror or exc}); check the path") from None
+    for lineno, line in enumerate(_trace_text(p).splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            v = float(text.split()[-1])
+        except ValueError:
+            raise ConfigError(
+                f"{p}:{lineno}: {text[:80]!r} is not a number; a trace has one request count per line "
+                "('#' starts a comment)"
+            ) from None
+        if not np.isfinite(v) or v < 0 or v > MAX_TRACE_VALUE:
+            raise ConfigError(f"{p}:{lineno}: request count {v!r} must be a finite number in 0..{MAX_TRACE_VALUE:g}")
+        values.append(v)
     if not values:
         raise ConfigError(f"{p}: the trace has no values; it needs one request count per line")
     # Parsed once per (path, mtime) and shared read-only: every training reset replays it.

@@ -68,7 +68,7 @@ def test_bad_scenario_names_file_field_and_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="duration_s"):
         load_scenario(p)
     p.write_text("name: [x\n")
-    with pytest.raises(ConfigError, match="not valid YAML at line"):
+    with pytest.raises(ConfigError, match=r"s\.yaml:2: not valid YAML"):
         load_scenario(p)
 
 
