@@ -177,6 +177,7 @@ def detect(
         message lists every path tried and what is needed.
     """
     base = Path(root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+    source = "given root" if root else f"${ROOT_ENV}" if os.environ.get(ROOT_ENV) else "default root"
     tried: list[str] = []
     for cpu in (base / "cpu", base):
         if (cpu / "cpu.cfs_quota_us").exists() and not is_v2(cpu):
@@ -208,7 +209,8 @@ def detect(
         tried.append(f"no cgroup v2 hierarchy at {base} ({base / 'cgroup.controllers'} missing)")
     instead = f", or do without: {alternative}" if alternative else ""
     raise ConfigError(
-        f"{purpose} need a writable cgroup CPU controller, and none was found: {'; '.join(tried)}. "
+        f"{purpose} need a writable cgroup CPU controller, and none was found under {base} ({source}): "
+        f"{'; '.join(tried)}. "
         f"Run as root, or set ${ROOT_ENV} to a cgroup v2 subtree delegated to you with the "
         f"{'+'.join(controllers)} controller{'s' if len(controllers) > 1 else ''} available{instead}"
     )

@@ -356,7 +356,9 @@ def test_no_writable_hierarchy_at_a_missing_root_is_one_clear_error(tmp_path: Pa
     with pytest.raises(ConfigError) as info:
         cgroups.detect(missing, purpose="per-replica CPU quotas", alternative="--replica-cpu 0")
     msg = str(info.value)
-    assert msg.startswith("per-replica CPU quotas need a writable cgroup CPU controller")
+    assert msg.startswith(
+        f"per-replica CPU quotas need a writable cgroup CPU controller, and none was found under {missing} (given root)"
+    )
     assert f"no cgroup v1 cpu controller at {missing / 'cpu'}" in msg
     assert f"no cgroup v2 hierarchy at {missing}" in msg
     assert "Run as root" in msg and "RLCTL_CGROUP_ROOT" in msg and "--replica-cpu 0" in msg
