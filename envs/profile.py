@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rlctl.errors import ConfigError
+from rlctl.inputs import load_yaml_file
 
 Array = npt.NDArray[np.float64]
 
@@ -117,13 +118,8 @@ class ServiceProfile:
     @classmethod
     def load(cls, path: str | Path) -> ServiceProfile:
         """Read a profile YAML (a mapping under ``profile:``, or a flat mapping)."""
-        import yaml
-
         p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read profile ({exc.strerror})") from None
+        data = load_yaml_file(p, what="profile")
         if isinstance(data, dict) and "profile" in data:
             data = data["profile"]
         if not isinstance(data, dict):

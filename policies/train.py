@@ -35,6 +35,7 @@ from policies.ppo import ModelController
 from policies.suites import train_suite, validation_suite
 from rlctl.contract import NOOP_ACTION, FeatureSpec, KnobBounds
 from rlctl.errors import ConfigError
+from rlctl.inputs import load_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +99,7 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> TrainConfig:
         """Read a YAML/JSON mapping of top-level fields; unknown keys are an error."""
-        import yaml
-
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read training config ({exc})") from None
+        data = load_yaml_file(path, what="training config") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a training config is a mapping of field: value")
         names = {f.name for f in dataclasses.fields(cls)} - {"env", "profile"}
@@ -392,10 +388,7 @@ def train(
 
 def start_from(model: Any, policy: str) -> None:
     """Copy the weights of the artifact ``policy`` (verified) into ``model``."""
-    from stable_baselines3 import PPO
-
-    artifact = load_artifact(policy)
-    source = PPO.load(artifact.model_path, device=model.device)
+    source = load_artifact(policy).load_model(model.device)
     try:
         model.policy.load_state_dict(source.policy.state_dict())
     except RuntimeError as exc:

@@ -59,6 +59,7 @@ from rlctl.contract import (
     clamp_array,
 )
 from rlctl.errors import ConfigError
+from rlctl.inputs import load_yaml, read_text
 
 SAFETY_SCHEMA = "rlctl.safety/v1"
 ENV_SCHEMA = "rlctl.env-config/v1"
@@ -384,9 +385,9 @@ def spec_from_text(text: str, *, source: str = "<boundary>") -> BoundarySpec:
     """Validate boundary YAML ``text``; :class:`ConfigError` lists every problem as ``source:line: field: fix``."""
     import yaml
 
+    data = load_yaml(text, source=source, what="boundary file")  # bounded; file:line errors
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -444,10 +445,7 @@ _ALL_FIELDS = sorted(
 def load_boundary(path: str | Path) -> BoundarySpec:
     """Read and validate a boundary YAML file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read boundary file ({exc.strerror}); check the path") from None
+    text = read_text(p, what="boundary file")
     spec = spec_from_text(text, source=str(p))
     _resolve(spec, source=str(p), text=text)  # semantic checks that need the whole spec
     return spec

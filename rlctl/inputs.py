@@ -98,8 +98,9 @@ def load_yaml(text: str, *, source: str, what: str = "file") -> Any:
             if isinstance(event, yaml.AliasEvent):
                 aliases += 1
                 if aliases > MAX_YAML_ALIASES:
+                    line = event.start_mark.line + 1 if event.start_mark is not None else 1
                     raise ConfigError(
-                        f"{source}:{event.start_mark.line + 1}: more than {MAX_YAML_ALIASES} alias uses (*name) in "
+                        f"{source}:{line}: more than {MAX_YAML_ALIASES} alias uses (*name) in "
                         f"one {what}; write the values out or use fewer anchors"
                     )
             if events > 2 * MAX_YAML_VALUES:
