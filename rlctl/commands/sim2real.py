@@ -118,9 +118,10 @@ def calibrate(
         )  # fmt: skip
     hold = report["holdout"]
     if require_goal and hold and not (hold["goal"]["p99_met"] and hold["goal"]["knee_met"]):
+        where = "the report on stdout" if out.to_stdout else json_out
         raise CheckFailed(
             f"holdout misses the goal: P99 median |rel err| {_pct(hold['p99_median_abs_rel_error'])} (goal 25 %), "
-            f"knee {_pct(hold['knee_rel_error'])} (goal 10 %); see {json_out}"
+            f"knee {_pct(hold['knee_rel_error'])} (goal 10 %); see {where}"
         )
 
 
@@ -197,7 +198,7 @@ def _calibrate(
         report = calibration_report(result, data, slo_p99_ms=slo_p99_ms)
     out.write(report)
     write_text_atomic(profile_out, profile_yaml(result, holdout=report["holdout"], source=data.source))
-    _print_calibration(report, out.dest, profile_out)
+    _print_calibration(report, "stdout" if out.to_stdout else out.dest, profile_out)
     return dict(report)
 
 
@@ -281,7 +282,7 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
-def _print_calibration(report: dict[str, Any], json_out: Path | None, profile_out: Path) -> None:
+def _print_calibration(report: dict[str, Any], json_out: Path | str | None, profile_out: Path) -> None:
     from rich.table import Table
 
     console = _console()
