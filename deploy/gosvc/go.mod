@@ -1,3 +1,3 @@
 module gosvc
 
-go 1.22
+go 1.27.3
