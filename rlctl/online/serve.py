@@ -248,7 +248,13 @@ def build_echo(args: dict[str, Any] | None = None) -> Application:
 
 
 class LocalServe:
-    """Ray and Serve on this host, the policy deployed from a Serve config (as ``serve run CONFIG`` does).
+    """Ray and Serve on this host, the policy deployed from a Serve config (as ``serve deploy CONFIG`` does).
+
+    Only Ray's public interfaces: :func:`ray.serve.start` starts Serve's HTTP proxy on
+    ``host:port``, and the config goes to the Serve REST API of Ray's dashboard through
+    Ray's ``serve deploy`` CLI, as KubeRay deploys a RayService's ``serveConfigV2``. A
+    config deploy (unlike ``serve.run``) keeps the replicas when only ``user_config``
+    changes, which :meth:`swap` relies on. The dashboard listens on loopback only.
 
     :param policy: ``default`` or an artifact folder.
     :param num_cpus: CPUs Ray may use (keep it small on a shared host).
@@ -266,7 +272,7 @@ class LocalServe:
     ) -> None:
         self.policy = str(policy)
         self.host, self.port, self.num_cpus, self.with_echo = host, port, num_cpus, with_echo
-        self._client: Any = None
+        self._dashboard = ""
 
     @property
     def url(self) -> str:
@@ -279,12 +285,21 @@ class LocalServe:
 
     def start(self, timeout_s: float = 180.0) -> "LocalServe":
         import ray
-        from ray.serve._private import api as serve_api
 
-        if not ray.is_initialized():
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        self._client = serve_api.serve_start(http_options={"host": self.host, "port": self.port})
-        self._deploy(self.config(), timeout_s)
+        from rlctl.online.procs import free_port
+
+        if ray.is_initialized():
+            context = ray.init(ignore_reinit_error=True)
+        else:
+            context = ray.init(num_cpus=self.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                               dashboard_port=free_port(), log_to_driver=False, configure_logging=False)  # fmt: skip
+        if not context.dashboard_url:
+            raise ConfigError("LocalServe deploys through the Serve REST API of Ray's dashboard; this Ray has none")
+        url = str(context.dashboard_url)
+        self._dashboard = url if "://" in url else f"http://{url}"
+        config = self.config()
+        serve.start(proxy_location=config["proxy_location"], http_options=config["http_options"])
+        self._deploy(config, timeout_s)
         return self
 
     def swap(self, policy: str | Path, timeout_s: float = 120.0) -> None:
@@ -293,10 +308,8 @@ class LocalServe:
         self.policy = str(policy)
 
     def _deploy(self, config: dict[str, Any], timeout_s: float) -> None:
-        from ray.serve.schema import ServeDeploySchema
-
-        self._client.deploy_apps(ServeDeploySchema(**config))
         deadline = time.monotonic() + timeout_s
+        _serve_deploy(config, self._dashboard, deadline)
         names = [app["name"] for app in config["applications"]]
         while time.monotonic() < deadline:
             statuses = serve.status().applications
@@ -324,3 +337,37 @@ class LocalServe:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _serve_deploy(config: dict[str, Any], dashboard: str, deadline: float) -> None:
+    """``serve deploy CONFIG --address DASHBOARD``: Ray's CLI for the Serve REST API (it handles Ray's auth).
+
+    Retried until ``deadline`` while the dashboard does not answer yet (it may start after ``ray.init``).
+    """
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    cli = Path(sys.executable).with_name("serve")
+    command = str(cli) if cli.exists() else shutil.which("serve")
+    if command is None:
+        raise ConfigError("Ray's `serve` command is not installed next to this Python (pip install 'rlctl[serve]')")
+    with tempfile.TemporaryDirectory(prefix="rlctl-serve-") as tmp:
+        path = Path(tmp) / "serve-config.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        while True:
+            try:
+                done = subprocess.run([command, "deploy", str(path), "--address", dashboard], capture_output=True,
+                                      text=True, timeout=max(deadline - time.monotonic(), 10.0))  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise ConfigError(f"serve deploy to {dashboard} did not finish in time") from None
+            if done.returncode == 0:
+                return
+            reason = (done.stderr.strip() or done.stdout.strip()).splitlines()[-5:]
+            if "ConnectionError" not in done.stderr or time.monotonic() > deadline:
+                raise ConfigError(f"serve deploy to {dashboard} failed: " + " | ".join(reason))
+            log.info("serve deploy to %s failed (retrying): %s", dashboard, " | ".join(reason))
+            time.sleep(1.0)
