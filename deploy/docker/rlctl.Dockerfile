@@ -29,8 +29,10 @@ COPY rlctl ./rlctl
 COPY envs ./envs
 COPY policies ./policies
 COPY chaos ./chaos
-RUN pip install . \
-    && python -c "import rlctl.cli, envs, policies, chaos" \
+# The extras this image runs: `serve` (the policy server, the controller) and `train` (the
+# trainer); not `testbed` (the Go toolchain) or `dev`.
+RUN pip install ".[serve,train]" \
+    && python -c "import rlctl.cli, envs, policies, chaos, rlctl.online.serve, policies.distributed" \
     && mkdir -p /artifacts \
     && if [ -d policies/artifacts ]; then cp -r policies/artifacts/. /artifacts/; fi
 
