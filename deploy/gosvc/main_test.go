@@ -7,6 +7,7 @@ import (
 )
 
 func TestCommandDispatch(t *testing.T) {
+	t.Setenv("GOSVC_ADMIN_TOKEN", "")
 	cases := []struct {
 		args []string
 		code int
@@ -30,5 +31,15 @@ func TestCommandDispatch(t *testing.T) {
 		if code != c.code || !strings.Contains(out.String()+errb.String(), c.out) {
 			t.Errorf("gosvc %q: exit %d, output %q; want exit %d containing %q", c.args, code, out.String()+errb.String(), c.code, c.out)
 		}
+	}
+}
+
+func TestServeRefusesAShortToken(t *testing.T) {
+	t.Setenv("GOSVC_ADMIN_TOKEN", "abcde")
+	var out, errb bytes.Buffer
+	code := run([]string{"serve", "--addr", "127.0.0.1:0"}, strings.NewReader(""), &out, &errb)
+	if code != 2 || !strings.Contains(errb.String(), "GOSVC_ADMIN_TOKEN: the admin token is 5 bytes") ||
+		!strings.Contains(errb.String(), "openssl rand -hex 32") || out.Len() != 0 {
+		t.Fatalf("5-byte token: exit %d, stdout %q, stderr %q; want exit 2 naming GOSVC_ADMIN_TOKEN and the fix", code, out.String(), errb.String())
 	}
 }

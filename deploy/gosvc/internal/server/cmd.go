@@ -40,6 +40,10 @@ func ParseBytes(s string) (int64, error) {
 	return v * mult, nil
 }
 
+// DefaultAdminAddr is where the admin API and pprof listen unless --admin-addr says otherwise:
+// loopback, a free port (the startup line's admin_addr names it).
+const DefaultAdminAddr = "127.0.0.1:0"
+
 // IsLoopback reports whether a listen address binds only to loopback.
 func IsLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
@@ -65,10 +69,12 @@ func parseServe(args []string, stderr io.Writer) (*serveOptions, error) {
 	o := &serveOptions{}
 	fs := flag.NewFlagSet("gosvc serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address of /work, /healthz, /metrics and /debug/pprof/ (port 0 picks a free port)")
-	fs.StringVar(&o.adminAddr, "admin-addr", "", "separate listen address for /admin/knobs; empty serves it on --addr")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address of /work, /healthz and /metrics (port 0 picks a free port)")
+	fs.StringVar(&o.adminAddr, "admin-addr", DefaultAdminAddr, "listen address of the admin API (/admin/knobs) and /debug/pprof/, both behind the bearer token; "+
+		"never shared with --addr (port 0 picks a free port: read admin_addr from the startup line)")
 	fs.BoolVar(&o.adminAllowRemote, "admin-allow-remote", false, "allow the admin API on a non-loopback address")
-	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (default: env GOSVC_ADMIN_TOKEN; neither disables admin)")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin bearer token, at least 16 bytes (default: env GOSVC_ADMIN_TOKEN; "+
+		"neither disables /admin/knobs and /debug/pprof/)")
 	fs.Int64Var(&o.cfg.Work.CPUUs, "cpu-us", 100, "microseconds of CPU computation per /work request (calibrated at start)")
 	fs.Int64Var(&o.cfg.Work.CPUIters, "cpu-iters", 0, "explicit spin iterations per request; overrides --cpu-us when > 0")
 	fs.Float64Var(&o.cfg.ItersPerUs, "iters-per-us", 0, "Spin iterations per microsecond that convert --cpu-us and --mutex-us; 0 calibrates at start "+
@@ -139,18 +145,26 @@ func parseServe(args []string, stderr io.Writer) (*serveOptions, error) {
 		}
 		o.cfg.AdminToken = strings.TrimSpace(string(b))
 		if o.cfg.AdminToken == "" {
-			return nil, fmt.Errorf("--admin-token-file %s is empty: write a secret token into it", o.adminTokenFile)
+			return nil, fmt.Errorf("--admin-token-file %s is empty: write at least %d random bytes into it, e.g. openssl rand -hex 32 > %s",
+				o.adminTokenFile, MinTokenBytes, o.adminTokenFile)
+		}
+		if err := CheckToken(o.cfg.AdminToken); err != nil {
+			return nil, fmt.Errorf("--admin-token-file %s: %v: write at least %d random bytes into it, e.g. openssl rand -hex 32 > %s",
+				o.adminTokenFile, err, MinTokenBytes, o.adminTokenFile)
 		}
 	default:
 		o.cfg.AdminToken = strings.TrimSpace(os.Getenv("GOSVC_ADMIN_TOKEN"))
+		if err := CheckToken(o.cfg.AdminToken); err != nil {
+			return nil, fmt.Errorf("GOSVC_ADMIN_TOKEN: %v: set it to at least %d random bytes, e.g. GOSVC_ADMIN_TOKEN=$(openssl rand -hex 32), "+
+				"or use --admin-token-file", err, MinTokenBytes)
+		}
 	}
-	o.cfg.AdminOnMain = o.adminAddr == ""
-	effective := o.adminAddr
-	if effective == "" {
-		effective = o.addr
+	if strings.TrimSpace(o.adminAddr) == "" {
+		return nil, fmt.Errorf("--admin-addr is empty: the admin API and /debug/pprof/ need their own listener, "+
+			"e.g. --admin-addr %s (the default; port 0 picks a free port)", DefaultAdminAddr)
 	}
-	if !o.adminAllowRemote && !IsLoopback(effective) && (o.adminAddr != "" || o.cfg.AdminToken != "") {
-		return nil, fmt.Errorf("refusing to serve the admin API on non-loopback address %q: use --admin-addr 127.0.0.1:PORT or pass --admin-allow-remote", effective)
+	if !o.adminAllowRemote && !IsLoopback(o.adminAddr) {
+		return nil, fmt.Errorf("refusing to serve the admin API on non-loopback address %q: use --admin-addr 127.0.0.1:PORT or pass --admin-allow-remote", o.adminAddr)
 	}
 	return o, nil
 }
@@ -176,20 +190,15 @@ func RunServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gosvc serve: listen %s: %v\n", o.addr, err)
 		return 1
 	}
-	servers := []*http.Server{newHTTPServer(s.Handler(), logger)}
-	listeners := []net.Listener{ln}
-	adminAddr := ln.Addr().String()
-	if o.adminAddr != "" {
-		aln, err := net.Listen("tcp", o.adminAddr)
-		if err != nil {
-			ln.Close()
-			fmt.Fprintf(stderr, "gosvc serve: listen %s (admin): %v\n", o.adminAddr, err)
-			return 1
-		}
-		servers = append(servers, newHTTPServer(s.AdminHandler(), logger))
-		listeners = append(listeners, aln)
-		adminAddr = aln.Addr().String()
+	aln, err := net.Listen("tcp", o.adminAddr)
+	if err != nil {
+		ln.Close()
+		fmt.Fprintf(stderr, "gosvc serve: listen %s (admin): %v\n", o.adminAddr, err)
+		return 1
 	}
+	servers := []*http.Server{newHTTPServer(s.Handler(), logger), newHTTPServer(s.AdminHandler(), logger)}
+	listeners := []net.Listener{ln, aln}
+	adminAddr := aln.Addr().String()
 	// One JSON line on stdout tells a supervisor which ports were bound (port 0).
 	json.NewEncoder(stdout).Encode(map[string]any{"event": "listening", "addr": ln.Addr().String(),
 		"admin_addr": adminAddr, "admin_enabled": o.cfg.AdminToken != "", "knobs": s.Knobs(),

@@ -1,8 +1,8 @@
 // Package server is the gosvc test-bed HTTP service: a /work endpoint with
-// tunable CPU, allocation, lock-contention and downstream cost, Prometheus
-// /metrics, pprof, and an authenticated /admin/knobs API that changes
-// GOMAXPROCS, GOGC, GOMEMLIMIT, the object-pool size and the connection-pool
-// size at run time.
+// tunable CPU, allocation, lock-contention and downstream cost and Prometheus
+// /metrics; on a separate admin listener, behind a bearer token, pprof and an
+// /admin/knobs API that changes GOMAXPROCS, GOGC, GOMEMLIMIT, the object-pool
+// size and the connection-pool size at run time.
 package server
 
 import (
@@ -37,8 +37,7 @@ type Config struct {
 	Work              Work
 	Downstream        string        // URL called once per /work request; "" for none
 	DownstreamTimeout time.Duration // per downstream call
-	AdminToken        string        // bearer token; "" disables the admin API (403)
-	AdminOnMain       bool          // serve /admin/knobs on the main handler too
+	AdminToken        string        // bearer token of /admin/knobs and /debug/pprof/, >= MinTokenBytes; "" disables both (403)
 	ItersPerUs        float64       // Spin iterations per microsecond; 0 calibrates at start
 	Initial           KnobsPatch    // knobs applied at start
 }
@@ -74,6 +73,9 @@ func New(cfg Config) (*Server, error) {
 		rate = ItersPerMicrosecond()
 	} else if !(rate > 0) || math.IsInf(rate, 0) {
 		return nil, fmt.Errorf("iterations per microsecond %v: want a positive finite number, or 0 to calibrate", rate)
+	}
+	if err := CheckToken(cfg.AdminToken); err != nil {
+		return nil, err
 	}
 	s := &Server{cfg: cfg, itersPerUs: rate, pool: NewBufPool(DefaultPoolSize), m: newServerMetrics()}
 	s.tokenHash = sha256.Sum256([]byte(cfg.AdminToken))
@@ -135,28 +137,26 @@ func (s *Server) ApplyKnobs(p KnobsPatch) (Knobs, error) {
 // Pool exposes the buffer pool (for tests and metrics).
 func (s *Server) Pool() *BufPool { return s.pool }
 
-// Handler returns the main mux: /work, /healthz, /metrics, /debug/pprof/ and,
-// when AdminOnMain, /admin/knobs.
+// Handler returns the main mux: /work, /healthz and /metrics. The admin API and
+// pprof are never on it: they are on AdminHandler's listener.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/work", s.handleWork)
 	mux.HandleFunc("/healthz", handleHealthz)
 	mux.HandleFunc("/metrics", s.handleMetrics)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	if s.cfg.AdminOnMain {
-		mux.HandleFunc("/admin/knobs", s.handleKnobs)
-	}
 	return mux
 }
 
-// AdminHandler returns the mux of a separate admin listener.
+// AdminHandler returns the mux of the admin listener: /admin/knobs and
+// /debug/pprof/, both behind the bearer token, and an open /healthz.
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/admin/knobs", s.handleKnobs)
+	mux.HandleFunc("/admin/knobs", s.requireToken(s.handleKnobs))
+	mux.HandleFunc("/debug/pprof/", s.requireToken(pprof.Index))
+	mux.HandleFunc("/debug/pprof/cmdline", s.requireToken(pprof.Cmdline))
+	mux.HandleFunc("/debug/pprof/profile", s.requireToken(pprof.Profile))
+	mux.HandleFunc("/debug/pprof/symbol", s.requireToken(pprof.Symbol))
+	mux.HandleFunc("/debug/pprof/trace", s.requireToken(pprof.Trace))
 	mux.HandleFunc("/healthz", handleHealthz)
 	return mux
 }
@@ -309,8 +309,19 @@ func (s *Server) callDownstream(ctx context.Context) error {
 
 // --- admin ---
 
-const adminDisabledMsg = "admin API disabled: no token configured; start gosvc serve with " +
+const adminDisabledMsg = "admin API (/admin/knobs, /debug/pprof/) disabled: no token configured; start gosvc serve with " +
 	"--admin-token-file FILE or set GOSVC_ADMIN_TOKEN, then send 'Authorization: Bearer <token>'"
+
+// MinTokenBytes is the length of the shortest admin token gosvc accepts.
+const MinTokenBytes = 16
+
+// CheckToken refuses a non-empty admin token shorter than MinTokenBytes ("" disables admin).
+func CheckToken(token string) error {
+	if token != "" && len(token) < MinTokenBytes {
+		return fmt.Errorf("the admin token is %d bytes, fewer than the %d required", len(token), MinTokenBytes)
+	}
+	return nil
+}
 
 func (s *Server) authorized(r *http.Request) bool {
 	h := r.Header.Get("Authorization")
@@ -323,17 +334,25 @@ func (s *Server) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) == 1
 }
 
+// requireToken serves next only to requests carrying the admin bearer token:
+// 403 when no token is configured, 401 when it is missing or wrong.
+func (s *Server) requireToken(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.AdminToken == "" {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": adminDisabledMsg})
+			return
+		}
+		if !s.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="gosvc-admin"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{
+				"error": "missing or wrong bearer token: send 'Authorization: Bearer <token>'"})
+			return
+		}
+		next(w, r)
+	}
+}
+
 func (s *Server) handleKnobs(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.AdminToken == "" {
-		writeJSON(w, http.StatusForbidden, map[string]string{"error": adminDisabledMsg})
-		return
-	}
-	if !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="gosvc-admin"`)
-		writeJSON(w, http.StatusUnauthorized, map[string]string{
-			"error": "missing or wrong bearer token: send 'Authorization: Bearer <token>'"})
-		return
-	}
 	switch r.Method {
 	case http.MethodGet:
 		writeJSON(w, http.StatusOK, s.Knobs())

@@ -30,6 +30,9 @@ func restoreRuntime(t *testing.T) {
 	})
 }
 
+// testToken is an admin token of the minimum length (16 bytes).
+const testToken = "0123456789abcdef"
+
 func newTestServer(t *testing.T, cfg Config) (*Server, *httptest.Server) {
 	t.Helper()
 	restoreRuntime(t)
@@ -40,6 +43,30 @@ func newTestServer(t *testing.T, cfg Config) (*Server, *httptest.Server) {
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)
 	return s, ts
+}
+
+// newAdminServer serves s's admin listener (/admin/knobs, /debug/pprof/).
+func newAdminServer(t *testing.T, s *Server) *httptest.Server {
+	t.Helper()
+	as := httptest.NewServer(s.AdminHandler())
+	t.Cleanup(as.Close)
+	return as
+}
+
+// getWithToken GETs url with 'Authorization: Bearer token' ("" sends none).
+func getWithToken(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -158,15 +185,43 @@ func debugGCPercent() int {
 	return v
 }
 
-func TestPprofRegistered(t *testing.T) {
-	_, ts := newTestServer(t, Config{})
-	for _, p := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/heap?debug=1"} {
-		if code, body := get(t, ts.URL+p); code != 200 || len(body) == 0 {
-			t.Errorf("%s: %d", p, code)
+var pprofPaths = []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/heap?debug=1", "/debug/pprof/cmdline",
+	"/debug/pprof/symbol"}
+
+func TestPprofAbsentOnMainListener(t *testing.T) {
+	_, ts := newTestServer(t, Config{AdminToken: testToken})
+	for _, p := range pprofPaths {
+		if code, _ := getWithToken(t, ts.URL+p, testToken); code != 404 {
+			t.Errorf("main listener %s: %d, want 404 (pprof is on the admin listener only)", p, code)
 		}
 	}
 	if code, body := get(t, ts.URL+"/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
+	}
+}
+
+func TestPprofOnAdminListenerNeedsTheToken(t *testing.T) {
+	s, _ := newTestServer(t, Config{AdminToken: testToken})
+	as := newAdminServer(t, s)
+	for _, p := range pprofPaths {
+		if code, _ := getWithToken(t, as.URL+p, ""); code != 401 {
+			t.Errorf("admin %s without a token: %d, want 401", p, code)
+		}
+		if code, _ := getWithToken(t, as.URL+p, testToken[:15]+"x"); code != 401 {
+			t.Errorf("admin %s with a wrong token: %d, want 401", p, code)
+		}
+		if code, body := getWithToken(t, as.URL+p, testToken); code != 200 || len(body) == 0 {
+			t.Errorf("admin %s with the token: %d, want 200", p, code)
+		}
+	}
+	if code, body := get(t, as.URL+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("admin /healthz: %d %q", code, body)
+	}
+	// Without a configured token pprof is off like the knobs API.
+	open, _ := newTestServer(t, Config{})
+	if code, body := getWithToken(t, newAdminServer(t, open).URL+"/debug/pprof/", "anything-at-all-16"); code != 403 ||
+		!strings.Contains(body, "GOSVC_ADMIN_TOKEN") {
+		t.Errorf("admin pprof without a configured token: %d %s, want 403", code, body)
 	}
 }
 
@@ -194,17 +249,19 @@ func admin(t *testing.T, method, url, token, body string) adminResp {
 }
 
 func TestAdminAuthAndKnobs(t *testing.T) {
-	s, ts := newTestServer(t, Config{AdminToken: "s3cret", AdminOnMain: true})
+	const tok = "s3cret-s3cret-s3cret"
+	s, _ := newTestServer(t, Config{AdminToken: tok})
+	ts := newAdminServer(t, s)
 	if r := admin(t, "GET", ts.URL, "", ""); r.code != 401 || r.body["error"] == nil {
 		t.Fatalf("no token: %+v", r)
 	}
 	if r := admin(t, "GET", ts.URL, "wrong", ""); r.code != 401 {
 		t.Fatalf("wrong token: %+v", r)
 	}
-	if r := admin(t, "PUT", ts.URL, "s3cre", `{"gogc":50}`); r.code != 401 {
+	if r := admin(t, "PUT", ts.URL, tok[:len(tok)-1], `{"gogc":50}`); r.code != 401 {
 		t.Fatalf("prefix of token: %+v", r)
 	}
-	r := admin(t, "GET", ts.URL, "s3cret", "")
+	r := admin(t, "GET", ts.URL, tok, "")
 	if r.code != 200 || r.body["gomaxprocs"] != float64(runtime.GOMAXPROCS(0)) {
 		t.Fatalf("GET: %+v", r)
 	}
@@ -214,7 +271,7 @@ func TestAdminAuthAndKnobs(t *testing.T) {
 		}
 	}
 
-	r = admin(t, "PUT", ts.URL, "s3cret", `{"gomaxprocs":1,"gogc":37,"gomemlimit_bytes":1073741824}`)
+	r = admin(t, "PUT", ts.URL, tok, `{"gomaxprocs":1,"gogc":37,"gomemlimit_bytes":1073741824}`)
 	if r.code != 200 {
 		t.Fatalf("PUT: %+v", r)
 	}
@@ -231,7 +288,7 @@ func TestAdminAuthAndKnobs(t *testing.T) {
 		t.Fatalf("PUT response: %+v", r.body)
 	}
 	// Partial update leaves the rest alone; 0 means unlimited.
-	r = admin(t, "PUT", ts.URL, "s3cret", `{"gomemlimit_bytes":0,"gogc":-1}`)
+	r = admin(t, "PUT", ts.URL, tok, `{"gomemlimit_bytes":0,"gogc":-1}`)
 	if r.code != 200 || debug.SetMemoryLimit(-1) != math.MaxInt64 || debugGCPercent() != -1 || runtime.GOMAXPROCS(0) != 1 {
 		t.Fatalf("partial PUT: %+v", r)
 	}
@@ -253,13 +310,13 @@ func TestAdminAuthAndKnobs(t *testing.T) {
 		{`{"gogc":1.5}`, "gogc", `want an integer`},
 	}
 	for _, c := range cases {
-		r := admin(t, "PUT", ts.URL, "s3cret", c.body)
+		r := admin(t, "PUT", ts.URL, tok, c.body)
 		msg, _ := r.body["error"].(string)
 		if r.code != 400 || r.body["field"] != c.field || !strings.Contains(msg, c.want) {
 			t.Errorf("PUT %s: got %d %+v, want 400 naming %s with %q", c.body, r.code, r.body, c.field, c.want)
 		}
 	}
-	if r := admin(t, "PUT", ts.URL, "s3cret", `not json`); r.code != 400 || !strings.Contains(r.body["error"].(string), "JSON object") {
+	if r := admin(t, "PUT", ts.URL, tok, `not json`); r.code != 400 || !strings.Contains(r.body["error"].(string), "JSON object") {
 		t.Errorf("garbage body: %+v", r)
 	}
 	// Nothing of a rejected request was applied.
@@ -272,28 +329,47 @@ func TestAdminAuthAndKnobs(t *testing.T) {
 }
 
 func TestAdminDisabledWithoutToken(t *testing.T) {
-	_, ts := newTestServer(t, Config{AdminOnMain: true})
-	r := admin(t, "PUT", ts.URL, "anything", `{"gogc":50}`)
+	s, _ := newTestServer(t, Config{})
+	r := admin(t, "PUT", newAdminServer(t, s).URL, "anything", `{"gogc":50}`)
 	if r.code != 403 || !strings.Contains(r.body["error"].(string), "GOSVC_ADMIN_TOKEN") {
 		t.Fatalf("got %+v", r)
 	}
 }
 
-func TestAdminNotOnMainMuxWhenSeparate(t *testing.T) {
-	s, ts := newTestServer(t, Config{AdminToken: "t"})
-	if code, _ := get(t, ts.URL+"/admin/knobs"); code != 404 {
-		t.Fatalf("admin on main mux: %d", code)
+func TestAdminNeverOnMainListener(t *testing.T) {
+	s, ts := newTestServer(t, Config{AdminToken: testToken})
+	for _, m := range []string{"GET", "PUT"} {
+		req, _ := http.NewRequest(m, ts.URL+"/admin/knobs", strings.NewReader(`{"gogc":50}`))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Fatalf("%s /admin/knobs on the main listener: %d, want 404", m, resp.StatusCode)
+		}
 	}
-	as := httptest.NewServer(s.AdminHandler())
-	defer as.Close()
-	if r := admin(t, "GET", as.URL, "t", ""); r.code != 200 {
-		t.Fatalf("admin mux: %+v", r)
+	if r := admin(t, "GET", newAdminServer(t, s).URL, testToken, ""); r.code != 200 {
+		t.Fatalf("admin listener: %+v", r)
+	}
+}
+
+func TestShortTokenRefused(t *testing.T) {
+	for _, tok := range []string{"t", "t0ken", "s3cret", testToken[:15]} {
+		if _, err := New(Config{AdminToken: tok}); err == nil || !strings.Contains(err.Error(), "fewer than the 16 required") {
+			t.Errorf("New with a %d-byte token: %v", len(tok), err)
+		}
+	}
+	if _, err := New(Config{AdminToken: testToken}); err != nil {
+		t.Errorf("16-byte token: %v", err)
 	}
 }
 
 func TestPoolHitsAndMisses(t *testing.T) {
-	s, ts := newTestServer(t, Config{Work: Work{AllocBytes: 8192, AllocCount: 2}, AdminToken: "t", AdminOnMain: true})
-	if r := admin(t, "PUT", ts.URL, "t", `{"object_pool_size":0}`); r.code != 200 {
+	s, ts := newTestServer(t, Config{Work: Work{AllocBytes: 8192, AllocCount: 2}, AdminToken: testToken})
+	as := newAdminServer(t, s)
+	if r := admin(t, "PUT", as.URL, testToken, `{"object_pool_size":0}`); r.code != 200 {
 		t.Fatal(r)
 	}
 	for i := 0; i < 10; i++ {
@@ -304,7 +380,7 @@ func TestPoolHitsAndMisses(t *testing.T) {
 		value(t, fams, "gosvc_pool_misses_total", "gosvc_pool_misses_total", nil); h != 0 || m != 20 {
 		t.Fatalf("pool size 0: hits=%v misses=%v, want 0/20", h, m)
 	}
-	if r := admin(t, "PUT", ts.URL, "t", `{"object_pool_size":16}`); r.code != 200 {
+	if r := admin(t, "PUT", as.URL, testToken, `{"object_pool_size":16}`); r.code != 200 {
 		t.Fatal(r)
 	}
 	for i := 0; i < 20; i++ {
@@ -346,7 +422,7 @@ func TestDownstreamAndConnPoolKnob(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	defer down.Close()
-	s, ts := newTestServer(t, Config{Downstream: down.URL, AdminToken: "t", AdminOnMain: true, Initial: KnobsPatch{ConnPoolSize: ptr(4)}})
+	s, ts := newTestServer(t, Config{Downstream: down.URL, AdminToken: testToken, Initial: KnobsPatch{ConnPoolSize: ptr(4)}})
 	if got := s.client.Load().Transport.(*http.Transport).MaxConnsPerHost; got != 4 {
 		t.Fatalf("MaxConnsPerHost = %d", got)
 	}
@@ -354,7 +430,7 @@ func TestDownstreamAndConnPoolKnob(t *testing.T) {
 		t.Fatalf("%d %s", code, body)
 	}
 	before := s.client.Load()
-	if r := admin(t, "PUT", ts.URL, "t", `{"conn_pool_size":9}`); r.code != 200 || r.body["conn_pool_size"] != float64(9) {
+	if r := admin(t, "PUT", newAdminServer(t, s).URL, testToken, `{"conn_pool_size":9}`); r.code != 200 || r.body["conn_pool_size"] != float64(9) {
 		t.Fatal(r)
 	}
 	after := s.client.Load()
@@ -412,18 +488,22 @@ func TestParseServeFlags(t *testing.T) {
 	if _, err := parseServe([]string{"--admin-addr", "0.0.0.0:9000", "--admin-allow-remote"}, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("GOSVC_ADMIN_TOKEN", "tok")
-	if _, err := parseServe([]string{"--addr", ":8080"}, io.Discard); err == nil {
-		t.Fatal("admin on a wildcard main address accepted without --admin-allow-remote")
+	// The main listener carries no admin API, so a wildcard --addr is fine with a token.
+	t.Setenv("GOSVC_ADMIN_TOKEN", testToken)
+	if o, err := parseServe([]string{"--addr", ":8080"}, io.Discard); err != nil || o.adminAddr != DefaultAdminAddr {
+		t.Fatalf("wildcard main address with the default admin listener: %v %+v", err, o)
+	}
+	if _, err := parseServe([]string{"--admin-addr", ""}, io.Discard); err == nil || !strings.Contains(err.Error(), "--admin-addr is empty") {
+		t.Fatalf("empty --admin-addr (admin on the main listener) accepted: %v", err)
 	}
 	tokFile := filepath.Join(t.TempDir(), "tok")
-	os.WriteFile(tokFile, []byte("from-file\n"), 0o600)
+	os.WriteFile(tokFile, []byte("  from-file-0123456789\n"), 0o600)
 	o, err := parseServe([]string{"--admin-token-file", tokFile, "--gogc", "-1", "--gomemlimit", "512MiB", "--gomaxprocs", "2", "--pool-size", "0"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.cfg.AdminToken != "from-file" || *o.cfg.Initial.GOGC != -1 || *o.cfg.Initial.GOMEMLIMITBytes != 512<<20 ||
-		*o.cfg.Initial.GOMAXPROCS != 2 || *o.cfg.Initial.ObjectPoolSize != 0 || !o.cfg.AdminOnMain {
+	if o.cfg.AdminToken != "from-file-0123456789" || *o.cfg.Initial.GOGC != -1 || *o.cfg.Initial.GOMEMLIMITBytes != 512<<20 ||
+		*o.cfg.Initial.GOMAXPROCS != 2 || *o.cfg.Initial.ObjectPoolSize != 0 || o.adminAddr != DefaultAdminAddr {
 		t.Fatalf("parsed %+v", o.cfg)
 	}
 	o, _ = parseServe(nil, io.Discard)
@@ -477,5 +557,35 @@ func TestItersPerUsFixesTheWorkPerRequest(t *testing.T) {
 		if _, err := parseServe([]string{"--iters-per-us", bad}, io.Discard); err == nil || !strings.Contains(err.Error(), "--iters-per-us") {
 			t.Fatalf("--iters-per-us %s accepted: %v", bad, err)
 		}
+	}
+}
+
+func TestParseServeRefusesShortTokens(t *testing.T) {
+	restoreRuntime(t)
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("  t0ken  \n"), 0o600) // 5 bytes after trimming
+	t.Setenv("GOSVC_ADMIN_TOKEN", "")
+	_, err := parseServe([]string{"--admin-token-file", short}, io.Discard)
+	for _, want := range []string{"--admin-token-file " + short, "5 bytes", "at least 16 random bytes", "openssl rand -hex 32"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("5-byte token file: %v; want it to name %q", err, want)
+		}
+	}
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte(" \n"), 0o600)
+	if _, err := parseServe([]string{"--admin-token-file", empty}, io.Discard); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Errorf("empty token file: %v", err)
+	}
+	t.Setenv("GOSVC_ADMIN_TOKEN", "secret")
+	_, err = parseServe(nil, io.Discard)
+	for _, want := range []string{"GOSVC_ADMIN_TOKEN", "6 bytes", "openssl rand -hex 32"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("6-byte GOSVC_ADMIN_TOKEN: %v; want it to name %q", err, want)
+		}
+	}
+	t.Setenv("GOSVC_ADMIN_TOKEN", testToken)
+	if o, err := parseServe(nil, io.Discard); err != nil || o.cfg.AdminToken != testToken {
+		t.Errorf("16-byte GOSVC_ADMIN_TOKEN: %v", err)
 	}
 }
