@@ -564,7 +564,7 @@ class TestBed:
     Use as a context manager; the process is always stopped and the cgroup removed::
 
         with TestBed(TESTBED_SERVE_FLAGS) as bed:
-            config = MeasureConfig(url=bed.url, metrics_url=bed.metrics_url, admin_url=bed.root,
+            config = MeasureConfig(url=bed.url, metrics_url=bed.metrics_url, admin_url=bed.admin_root,
                                    admin_token=bed.token, loadgen=bed.binary)
     """
 
@@ -584,11 +584,17 @@ class TestBed:
         self.proc: subprocess.Popen[str] | None = None
         self.cgroup: Path | None = None
         self.addr = ""
+        self.admin_addr = ""
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def root(self) -> str:
         return f"http://{self.addr}"
+
+    @property
+    def admin_root(self) -> str:
+        """The admin listener (``/admin/knobs``), from the startup line's ``admin_addr``."""
+        return f"http://{self.admin_addr}"
 
     @property
     def url(self) -> str:
@@ -616,19 +622,21 @@ class TestBed:
         try:
             if self.cgroup_quota_cores:
                 self.cgroup = _join_cgroup(self.proc.pid, self.cgroup_quota_cores)
-            self.addr = self._listening()
+            self.addr, self.admin_addr = self._listening()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
-    def _listening(self) -> str:
+    def _listening(self) -> tuple[str, str]:
+        """(address, admin address) from the service's startup line."""
         assert self.proc is not None and self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], self.start_timeout_s)
         line = self.proc.stdout.readline() if ready else ""
         try:
-            return str(json.loads(line)["addr"])
-        except (json.JSONDecodeError, KeyError):
+            info = json.loads(line)
+            return str(info["addr"]), str(info["admin_addr"])
+        except (json.JSONDecodeError, KeyError, TypeError):
             raise TelemetryError(
                 f"gosvc serve did not report its address within {self.start_timeout_s:g}s (got {line[:200]!r}); "
                 f"run `{self.binary} serve -h` to check the binary"
@@ -676,6 +684,6 @@ def _remove_cgroup(path: Path) -> None:
 
 def measure_config_for(bed: TestBed, **overrides: Any) -> MeasureConfig:
     """A :class:`MeasureConfig` aimed at ``bed``."""
-    base = MeasureConfig(url=bed.url, metrics_url=bed.metrics_url, admin_url=bed.root, admin_token=bed.token,
+    base = MeasureConfig(url=bed.url, metrics_url=bed.metrics_url, admin_url=bed.admin_root, admin_token=bed.token,
                          loadgen=bed.binary, nice=bed.nice)  # fmt: skip
     return replace(base, **overrides)

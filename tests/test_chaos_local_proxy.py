@@ -125,7 +125,8 @@ def test_replicas_in_cgroups_scaled_killed_frozen_and_tuned(setup: tuple[Journal
 
         assert reps.apply_knobs(Knobs(replicas=2, gomaxprocs=2, gogc=200)) == []
         for r in reps.ready():
-            req = urllib.request.Request(f"{r.url}/admin/knobs", headers={"Authorization": f"Bearer {reps.token}"})
+            auth = {"Authorization": f"Bearer {reps.token}"}
+            req = urllib.request.Request(f"{r.admin_url}/admin/knobs", headers=auth)
             with urllib.request.urlopen(req, timeout=2) as resp:
                 knobs = json.loads(resp.read())
             assert knobs["gomaxprocs"] == 2 and knobs["gogc"] == 200

@@ -64,6 +64,8 @@ class Replica:
     cgroup: Path | None = None
     proc: Managed | None = None
     url: str = ""
+    admin_url: str = ""
+    """The admin listener (``/admin/knobs``, ``/debug/pprof/``), from the startup line's ``admin_addr``."""
     state: str = "down"  # ready | stopped | down
     generation: int = 0
     started_s: float = 0.0
@@ -192,6 +194,7 @@ class ReplicaManager:
             # Moved after calibration: cgroup.procs moves every thread of the process.
             cgroups.add(rep.cgroup, rep.proc.pid)
         rep.url = f"http://{info['addr']}"
+        rep.admin_url = f"http://{info['admin_addr']}"
         rep.started_s = time.monotonic()
         self.proxy.add_upstream(rep.url)
         rep.state = "ready"
@@ -244,7 +247,7 @@ class ReplicaManager:
             rep.stop_entry.remove()
             rep.stop_entry = None
         rep.proc.kill()
-        rep.proc, rep.state, rep.url = None, "down", ""
+        rep.proc, rep.state, rep.url, rep.admin_url = None, "down", "", ""
         rep.history.append(f"killed pid {pid}")
         if restart_after_s is not None:
             self.restarts[rep.name] = time.monotonic() + restart_after_s
@@ -326,7 +329,7 @@ class ReplicaManager:
         failed = []
         for rep in self.ready():
             req = urllib.request.Request(
-                f"{rep.url}/admin/knobs",
+                f"{rep.admin_url}/admin/knobs",
                 data=body,
                 method="PUT",
                 headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},

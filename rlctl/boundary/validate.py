@@ -133,11 +133,15 @@ class Service:
         self.log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
         rate = ITERS_PER_US["value"] if iters_per_us is None else iters_per_us
         fixed = ("--iters-per-us", repr(rate)) if rate else ()
+        # No admin API here (no token): a GOSVC_ADMIN_TOKEN of the environment must not enable it,
+        # nor, if shorter than 16 bytes, stop the service from starting.
+        env = {k: v for k, v in os.environ.items() if k != "GOSVC_ADMIN_TOKEN"}
         self.proc = subprocess.Popen(
             [gosvc, "serve", "--addr", "127.0.0.1:0", *fixed, *flags],
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
+            env=env,
         )
         assert self.proc.stdout is not None
         sel = selectors.DefaultSelector()

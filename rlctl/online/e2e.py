@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import math
+import secrets
 import tempfile
 import threading
 import time
@@ -210,7 +211,7 @@ def run_once(cfg: E2EConfig, *, controlled: bool, policy_url: str | None, work: 
     name = ("policy" if policy_url else "hpa") if controlled else "static"
     result = RunResult(name)
     token = work / "token"
-    token.write_text("e2e-token\n")
+    token.write_text(secrets.token_hex(32) + "\n")  # gosvc refuses tokens under 16 bytes
     args = ["--cpu-us", str(cfg.cpu_us), "--gomaxprocs", str(cfg.gomaxprocs)]
     with RedisServer(directory=work / f"redis-{name}") as redis, ProcessReplicaActuator(args, token_file=token) as reps:
         splitter = LoadSplitter(reps)

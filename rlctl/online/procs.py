@@ -171,8 +171,14 @@ class RedisServer:
 class GoService:
     """One ``gosvc serve`` process on a free loopback port.
 
+    The admin API (``/admin/knobs``) and pprof (``/debug/pprof/``) are on a separate listener,
+    a free loopback port unless ``args`` has ``--admin-addr``; both need the bearer token.
+    :attr:`admin_url` and :attr:`pprof_url` name it, from the ``admin_addr`` of the service's
+    startup line.
+
     :param args: extra ``gosvc serve`` flags (``--cpu-us 500``, ``--gomaxprocs 1``, ...).
-    :param token_file: the admin bearer-token file; ``None`` disables the admin API.
+    :param token_file: the admin bearer-token file (at least 16 bytes); ``None`` disables the
+        admin API and pprof.
     :param addr: the listen address (default: a free port on 127.0.0.1).
     """
 
@@ -201,8 +207,18 @@ class GoService:
         return f"http://{self.addr}"
 
     @property
+    def admin_root(self) -> str:
+        """``http://`` + the admin listener's address, as the startup line reports it."""
+        return f"http://{self.info['admin_addr']}"
+
+    @property
     def admin_url(self) -> str:
-        return f"http://{self.info.get('admin_addr') or self.addr}/admin/knobs"
+        return f"{self.admin_root}/admin/knobs"
+
+    @property
+    def pprof_url(self) -> str:
+        """The pprof base URL (on the admin listener; send the bearer token)."""
+        return f"{self.admin_root}/debug/pprof"
 
     @property
     def metrics_url(self) -> str:
