@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlctl.boundary.detector import BoundaryDetector, DetectorConfig, saturation_forecast
+from rlctl.boundary.detector import BoundaryDetector, DetectorConfig, capture_profiles, saturation_forecast
 from rlctl.contract import TelemetrySample
 from rlctl.errors import ConfigError
 
@@ -171,10 +171,20 @@ def test_config_validation(kwargs: dict[str, object], message: str) -> None:
 # --------------------------------------------------------------------------- profiles
 
 
+#: The bearer token the fake's /admin/debug/pprof/ wants (like gosvc's admin listener).
+PPROF_TOKEN = "0123456789abcdef0123"
+
+
 class _Pprof(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         bodies = {"/debug/pprof/goroutine?debug=1": b"goroutine profile: total 42\n", "/debug/pprof/heap": b"\x1f\x8b"}
-        body = bodies.get(self.path)
+        path = self.path
+        if path.startswith("/admin/"):
+            if self.headers.get("Authorization") != f"Bearer {PPROF_TOKEN}":
+                self.send_error(401)
+                return
+            path = path.removeprefix("/admin")
+        body = bodies.get(path)
         if body is None:
             self.send_error(404)
             return
@@ -209,6 +219,17 @@ def test_event_captures_goroutine_and_heap_profiles(pprof_url: str, tmp_path: Pa
     assert Path(event.profiles["heap"]).read_bytes() == b"\x1f\x8b"
     assert event.profile_errors == {}
     assert event.to_dict()["profiles"] == event.profiles
+
+
+def test_profiles_behind_a_bearer_token(pprof_url: str, tmp_path: Path) -> None:
+    secured = pprof_url.replace("/debug/pprof", "/admin/debug/pprof")
+    paths, errors = capture_profiles(secured, tmp_path / "with", token=PPROF_TOKEN)
+    assert set(paths) == {"goroutine", "heap"} and errors == {}
+    paths, errors = capture_profiles(secured, tmp_path / "without")
+    assert paths == {} and set(errors) == {"goroutine", "heap"}
+    assert "HTTP 401" in errors["heap"] and "--pprof-token-file" in errors["heap"]
+    _, errors = capture_profiles(pprof_url.replace("/debug/pprof", "/nope"), tmp_path / "missing")
+    assert "HTTP 404" in errors["heap"] and "admin listener" in errors["heap"]
 
 
 def test_profile_failure_is_recorded_not_raised(tmp_path: Path) -> None:

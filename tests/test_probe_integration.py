@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import selectors
+import secrets
 import subprocess
 import sys
 import threading
@@ -16,6 +16,7 @@ import pytest
 
 from rlctl.boundary.probe import REPO_GOSVC, ProbeConfig, Ramp, resolve_loadgen, resolve_urls, run_probe
 from rlctl.errors import ConfigError, TelemetryError
+from rlctl.online.procs import GoService
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RLCTL = Path(sys.executable).parent / "rlctl"
@@ -193,44 +194,25 @@ def test_probe_needs_a_running_service(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def gosvc(tmp_path: Path) -> Iterator[str]:
-    """A real gosvc on a free loopback port, always killed afterwards."""
+def gosvc(tmp_path: Path) -> Iterator[GoService]:
+    """A real gosvc on a free loopback port (admin token in ``tmp_path/token``), always stopped afterwards."""
     if not REPO_GOSVC.exists():
         pytest.fail(f"{REPO_GOSVC} does not exist: run `bash deploy/gosvc/build.sh` (make test builds it first)")
-    log = open(tmp_path / "gosvc.log", "w")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [str(REPO_GOSVC), "serve", "--addr", "127.0.0.1:0", "--cpu-us", "1000", "--gomaxprocs", "1"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout=20):
-            pytest.fail(f"gosvc did not report its address within 20 s: {(tmp_path / 'gosvc.log').read_text()}")
-        listening = json.loads(proc.stdout.readline())
-        yield f"http://{listening['addr']}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
+    token = tmp_path / "token"
+    token.write_text(secrets.token_hex(32) + "\n")
+    with GoService(["--cpu-us", "1000", "--gomaxprocs", "1"], token_file=token, binary=REPO_GOSVC) as svc:
+        yield svc
 
 
 @pytest.mark.slow
-def test_probe_finds_the_knee_of_the_real_test_bed(gosvc: str, tmp_path: Path) -> None:
+def test_probe_finds_the_knee_of_the_real_test_bed(gosvc: GoService, tmp_path: Path) -> None:
     out, png = tmp_path / "probe.json", tmp_path / "probe.png"
     max_qps = 4000
     proc = subprocess.run(
         [
             str(RLCTL),
             "probe",
-            gosvc,
+            gosvc.url,
             "--ramp",
             "100,100,2",
             "--max-qps",
@@ -241,6 +223,10 @@ def test_probe_finds_the_knee_of_the_real_test_bed(gosvc: str, tmp_path: Path) -
             str(png),
             "--profile-dir",
             str(tmp_path / "prof"),
+            "--pprof-url",
+            gosvc.pprof_url,
+            "--pprof-token-file",
+            str(gosvc.token_file),
             "--quiet",
         ],
         capture_output=True,
@@ -271,6 +257,8 @@ def test_probe_finds_the_knee_of_the_real_test_bed(gosvc: str, tmp_path: Path) -
     assert report["settings"]["gomaxprocs"] == 1
     assert report["settings"]["go_version"].startswith("go")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # pprof is on gosvc's admin listener, behind the token: both profiles were captured with it.
+    assert set(report["boundary_event"]["profiles"]) == {"goroutine", "heap"}, report["boundary_event"]
     assert all(Path(p).exists() for p in report["boundary_event"]["profiles"].values())
 
     # The guard on synthetic shifts of this report: 10 % down passes, 20 % down fails.

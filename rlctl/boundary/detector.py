@@ -195,8 +195,9 @@ class BoundaryDetector:
 
     Feed samples in time order to :meth:`update`; it returns a :class:`BoundaryEvent`
     when the boundary is crossed, else None. With ``pprof_url`` (e.g.
-    ``http://127.0.0.1:8080/debug/pprof``) it saves a goroutine dump (``goroutine?debug=1``)
-    and a heap profile into ``profile_dir`` at that moment.
+    ``http://127.0.0.1:9091/debug/pprof``, gosvc's admin listener) it saves a goroutine dump
+    (``goroutine?debug=1``) and a heap profile into ``profile_dir`` at that moment, sending
+    ``pprof_token`` as a bearer token when given (gosvc's pprof needs its admin token).
     """
 
     def __init__(
@@ -204,11 +205,13 @@ class BoundaryDetector:
         config: DetectorConfig | None = None,
         *,
         pprof_url: str | None = None,
+        pprof_token: str | None = None,
         profile_dir: str | Path | None = None,
         profile_timeout_s: float = 5.0,
     ) -> None:
         self.config = config or DetectorConfig()
         self.pprof_url = pprof_url.rstrip("/") if pprof_url else None
+        self.pprof_token = pprof_token
         self.profile_dir = Path(profile_dir) if profile_dir is not None else Path("boundary-profiles")
         self.profile_timeout_s = profile_timeout_s
         self._calm: deque[TelemetrySample] = deque(maxlen=self.config.window)
@@ -293,7 +296,11 @@ class BoundaryDetector:
         event = BoundaryEvent(time_s=sample.timestamp_s, signals=signals, sample=sample, baseline=self.baseline())
         if self.pprof_url:
             profiles, errors = capture_profiles(
-                self.pprof_url, self.profile_dir, stamp=sample.timestamp_s, timeout_s=self.profile_timeout_s
+                self.pprof_url,
+                self.profile_dir,
+                stamp=sample.timestamp_s,
+                timeout_s=self.profile_timeout_s,
+                token=self.pprof_token,
             )
             event = BoundaryEvent(event.time_s, signals, sample, event.baseline, profiles, errors)
         logger.info("boundary crossed at %.1f: %s", event.time_s, ", ".join(event.fired))
@@ -342,11 +349,26 @@ PROFILES: dict[str, tuple[str, str]] = {
 }
 
 
+#: What a pprof HTTP error most likely means, and the fix.
+_PPROF_HINTS = {
+    401: "the pprof endpoint wants a bearer token: pass gosvc's admin token (--pprof-token-file)",
+    403: "the service has no admin token configured, so its pprof is off: start it with --admin-token-file",
+    404: "no pprof there: gosvc serves it on its admin listener only (--pprof-url http://ADMIN_ADDR/debug/pprof, "
+    "ADMIN_ADDR from the admin_addr of its startup line)",
+}
+
+
 def capture_profiles(
-    pprof_url: str, out_dir: str | Path, *, stamp: float | None = None, timeout_s: float = 5.0
+    pprof_url: str,
+    out_dir: str | Path,
+    *,
+    stamp: float | None = None,
+    timeout_s: float = 5.0,
+    token: str | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Save the goroutine and heap profiles from ``pprof_url`` into ``out_dir``.
 
+    ``token`` goes along as ``Authorization: Bearer`` (gosvc's pprof needs its admin token).
     Returns ``(paths, errors)`` keyed by profile kind; a profile that cannot be fetched
     goes to ``errors`` with the reason instead of raising.
     """
@@ -358,9 +380,15 @@ def capture_profiles(
     errors: dict[str, str] = {}
     for kind, (endpoint, suffix) in PROFILES.items():
         url = f"{pprof_url.rstrip('/')}/{endpoint}"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as resp:
                 body = resp.read()
+        except urllib.error.HTTPError as exc:
+            hint = _PPROF_HINTS.get(exc.code)
+            errors[kind] = f"{url}: HTTP {exc.code} {exc.reason}" + (f"; {hint}" if hint else "")
+            logger.warning("could not capture %s profile: %s", kind, errors[kind])
+            continue
         except (urllib.error.URLError, OSError) as exc:
             errors[kind] = f"{url}: {getattr(exc, 'reason', exc)}"
             logger.warning("could not capture %s profile: %s", kind, errors[kind])

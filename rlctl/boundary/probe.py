@@ -137,6 +137,8 @@ class ProbeConfig:
     interference and not learned (see :class:`DetectorConfig`)."""
     request_timeout_s: float = 2.0
     profile_dir: str | None = None
+    pprof_token: str | None = field(default=None, repr=False)
+    """Bearer token sent to ``pprof_url`` (gosvc serves pprof on its admin listener, behind its admin token)."""
     max_scrape_failures: int = 30
     """Give up after this many failed scrapes in a row (a saturated or starved service can
     miss a few; the client-side latency does not depend on them)."""
@@ -175,9 +177,24 @@ class ProbeConfig:
 
     @classmethod
     def from_cli(
-        cls, url: str, *, metrics_url: str | None = None, loadgen: str | None = None, **kw: Any
+        cls,
+        url: str,
+        *,
+        metrics_url: str | None = None,
+        loadgen: str | None = None,
+        pprof_url: str | None = None,
+        **kw: Any,
     ) -> ProbeConfig:
+        """``pprof_url`` overrides the default pprof base URL (see :func:`resolve_urls`)."""
         target, metrics, pprof = resolve_urls(url, metrics_url)
+        if pprof_url is not None:
+            p = urllib.parse.urlsplit(pprof_url)
+            if p.scheme not in ("http", "https") or not p.netloc:
+                raise ConfigError(
+                    f"--pprof-url {pprof_url!r} is not an http(s) URL; e.g. http://127.0.0.1:9091/debug/pprof "
+                    "(gosvc: the admin_addr of its startup line)"
+                )
+            pprof = pprof_url
         return cls(url=target, metrics_url=metrics, pprof_url=pprof, loadgen=resolve_loadgen(loadgen), **kw)
 
     def detector_config(self) -> DetectorConfig:
@@ -200,7 +217,8 @@ def resolve_urls(url: str, metrics_url: str | None = None) -> tuple[str, str, st
 
     A bare service root (``http://127.0.0.1:8080``) means the test-bed's ``/work``. The
     metrics URL defaults to the same host's ``/metrics``, and pprof to its
-    ``/debug/pprof`` (only when the metrics URL was not given separately).
+    ``/debug/pprof`` (only when the metrics URL was not given separately). gosvc serves
+    pprof on its admin listener only, behind its admin token: for it pass ``--pprof-url``.
     """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -530,7 +548,9 @@ def run_probe(config: ProbeConfig, *, on_update: Callable[[ProbeState], None] | 
         raise TelemetryError(f"{exc} (before the ramp started: start the service first)") from exc
     settings = first.settings()
     profile_dir = config.profile_dir or tempfile.mkdtemp(prefix="rlctl-probe-profiles-")
-    detector = BoundaryDetector(config.detector_config(), pprof_url=config.pprof_url, profile_dir=profile_dir)
+    detector = BoundaryDetector(
+        config.detector_config(), pprof_url=config.pprof_url, pprof_token=config.pprof_token, profile_dir=profile_dir
+    )
     state = ProbeState(config=config, status="ramping")
     notify = on_update or (lambda _s: None)
     started = time.time()

@@ -36,6 +36,14 @@ def register(app: typer.Typer) -> None:
         plot: Path | None = typer.Option(None, "--plot", help="Also write P99-against-load as a PNG."),
         loadgen: str | None = typer.Option(None, help="gosvc binary (default: deploy/gosvc/bin/gosvc, then PATH)."),
         profile_dir: Path | None = typer.Option(None, help="Where pprof profiles at the boundary go."),
+        pprof_url: str | None = typer.Option(
+            None,
+            help="pprof base URL (default: the metrics host's /debug/pprof); gosvc serves it on its admin "
+            "listener only: http://ADMIN_ADDR/debug/pprof, ADMIN_ADDR from its startup line's admin_addr.",
+        ),
+        pprof_token_file: Path | None = typer.Option(
+            None, help="File with the bearer token for --pprof-url (gosvc: its admin token)."
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No live table (a progress bar on a terminal)."),
     ) -> None:
         """Ramp load until the service crosses its boundary, then report the knee."""
@@ -56,6 +64,8 @@ def register(app: typer.Typer) -> None:
             confirm_intervals=confirm_intervals,
             knee_method=knee_method,
             profile_dir=str(profile_dir) if profile_dir else None,
+            pprof_url=pprof_url,
+            pprof_token=_read_token(pprof_token_file) if pprof_token_file else None,
         )
         from rlctl.output import JsonOut
 
@@ -112,6 +122,12 @@ def _probe_with_bar(config: Any, run_probe: Any) -> Any:
             bar.update(completed=len(state.steps), description=f"probe: {state.status}")
 
         return run_probe(config, on_update=on_update)
+
+
+def _read_token(path: Path) -> str:
+    from rlctl.online.actuators import read_token
+
+    return read_token(path)
 
 
 def _fmt(v: float | None) -> str:
