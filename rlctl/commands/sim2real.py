@@ -53,7 +53,9 @@ def calibrate(
     ),
     profile_out: Path = typer.Option(..., "--profile", help="Write the fitted profile YAML here."),
     target: str | None = typer.Option(None, help="Service to measure, e.g. http://127.0.0.1:8080 (means /work)."),
-    admin: str | None = typer.Option(None, help="Admin API base URL for /admin/knobs (default: the target's root)."),
+    admin: str | None = typer.Option(
+        None, help="With --target: the admin listener's base URL for /admin/knobs (gosvc's --admin-addr)."
+    ),
     admin_token_file: Path | None = typer.Option(None, help="File with the admin bearer token."),
     metrics_url: str | None = typer.Option(None, help="Service /metrics URL (default: the target's root /metrics)."),
     serve: str | None = typer.Option(
@@ -257,10 +259,14 @@ def _measure(
                                source=source, on_step=on_step)  # fmt: skip
         if token_file is None:
             raise ConfigError("--target needs --admin-token-file: calibration sets knobs through /admin/knobs")
+        if admin is None:
+            raise ConfigError(
+                "--target needs --admin URL: gosvc serves /admin/knobs on its own listener, not on the target's; "
+                "pass its --admin-addr (the admin_addr of its startup line), e.g. --admin http://127.0.0.1:9091"
+            )
         assert target is not None
         url, metrics, _ = resolve_urls(target, metrics_url)
-        root = url.rsplit("/", 1)[0] if url.endswith("/work") else url
-        cfg = MeasureConfig(url=url, metrics_url=metrics, admin_url=admin or root, admin_token=read_token(token_file),
+        cfg = MeasureConfig(url=url, metrics_url=metrics, admin_url=admin, admin_token=read_token(token_file),
                             loadgen=resolve_loadgen(loadgen), **overrides)  # fmt: skip
         return measure(cfg, fit_settings, hold_settings, cpu_quota_cores=cpu_quota_cores,
                        source={"target": target, "rlctl_command": _argv()}, on_step=on_step)  # fmt: skip
