@@ -16,6 +16,7 @@ from envs.sim import EnvConfig, nominal_capacity_qps
 from envs.single import SingleService
 from rlctl.contract import (
     ACTION_NVEC,
+    ENV_VERSION,
     FEATURE_HIGH,
     FEATURE_LOW,
     N_FEATURES,
@@ -23,7 +24,7 @@ from rlctl.contract import (
     TelemetrySample,
 )
 
-ENV_VERSION = "0"
+__all__ = ["ENV_VERSION", "GoServiceEnv"]
 
 
 class GoServiceEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):

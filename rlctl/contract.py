@@ -39,6 +39,11 @@ from rlctl.xp import NUMPY, SCALAR, Namespace
 
 SCHEMA_VERSION = "1.0"
 
+#: Version of the simulator's dynamics (:mod:`envs.go_service`) a policy was trained in. It lives
+#: here, not in :mod:`envs`, so the artifact loader can check it without importing the simulator;
+#: bump it when the simulator changes in a way that invalidates trained policies.
+ENV_VERSION = "0"
+
 #: Default service-level objective on P99 latency, milliseconds.
 DEFAULT_SLO_P99_MS = 8.0
 
