@@ -209,6 +209,8 @@ def _collect(result: Any, summary: TrialSummary, out: Path) -> Artifact:
             f"trial {summary.trial_id}: no checkpoint and no artifact folder {summary.artifact!r} on this node; "
             "give train_on_ray a storage_path every node shares"
         )
+    # Tune's own bookkeeping is not part of the artifact, whose manifest lists every file it holds.
+    (tmp / ".metadata.json").unlink(missing_ok=True)
     load_artifact(tmp)  # refuse to install a corrupt copy
     if out.exists():
         shutil.rmtree(out)

@@ -85,8 +85,6 @@ class PPOController(ModelController):
     """
 
     def __init__(self, policy: str | Path = "default", name: str | None = None, device: str = "cpu") -> None:
-        from stable_baselines3 import PPO
-
         self.artifact: Artifact = load_artifact(policy)
-        model = PPO.load(self.artifact.model_path, device=device)
+        model = self.artifact.load_model(device)
         super().__init__(model, self.artifact.features.slo_p99_ms, name or f"ppo:{self.artifact.name}")

@@ -67,7 +67,7 @@ def tiny_artifact(out: Path, seed: int = 0) -> Path:
     vec = GoServiceVecEnv(2, seed=seed)
     model = make_model(TrainConfig(n_envs=2, n_steps=16, batch_size=32, net_arch=(16, 16), seed=seed), vec)
     model.save(out.parent / f"{out.name}-model.zip")
-    save_artifact(out, out.parent / f"{out.name}-model.zip", name=out.name, env_version="test", config={}, seed=seed,
+    save_artifact(out, out.parent / f"{out.name}-model.zip", name=out.name, env_version="0", config={}, seed=seed,
                   bounds=KnobBounds(), features=FeatureSpec())  # fmt: skip
     return out
 

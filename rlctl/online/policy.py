@@ -2,9 +2,10 @@
 
 - :class:`ActRequest` / :class:`ActResponse`: the ``POST /act`` body and answer (pydantic,
   validated at the edge; the server answers 422 with the reason on bad input).
-- :class:`PolicyModel`: a verified artifact (sha256 and schema hash, via
-  :mod:`policies.artifact`) that decides for many services in one ``predict`` call. The
-  Ray Serve deployment and the in-process policy both use it, so they cannot disagree.
+- :class:`PolicyModel`: a verified artifact (the whole folder against its digest and the
+  manifest against the contract, via :mod:`policies.artifact`) that decides for many services
+  in one ``predict`` call. The Ray Serve deployment and the in-process policy both use it,
+  so they cannot disagree.
 - :class:`InProcessPolicy` and :class:`HttpPolicy`: what the control loop calls; both raise
   :class:`PolicyUnavailable` (with a ``cause``) when no decision came back in time.
 - :func:`placeholder_artifact`: an untrained policy of the shipped architecture, for
@@ -214,8 +215,9 @@ class PolicyModel:
     """A verified policy artifact that decides for many services per call.
 
     :param policy: ``default`` or an artifact folder (``manifest.json`` + ``model.zip``);
-        loading verifies the zip's sha256 and the contract's schema hash and raises
-        :class:`~rlctl.errors.ArtifactError` on a mismatch.
+        loading verifies the artifact as a whole (:func:`policies.artifact.verify_artifact`:
+        every file's hash, the manifest's digest, its fields against the contract) and raises
+        :class:`~rlctl.errors.ArtifactError` naming the field or file before anything is loaded.
     :param torch_threads: threads for inference. One keeps a serving replica from fighting
         other processes for cores; a batch of 64 is still well under a millisecond.
     """
