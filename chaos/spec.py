@@ -33,14 +33,28 @@ expands both into concrete :class:`FaultWindow` s for the simulator and the loca
 from __future__ import annotations
 
 import math
+import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rlctl.contract import DEFAULT_SLO_P99_MS
 from rlctl.errors import ConfigError
+
+
+def _not_bool(value: Any) -> Any:
+    # YAML's true/yes/on are booleans, and pydantic would read them as 1: a typo, not a number.
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is a boolean; give a number")
+    return value
+
+
+#: A number in a scenario: ints, floats and numeric text (YAML 1.1 reads ``1e3`` as text), never a boolean.
+Number = Annotated[float, BeforeValidator(_not_bool)]
+#: A whole number in a scenario, never a boolean.
+Count = Annotated[int, BeforeValidator(_not_bool)]
 
 #: Load traces shipped inside this package (``chaos/traces``, see its README for provenance).
 TRACES_DIR = Path(__file__).resolve().parent / "traces"
@@ -64,6 +78,14 @@ def builtin_trace(name: str = NASA_TRACE) -> Path:
             "name one of those, or reinstall rlctl if the file was removed from the installation"
         )
     return path
+
+
+def file_stem(name: str) -> str:
+    """``name`` as one safe file-name component: characters other than letters, digits, ``.``,
+    ``_`` and ``-`` become ``-``, no leading dot or dash, at most 100 characters; a scenario named
+    ``../x`` writes ``x.png`` in the output folder, never outside it."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip(".-")[:100]
+    return stem or "scenario"
 
 
 class FaultKind(StrEnum):
@@ -132,10 +154,11 @@ MAX_QPS = 1e7
 MAX_FAULTS = 1000
 MAX_SEQUENCES = 100
 MAX_WINDOWS = 10_000
-MAX_NAME_LEN = 100
+MAX_NAME_LEN = 253
 MAX_DESCRIPTION_LEN = 2000
-#: A name is used in file names, Kubernetes object names and report keys.
-NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
+#: Names are display text (scenario, fault and sequence names): anything printable. Object names
+#: (:func:`chaos.mesh.object_name`) and file names (:func:`file_stem`) are derived from them.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 #: Upper bound of each numeric fault parameter (the lower bound is 0). From the Chaos Mesh CRDs
 #: where they state one (stress workers <= 8192; bandwidth limit and buffer int32), else from what
@@ -175,8 +198,8 @@ class Repeat(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    every_s: float = Field(gt=0, le=MAX_SCENARIO_S)
-    count: int = Field(default=3, ge=1, le=MAX_WINDOWS)
+    every_s: Number = Field(gt=0, le=MAX_SCENARIO_S)
+    count: Count = Field(default=3, ge=1, le=MAX_WINDOWS)
 
 
 class FaultSpec(BaseModel):
@@ -185,12 +208,13 @@ class FaultSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: FaultKind
-    start_s: float = Field(ge=0, le=MAX_SCENARIO_S)
-    duration_s: float = Field(gt=0, le=MAX_SCENARIO_S)
+    start_s: Number = Field(ge=0, le=MAX_SCENARIO_S)
+    duration_s: Number = Field(gt=0, le=MAX_SCENARIO_S)
     selector: Selector = Field(default_factory=Selector)
     params: dict[str, Any] = Field(default_factory=dict)
     repeat: Repeat | None = None
-    name: str | None = Field(default=None, max_length=MAX_NAME_LEN, pattern=NAME_PATTERN)
+    #: Free text (the renderer derives object names from it), without control characters.
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LEN, pattern=TEXT_PATTERN)
     #: Network faults only: the peers whose traffic with the selected pods is affected.
     target: Selector | None = None
 
@@ -252,9 +276,9 @@ class FaultSequence(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: str = Field(default="sequence", max_length=MAX_NAME_LEN, pattern=NAME_PATTERN)
-    start_s: float = Field(default=0.0, ge=0, le=MAX_SCENARIO_S)
-    gap_s: float = Field(default=0.0, ge=0, le=MAX_SCENARIO_S)
+    name: str = Field(default="sequence", min_length=1, max_length=MAX_NAME_LEN, pattern=TEXT_PATTERN)
+    start_s: Number = Field(default=0.0, ge=0, le=MAX_SCENARIO_S)
+    gap_s: Number = Field(default=0.0, ge=0, le=MAX_SCENARIO_S)
     steps: list[FaultSpec] = Field(min_length=1, max_length=MAX_FAULTS)
 
 
@@ -276,22 +300,22 @@ class LoadSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["constant", "diurnal", "ramp", "step", "flash", "trace"] = "constant"
-    qps: float = Field(default=1000.0, ge=0, le=MAX_QPS)
-    base_qps: float = Field(default=500.0, ge=0, le=MAX_QPS)
-    peak_qps: float = Field(default=2000.0, ge=0, le=MAX_QPS)
-    period_s: float = Field(default=86400.0, gt=0, le=365 * 86400.0)
-    phase_s: float = Field(default=0.0, ge=-365 * 86400.0, le=365 * 86400.0)
-    start_qps: float = Field(default=100.0, ge=0, le=MAX_QPS)
-    end_qps: float = Field(default=3000.0, ge=0, le=MAX_QPS)
-    step_qps: float = Field(default=2000.0, ge=0, le=MAX_QPS)
-    at_s: float = Field(default=600.0, ge=0, le=MAX_SCENARIO_S)
-    rise_s: float = Field(default=30.0, gt=0, le=MAX_SCENARIO_S)
-    decay_s: float = Field(default=300.0, gt=0, le=MAX_SCENARIO_S)
+    qps: Number = Field(default=1000.0, ge=0, le=MAX_QPS)
+    base_qps: Number = Field(default=500.0, ge=0, le=MAX_QPS)
+    peak_qps: Number = Field(default=2000.0, ge=0, le=MAX_QPS)
+    period_s: Number = Field(default=86400.0, gt=0, le=365 * 86400.0)
+    phase_s: Number = Field(default=0.0, ge=-365 * 86400.0, le=365 * 86400.0)
+    start_qps: Number = Field(default=100.0, ge=0, le=MAX_QPS)
+    end_qps: Number = Field(default=3000.0, ge=0, le=MAX_QPS)
+    step_qps: Number = Field(default=2000.0, ge=0, le=MAX_QPS)
+    at_s: Number = Field(default=600.0, ge=0, le=MAX_SCENARIO_S)
+    rise_s: Number = Field(default=30.0, gt=0, le=MAX_SCENARIO_S)
+    decay_s: Number = Field(default=300.0, gt=0, le=MAX_SCENARIO_S)
     path: str | None = Field(default=None, max_length=4096)
-    interval_s: float = Field(default=60.0, gt=0, le=86400.0)
+    interval_s: Number = Field(default=60.0, gt=0, le=86400.0)
     #: Seconds into the trace (in trace time); a year of any trace is far past its end.
-    offset_s: float = Field(default=0.0, ge=0, le=365 * 86400.0 * 100)
-    time_scale: float = Field(default=1.0, gt=0, le=10_000.0)
+    offset_s: Number = Field(default=0.0, ge=0, le=365 * 86400.0 * 100)
+    time_scale: Number = Field(default=1.0, gt=0, le=10_000.0)
     noise: bool = True
 
     @field_validator("path")
@@ -319,11 +343,11 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: str = Field(max_length=MAX_NAME_LEN, pattern=NAME_PATTERN)
-    description: str = Field(default="", max_length=MAX_DESCRIPTION_LEN)
+    name: str = Field(min_length=1, max_length=MAX_NAME_LEN, pattern=TEXT_PATTERN)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LEN)  # free text, newlines allowed
     kind: ScenarioKind = "steady"
-    duration_s: float = Field(default=3600.0, gt=0, le=MAX_SCENARIO_S)
-    slo_p99_ms: float = Field(default=DEFAULT_SLO_P99_MS, gt=0, le=600_000.0)
+    duration_s: Number = Field(default=3600.0, gt=0, le=MAX_SCENARIO_S)
+    slo_p99_ms: Number = Field(default=DEFAULT_SLO_P99_MS, gt=0, le=600_000.0)
     load: LoadSpec = Field(default_factory=LoadSpec)
     faults: list[FaultSpec] = Field(default_factory=list, max_length=MAX_FAULTS)
     sequences: list[FaultSequence] = Field(default_factory=list, max_length=MAX_SEQUENCES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chaos.spec import Scenario
+from chaos.spec import Scenario, file_stem
 from envs.sim import EnvConfig
 from policies.evaluate import RunResult
 from rlctl.report import plot_timelines, write_atomic
@@ -98,5 +98,7 @@ def write_report(
     for name, by_ctrl in runs.items():
         series = {ctrl: rs[0].series for ctrl, rs in by_ctrl.items() if rs}
         windows = [(w.start_s, w.end_s, w.kind.value) for w in by_name[name].windows()]
-        plot_timelines(out_dir / f"{name}.png", series, slo_p99_ms=config.slo_p99_ms, title=name, fault_windows=windows)
+        plot_timelines(
+            out_dir / f"{file_stem(name)}.png", series, slo_p99_ms=config.slo_p99_ms, title=name, fault_windows=windows
+        )
     return write_atomic(out_dir / "report.md", markdown(report))

@@ -69,10 +69,20 @@ def plot_timelines(
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file, so a failure leaves no partial file."""
+    """Write ``text`` to ``path`` through a temporary file, so a failure leaves no partial file.
+
+    Missing parent folders are created; a path that cannot be written is a :class:`ConfigError`
+    naming it (a user's ``--output``/``--json`` value), with the temporary file removed.
+    """
+    from rlctl.errors import ConfigError
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{out}: cannot write ({exc.strerror or exc}); give a writable file path") from None
     return out

@@ -64,7 +64,8 @@ def test_a_few_aliases_still_work() -> None:
             "duration_s: 60\nfaults: [{kind: pod-kill, start_s: 120, duration_s: 10}]",
             r"faults\[0\] \(pod-kill\) starts at 120 s, at or after the scenario.s end \(60 s\)",
         ),
-        ("name: 'a/b'", r"name: String should match pattern"),
+        ('name: "a\\x07b"', r"name: String should match pattern"),
+        ('name: ""', r"name: String should have at least 1 character"),
         (
             "faults: [{kind: network-delay, start_s: 0, duration_s: 10, repeat: {every_s: 1, count: 10001}}]",
             r"count: Input should be less than or equal to 10000",
@@ -88,3 +89,12 @@ def test_too_many_faults_are_refused_quickly(tmp_path: Path, count: int, match: 
     with pytest.raises(ConfigError, match=match):
         load_scenario(p)
     assert time.monotonic() - start < 10
+
+
+def test_a_scenario_name_becomes_a_file_name_inside_the_output_folder() -> None:
+    from chaos.spec import file_stem
+
+    assert file_stem("steady-constant") == "steady-constant"
+    assert file_stem("../../etc/passwd") == "etc-passwd"
+    assert file_stem("Squeeze CPU / 2") == "Squeeze-CPU-2"
+    assert file_stem("...") == "scenario" and len(file_stem("x" * 253)) == 100

@@ -70,7 +70,9 @@ def render(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text)
+        from rlctl.report import write_atomic
+
+        write_atomic(output, text)
         typer.echo(f"wrote {len(manifests)} manifest(s) for run id {rid} to {output}", err=True)
 
 

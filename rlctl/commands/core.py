@@ -133,7 +133,7 @@ def simulate(
     json_out: Annotated[Path, typer.Option("--json", help=f"Also write the scores here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:
     """Run one scenario in the simulator with one controller; print its scores."""
-    from chaos.spec import load_scenario
+    from chaos.spec import file_stem, load_scenario
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
     from policies.evaluate import OracleController, make_baseline, oracle_rollout, rollout
@@ -150,7 +150,7 @@ def simulate(
         else:
             (run,) = rollout(ctrl, [spec], [seed], config, profile)
         windows = [(w.start_s, w.end_s, w.kind.value) for w in spec.windows()]
-        plot_timelines(out / f"{spec.name}.png", {ctrl.name: run.series}, slo_p99_ms=config.slo_p99_ms,
+        plot_timelines(out / f"{file_stem(spec.name)}.png", {ctrl.name: run.series}, slo_p99_ms=config.slo_p99_ms,
                        title=spec.name, fault_windows=windows)  # fmt: skip
-        write_atomic(out / f"{spec.name}.json", json.dumps(run.scores, indent=2))
+        write_atomic(out / f"{file_stem(spec.name)}.json", json.dumps(run.scores, indent=2))
         result.write(run.scores)
