@@ -10,8 +10,10 @@ from rlctl.contract import COL, DEFAULT_WINDOW, KNOB_COL, N_TELEMETRY, KnobBound
 from rlctl.errors import ConfigError
 
 
-def window(util: float, replicas: float, p99: float = 3.0, goroutines: float = 50.0) -> np.ndarray:
+def window(util: float, replicas: float, p99: float = 3.0, goroutines: float = 50.0, t: float = 0.0) -> np.ndarray:
+    """A window of identical samples, the newest stamped ``t`` (5 s apart)."""
     w = np.zeros((1, DEFAULT_WINDOW, N_TELEMETRY))
+    w[..., COL["timestamp_s"]] = t - 5.0 * np.arange(DEFAULT_WINDOW - 1, -1, -1)
     w[..., COL["cpu_util"]] = util
     w[..., COL["replicas"]] = replicas
     w[..., COL["p99_ms"]] = p99
@@ -29,12 +31,26 @@ def hpa(**kw: float) -> HPAController:
     return c
 
 
-def replicas_after(c: HPAController, util: float, current: int) -> float:
-    return float(c.decide(window(util, current), knobs(current))[0, KNOB_COL["replicas"]])
+def replicas_after(c: HPAController, util: float, current: int, t: float = 0.0) -> float:
+    return float(c.decide(window(util, current, t=t), knobs(current))[0, KNOB_COL["replicas"]])
 
 
-def test_hpa_desired_is_ceil_of_current_times_ratio() -> None:
-    assert replicas_after(hpa(target_cpu=0.5), 0.8, 4) == 7  # ceil(4 * 1.6)
+class Feed:
+    """Telemetry one sample per 5 s, as the simulator and the online loop keep it."""
+
+    def __init__(self, c: HPAController) -> None:
+        self.c, self.t, self.rows = c, 0.0, list[np.ndarray]()
+
+    def step(self, util: float, current: int) -> float:
+        self.t += 5.0
+        row = np.zeros(N_TELEMETRY)
+        row[COL["timestamp_s"]], row[COL["cpu_util"]], row[COL["replicas"]] = self.t, util, current
+        self.rows = [*self.rows, row][-DEFAULT_WINDOW:]
+        return float(self.c.decide(np.stack(self.rows)[None], knobs(current))[0, KNOB_COL["replicas"]])
+
+
+def test_hpa_desired_is_ceil_of_ready_replicas_times_ratio() -> None:
+    assert replicas_after(hpa(target_cpu=0.5), 0.8, 4) == 7  # ceil(4 * 80 % / 50 %)
 
 
 def test_hpa_tolerance_holds_within_ten_percent() -> None:
@@ -42,33 +58,77 @@ def test_hpa_tolerance_holds_within_ten_percent() -> None:
     assert replicas_after(hpa(target_cpu=0.5), 0.56, 4) == 5
 
 
-def test_hpa_acts_only_every_sync_period() -> None:
-    c = hpa(target_cpu=0.5)
-    assert replicas_after(c, 1.0, 2) == 4
-    assert replicas_after(c, 1.0, 4) == 4  # 5 s later: no sync
-    assert replicas_after(c, 1.0, 4) == 4  # 10 s
-    assert replicas_after(c, 1.0, 4) == 8  # 15 s: next sync
+def test_hpa_acts_every_sync_period_of_telemetry_time_not_every_call() -> None:
+    c = hpa(target_cpu=0.5, metric_lag_s=0.0, pod_ready_s=0.0, metric_window_s=5.0)
+    assert replicas_after(c, 1.0, 2, t=100.0) == 4
+    assert replicas_after(c, 1.0, 4, t=105.0) == 4  # 5 s later: no sync
+    assert replicas_after(c, 1.0, 4, t=110.0) == 4  # 10 s
+    assert replicas_after(c, 1.0, 4, t=115.0) == 8  # 15 s: next sync
+    assert replicas_after(c, 1.0, 8, t=115.0) == 8  # the same telemetry again: no time passed, no sync
 
 
 def test_hpa_scale_up_limited_to_double_or_four_pods() -> None:
     assert replicas_after(hpa(target_cpu=0.1, max_replicas=64), 1.0, 2) == 6  # max(2*2, 2+4) = 6, not 20
     assert replicas_after(hpa(target_cpu=0.1, max_replicas=64), 1.0, 10) == 20  # max(20, 14), not 100
+    legacy = hpa(target_cpu=0.1, max_replicas=64, behavior=False)
+    assert replicas_after(legacy, 1.0, 1) == 4  # no behavior: max(2 * current, 4)
 
 
-def test_hpa_scale_down_waits_for_the_stabilisation_window() -> None:
-    c = hpa(target_cpu=0.5)
-    current = 8
-    assert replicas_after(c, 0.5, current) == 8
-    seen = []
-    for _ in range(61):  # 305 s of low load
-        seen.append(replicas_after(c, 0.1, current))
-    assert all(r == 8 for r in seen[:59])  # until t=295 s the window still holds the high recommendation
-    assert seen[59] == 2  # t=300 s, a sync: ceil(8 * 0.2)
+def test_hpa_scale_down_waits_for_the_stabilisation_window_from_the_first_sync() -> None:
+    """The first sync puts the current count in the window (recordInitialRecommendation), so even
+    a controller started on low load holds its replicas for 300 s."""
+    c = hpa(target_cpu=0.5, metric_lag_s=0.0)
+    feed = Feed(c)
+    seen = [feed.step(0.1, 8) for _ in range(61)]  # t = 5 ... 305 s of low load, syncs at 5, 20, ...
+    assert all(r == 8 for r in seen[:60])  # until t=300 s the window still holds the initial 8
+    assert seen[60] == 2  # t=305 s, a sync 300 s after the first: ceil(8 * 10 % / 50 %)
+
+
+def test_hpa_counts_only_ready_pods_and_starting_ones_as_idle_on_a_scale_up() -> None:
+    """A pod counts once it has been Ready for a whole metric window (pod_ready_s + metric_window_s
+    after the spec count rose); until then it is an unready pod: 0 % on a scale-up."""
+    c = hpa(target_cpu=0.5, metric_lag_s=0.0)
+    feed = Feed(c)
+    assert feed.step(1.0, 2) == 4  # t=5: 2 ready pods at 200 % of the target: ceil(2 * 2) = 4
+    seen = [feed.step(1.0, 4) for _ in range(12)]  # t=10 ... 65
+    # 2 ready + 2 starting: 2 * 100 % / 4 pods = 50 % = the target: no scale-up while they start.
+    assert seen[:8] == [4] * 8
+    # At t=50 (45 s after the rise) the new pods count: 4 ready at 100 %: ceil(4 * 2) = 8.
+    assert seen[8] == 8
+
+
+def test_hpa_acts_on_usage_as_old_as_metrics_server_gives_it() -> None:
+    """The load doubles at t=35 s. Syncs at 5, 20, 35, 50 s: on fresh usage the HPA would see
+    (20, 35] at 35 s; with metrics-server's age (metric_lag_s 15) it sees that only at 50 s."""
+    loads = [0.5] * 6 + [1.0] * 6  # t = 5 ... 60
+    fresh, aged = Feed(hpa(target_cpu=0.5, metric_lag_s=0.0)), Feed(hpa(target_cpu=0.5))
+    first_up = [next(i for i, u in enumerate(loads) if f.step(u, 4) > 4) for f in (fresh, aged)]
+    assert [5.0 * (i + 1) for i in first_up] == [35.0, 50.0]
+
+
+def test_hpa_never_scales_down_under_overload_whatever_its_history() -> None:
+    """Scale-up events and recommendations of long ago cannot cap a scale-up below current."""
+    c = hpa(target_cpu=0.7, max_replicas=16, metric_lag_s=0.0)
+    assert replicas_after(c, 0.9, 2, t=0.0) == 3
+    assert replicas_after(c, 1.0, 12, t=3600.0) == 16  # an hour later: 12 ready at 143 %: up, not down
+    assert replicas_after(c, 0.75, 16, t=3615.0) == 16  # over the target, inside the tolerance: hold
+
+
+def test_hpa_row_targets_give_each_service_its_own_target() -> None:
+    c = HPAController(HPAConfig(), row_targets=[0.5, 0.8])
+    c.reset(2, KnobBounds(max_replicas=64), 5.0)
+    w = np.concatenate([window(0.8, 4), window(0.8, 4)])
+    out = c.decide(w, np.concatenate([knobs(4), knobs(4)]))[:, KNOB_COL["replicas"]]
+    assert out.tolist() == [7, 4]
+    with pytest.raises(ConfigError, match="row_targets for 3 services"):
+        c.reset(3, KnobBounds(), 5.0)
 
 
 def test_hpa_rejects_nonsense_target() -> None:
     with pytest.raises(ConfigError, match="target_cpu=0"):
         HPAConfig(target_cpu=0.0)
+    with pytest.raises(ConfigError, match="sync_s=0"):
+        HPAConfig(sync_s=0.0)
 
 
 def test_threshold_scales_up_on_p99_and_goroutines_then_down_after_cooldown() -> None:
