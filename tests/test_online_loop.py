@@ -465,3 +465,69 @@ def test_online_code_never_imports_the_simulator_or_the_trainer(tmp_path: Path) 
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_fallback_never_scales_down_under_overload_after_an_hour_of_policy_decisions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The HPA fallback's clock is the telemetry's, not its call count. Reproduction: a fallback
+    at 2 replicas, an hour in which the policy took the service to 12, then the policy fails
+    under overload. A rule that advanced 5 s per call saw its 2-replica scale-up "5 s ago" and
+    capped the scale-up at 2 * 2 + 2 = 6: 12 replicas under overload went down to 6."""
+    import rlctl.online.loop as loop_mod
+    from rlctl.online.policy import Decision
+
+    clock = {"t": 1_000_000.0}
+    monkeypatch.setattr(loop_mod, "time", type("Clock", (), {
+        "time": staticmethod(lambda: clock["t"]), "monotonic": staticmethod(lambda: clock["t"]),
+    }))  # fmt: skip
+
+    class Replicas:
+        n = 2
+
+        def get_replicas(self) -> int:
+            return self.n
+
+        def set_replicas(self, n: int) -> int:
+            self.n = n
+            return n
+
+    class FlakyPolicy:
+        name, window, fail = "ppo:flaky", None, True
+
+        def act(self, service: str, window: object, knobs: np.ndarray) -> Decision:
+            if self.fail:
+                raise RuntimeError("policy server crashed")
+            target = knobs.copy()
+            target[KNOB_COL["replicas"]] = 12
+            return Decision([0] * 8, target, self.name, "x", "y")
+
+    load = {"util": 0.8}
+
+    def scrape() -> TelemetrySample:
+        return TelemetrySample.from_dict({
+            "timestamp_s": clock["t"], "interval_s": 5.0, "offered_qps": 1000.0, "served_qps": 1000.0,
+            "p99_ms": 20.0, "p50_ms": 5.0, "error_rate": 0.0, "cpu_util": load["util"],
+        })  # fmt: skip
+
+    reps, policy = Replicas(), FlakyPolicy()
+    safety = SafetyConfig(max_step_replicas=16, scale_down_after_up_s=0.0)
+    config = ControlConfig("svc", interval_s=5.0, safety=safety)
+    loop = ControlLoop(config, Actuators(replicas=reps), scrape=scrape, policy=policy)  # type: ignore[arg-type]
+    first = loop.step()  # the fallback at 2 replicas, 80 % against a 70 % target: up to 3
+    assert (first.reason, first.cause) == ("fallback", "policy-error") and reps.n == 3
+    policy.fail = False
+    for _ in range(720):  # an hour of policy decisions: 12 replicas
+        clock["t"] += 5.0
+        assert loop.step().reason == "policy"
+    assert reps.n == 12
+    policy.fail, load["util"] = True, 1.0  # overload, and the policy fails
+    seen = []
+    for _ in range(24):  # two minutes of fallback under overload
+        clock["t"] += 5.0
+        before = reps.n
+        r = loop.step()
+        assert (r.reason, r.cause) == ("fallback", "policy-error")
+        assert r.target[KNOB_COL["replicas"]] >= before and reps.n >= before, (before, r.target, r.notes)
+        seen.append(reps.n)
+    assert seen[0] > 12 and seen[-1] == config.safety.bounds.max_replicas  # it scaled up, to the bound

@@ -80,7 +80,9 @@ class ControlConfig:
     """Samples the policy sees (the artifact's window when the policy runs in-process)."""
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     hpa: HPAConfig | None = None
-    """The fallback rule; default: the Kubernetes HPA defaults with the sync period set to the interval."""
+    """The fallback rule; default: the Kubernetes HPA defaults with the sync period set to the interval
+    and no metric age (the loop acts on its own fresh scrape, not on metrics-server). Its clock is the
+    telemetry's ``timestamp_s``, so a fallback after an hour of policy decisions sees an hour."""
     policy_timeout_s: float | None = None
     """Longest wait for the policy server; default 40 % of the interval (at most 2 s), so a dead
     server means the fallback in the same interval."""
@@ -113,7 +115,9 @@ class ControlConfig:
         if self.hpa is not None:
             return self.hpa
         b = self.safety.bounds
-        return HPAConfig(sync_s=self.interval_s, min_replicas=b.min_replicas, max_replicas=b.max_replicas)
+        return HPAConfig(
+            sync_s=self.interval_s, min_replicas=b.min_replicas, max_replicas=b.max_replicas, metric_lag_s=0.0
+        )
 
 
 class ControllerMetrics:
