@@ -69,16 +69,35 @@ def _root(
 _register()
 
 
-def main() -> None:
-    """Console-script entry point."""
+def usage_line(exc: typer.TyperException) -> str:
+    """A usage error as the one line the README promises: ``UsageError: rlctl eval: message; see --help``."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "rlctl"
+    return f"UsageError: {where}: {message}; see '{where} --help'"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every error is one line ``Type: message`` and an exit code."""
     from rlctl.errors import RlctlError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    command = typer.main.get_command(app)
     try:
-        app()
+        code = command.main(args=argv, prog_name="rlctl", standalone_mode=False)
+    except typer.TyperException as exc:  # Typer's usage errors: bad or missing values, unknown options
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command group: its help, as before
+            typer.echo(exc.format_message(), err=True)
+        else:
+            typer.echo(usage_line(exc), err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(130)
     except RlctlError as exc:
         typer.echo(f"{type(exc).__name__}: {exc}", err=True)
         sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,15 @@ def register(app: typer.Typer) -> None:
         json_out: Path = typer.Option(..., "--json", help=f"Write the JSON report here {JSON_HELP}."),
         metrics_url: str | None = typer.Option(None, help="Prometheus /metrics URL (default: URL's host /metrics)."),
         ramp: str = typer.Option("100,100,5", help="start,step,step-seconds of the load ramp (requests/s, s)."),
-        max_qps: float = typer.Option(10_000.0, help="Highest ramp step; the probe normally stops before it."),
-        slo_p99_ms: float = typer.Option(DEFAULT_SLO_P99_MS, help="P99 objective for max_qps_at_slo, ms."),
-        interval_s: float = typer.Option(1.0, help="Load-generator reporting and scrape interval, s."),
+        max_qps: float = typer.Option(
+            10_000.0, min=1.0, max=1e7, help="Highest ramp step; the probe normally stops before it."
+        ),
+        slo_p99_ms: float = typer.Option(
+            DEFAULT_SLO_P99_MS, min=0.001, max=600_000.0, help="P99 objective for max_qps_at_slo, ms."
+        ),
+        interval_s: float = typer.Option(
+            1.0, min=0.05, max=3600.0, help="Load-generator reporting and scrape interval, s."
+        ),
         warmup_steps: int = typer.Option(3, help="Ramp steps that form the detector's baseline."),
         consecutive: int = typer.Option(2, help="Steps in a row the boundary rule must hold to stop."),
         confirm_intervals: int = typer.Option(
@@ -94,7 +100,9 @@ def register(app: typer.Typer) -> None:
     def guard(
         base: Path = typer.Argument(..., help="Baseline probe report (JSON)."),
         new: Path = typer.Argument(..., help="New probe report (JSON)."),
-        max_shift: float = typer.Option(0.15, help="Largest allowed downward knee shift, as a fraction."),
+        max_shift: float = typer.Option(
+            0.15, min=0.0, max=1.0, help="Largest allowed downward knee shift, as a fraction."
+        ),
     ) -> None:
         """Exit 1 when the knee in NEW moved down by more than --max-shift from BASE."""
         from rich.console import Console

@@ -90,7 +90,9 @@ def cleanup(
     json_out: Path | None = typer.Option(
         None, "--json", help=f"Write the deleted objects as JSON here instead of a table {JSON_HELP}."
     ),
-    timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds to wait for each object to disappear."),
+    timeout_s: float = typer.Option(
+        120.0, "--timeout", min=0.0, max=86_400.0, help="Seconds to wait for each object to disappear."
+    ),
 ) -> None:
     """Revert what a chaos run left behind.
 

@@ -55,15 +55,29 @@ def run(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Check the scenario, backend and controllers; print the plan; inject nothing."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the simulator, the load's arrivals and fault targets."),
-    load_scale: float = typer.Option(1.0, "--load-scale", help="local/k8s: multiply the scenario's load."),
-    replica_cpu: float = typer.Option(
-        0.5, "--replica-cpu", help="local: CPU quota per replica in cores (cgroup v1 or v2); 0 = no cgroup."
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=2**32 - 1, help="Seed of the simulator, the load's arrivals and fault targets."
     ),
-    cpu_us: int = typer.Option(200, "--cpu-us", help="local: CPU work per request (gosvc serve --cpu-us)."),
-    interval_s: float = typer.Option(5.0, "--interval", help="local/k8s: seconds between controller decisions."),
-    initial_replicas: int = typer.Option(2, "--replicas", help="local/k8s: replicas at the start."),
-    max_replicas: int = typer.Option(6, "--max-replicas", help="local/k8s: most replicas a controller may run."),
+    load_scale: float = typer.Option(
+        1.0, "--load-scale", min=0.001, max=1000.0, help="local/k8s: multiply the scenario's load."
+    ),
+    replica_cpu: float = typer.Option(
+        0.5,
+        "--replica-cpu",
+        min=0.0,
+        max=1024.0,
+        help="local: CPU quota per replica in cores (cgroup v1 or v2); 0 = no cgroup.",
+    ),
+    cpu_us: int = typer.Option(
+        200, "--cpu-us", min=0, max=1_000_000, help="local: CPU work per request (gosvc serve --cpu-us)."
+    ),
+    interval_s: float = typer.Option(
+        5.0, "--interval", min=0.05, max=3600.0, help="local/k8s: seconds between controller decisions."
+    ),
+    initial_replicas: int = typer.Option(2, "--replicas", min=1, max=1000, help="local/k8s: replicas at the start."),
+    max_replicas: int = typer.Option(
+        6, "--max-replicas", min=1, max=1000, help="local/k8s: most replicas a controller may run."
+    ),
     loss_mode: str = typer.Option("drop", "--loss-mode", help="local: network-loss as 'drop' or 'reset'."),
     partition_mode: str = typer.Option("blackhole", "--partition-mode", help="local: 'blackhole' or 'refuse'."),
     gosvc: Path | None = typer.Option(None, "--gosvc", help="local: gosvc binary (default deploy/gosvc/bin/gosvc)."),

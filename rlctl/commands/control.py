@@ -98,16 +98,20 @@ def control(
         str | None, typer.Option(help="Run the policy in-process: 'default' or an artifact folder; 'hpa' = HPA rule.")
     ] = None,
     redis: Annotated[str, typer.Option(help="Redis URL; 'none' runs without Redis.")] = "redis://127.0.0.1:6379/0",
-    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between decisions.")] = 5.0,
+    interval: Annotated[float, typer.Option(min=0.05, max=3600.0, help="Seconds between decisions.")] = 5.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and audit; change nothing.")] = False,
     guard: Annotated[
         bool, typer.Option("--guard", help="Decide under the SLO guard (policies/guard.py), as ppo+guard in eval.")
     ] = False,
-    slo_p99_ms: Annotated[float, typer.Option(min=0.001, help="P99 objective in ms (the guard's SLO).")] = 8.0,
+    slo_p99_ms: Annotated[
+        float, typer.Option(min=0.001, max=600_000.0, help="P99 objective in ms (the guard's SLO).")
+    ] = 8.0,
     stale_action: Annotated[StaleAction, typer.Option(help="On stale/missing telemetry.")] = StaleAction.hold,
     min_replicas: Annotated[int, typer.Option(min=1)] = 1,
     max_replicas: Annotated[int, typer.Option(min=1)] = 16,
-    metrics_port: Annotated[int, typer.Option(help="Port for the controller's own /metrics (0: off).")] = 9109,
+    metrics_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port for the controller's own /metrics (0: off).")
+    ] = 9109,
     metrics_addr: Annotated[str, typer.Option(help="Address for the controller's /metrics.")] = "127.0.0.1",
     allow_msr_writes: Annotated[
         bool, typer.Option("--allow-msr-writes", help="Let the controller flip turbo/prefetch MSRs (whole host).")
@@ -236,7 +240,7 @@ def control(
 def serve(
     policy: Annotated[str, typer.Option(help="'default' or an artifact folder.")] = "default",
     host: Annotated[str, typer.Option(help="HTTP host of the Serve proxy.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTP port of the Serve proxy.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the Serve proxy.")] = 8000,
     num_cpus: Annotated[int, typer.Option(min=1, help="CPUs for the local Ray instance.")] = 2,
     echo: Annotated[bool, typer.Option("--echo", help="Also deploy a trivial echo app at /echo.")] = False,
     write_config: Annotated[
@@ -274,7 +278,7 @@ def collect(
     service: Annotated[str, typer.Option(help="Service name.")],
     metrics: Annotated[str, typer.Option(help="The service's /metrics URL.")],
     redis: Annotated[str, typer.Option(help="Redis URL.")] = "redis://127.0.0.1:6379/0",
-    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between scrapes.")] = 5.0,
+    interval: Annotated[float, typer.Option(min=0.05, max=3600.0, help="Seconds between scrapes.")] = 5.0,
     maxlen: Annotated[int, typer.Option(min=1, help="Approximate cap on the stream's length.")] = 100_000,
     max_samples: Annotated[int | None, typer.Option(help="Stop after this many scrapes.")] = None,
 ) -> None:

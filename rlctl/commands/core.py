@@ -100,7 +100,9 @@ def _static_day(out: Path) -> None:
 
 def bench_env(
     batch: Annotated[int, typer.Option(min=1, help="Services per batched step.")] = 256,
-    seconds: Annotated[float, typer.Option(min=0.2, help="Wall-clock seconds per measurement, over all rounds.")] = 6.0,
+    seconds: Annotated[
+        float, typer.Option(min=0.2, max=3600.0, help="Wall-clock seconds per measurement, over all rounds.")
+    ] = 6.0,
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds; medians are reported.")] = 3,
     json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:
@@ -128,7 +130,7 @@ def topology(
 def simulate(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML (load + faults).")],
     controller: Annotated[str, typer.Option(help="static, hpa, hpa-<target>, threshold, oracle.")] = "hpa",
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     out: Annotated[Path, typer.Option(help="Folder for the PNG and JSON.")] = Path("out/simulate"),
     json_out: Annotated[Path, typer.Option("--json", help=f"Also write the scores here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:

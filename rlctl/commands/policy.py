@@ -27,7 +27,9 @@ def train(
     config: Annotated[Path | None, typer.Option(help="YAML/JSON file of TrainConfig fields.")] = None,
     timesteps: Annotated[int | None, typer.Option(min=1, help="Total environment steps at most.")] = None,
     n_envs: Annotated[int | None, typer.Option(min=1, help="Simulated services stepped together.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for numpy, torch, the environments.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, max=2**32 - 1, help="Seed for numpy, torch, the environments.")
+    ] = None,
     eval_every: Annotated[int | None, typer.Option(min=0, help="Rollouts between validation runs (0: never).")] = None,
     log_dir: Annotated[Path, typer.Option(help="TensorBoard logs and checkpoints.")] = Path("runs/train"),
     stop_at_target: Annotated[bool, typer.Option(help="Stop once the validation target is met.")] = True,
@@ -169,7 +171,7 @@ def eval_cmd(
     ] = None,
     suite: Annotated[str | None, typer.Option(help="validation, train, smoke, or a scenario YAML/folder.")] = None,
     trace: Annotated[Path | None, typer.Option(help="Evaluate on a trace file instead of a suite.")] = None,
-    trace_interval: Annotated[float, typer.Option(help="Seconds per trace value.")] = 60.0,
+    trace_interval: Annotated[float, typer.Option(min=0.001, max=86_400.0, help="Seconds per trace value.")] = 60.0,
     scale_peak: Annotated[str, typer.Option(help="Peak req/s of the scaled trace, or 'auto'.")] = "auto",
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per scenario.")] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help=f"Write the JSON report here {JSON_HELP}.")] = None,
@@ -207,7 +209,7 @@ def eval_cmd(
 
 def bench_train(
     timesteps: Annotated[int, typer.Option(min=1, help="Step budget for the from-scratch run.")] = 6_000_000,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     log_dir: Annotated[Path, typer.Option()] = Path("runs/bench-train"),
     json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:

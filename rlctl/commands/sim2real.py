@@ -69,16 +69,21 @@ def calibrate(
     data_out: Path | None = typer.Option(None, help="Also save the measured data here (refit with --from-data)."),
     settings: str = typer.Option("1,50,1024;1,200,0;2,50,0;2,200,1024", help="Fit settings GOMAXPROCS,GOGC,POOL; ..."),
     holdout: str = typer.Option("2,50,1024;1,200,1024", help="Held-out settings ('' for none)."),
-    step_s: float = typer.Option(1.5, help="Seconds per measured step."),
-    interval_s: float = typer.Option(0.25, help="Load-generator reporting interval, s."),
+    step_s: float = typer.Option(1.5, min=0.1, max=3600.0, help="Seconds per measured step."),
+    interval_s: float = typer.Option(0.25, min=0.05, max=60.0, help="Load-generator reporting interval, s."),
     repeats: int = typer.Option(3, help="Repeats of every fit ladder (the first climbs, later ones in random order)."),
     holdout_repeats: int = typer.Option(4, help="Repeats of every holdout load level."),
-    slo_p99_ms: float = typer.Option(DEFAULT_SLO_P99_MS, help="SLO for the knee finder's max-QPS-at-SLO."),
+    slo_p99_ms: float = typer.Option(
+        DEFAULT_SLO_P99_MS, min=0.001, max=600_000.0, help="SLO for the knee finder's max-QPS-at-SLO."
+    ),
     cpu_quota_cores: float | None = typer.Option(
-        None, help="CPU quota the service runs under (default: from /metrics, else host cores)."
+        None, min=0.01, max=1024.0, help="CPU quota the service runs under (default: from /metrics, else host cores)."
     ),
     cgroup_quota_cores: float | None = typer.Option(
-        None, help="With --serve: run it in a CPU cgroup (v1 or v2) with this CPU quota (root or a delegated cgroup)."
+        None,
+        min=0.01,
+        max=1024.0,
+        help="With --serve: run it in a CPU cgroup (v1 or v2) with this CPU quota (root or a delegated cgroup).",
     ),
     nice: int = typer.Option(0, help="Niceness of the load generator (and of the --serve service); < 0 needs root."),
     base_profile: Path | None = typer.Option(
@@ -383,12 +388,14 @@ def surface(
     profile: Path | None = typer.Option(
         None, help="Profile YAML for the simulator (default: envs/profiles/testbed.yaml)."
     ),
-    slo_p99_ms: float = typer.Option(DEFAULT_SLO_P99_MS, help="Degradation: P99 above this, ms."),
+    slo_p99_ms: float = typer.Option(
+        DEFAULT_SLO_P99_MS, min=0.001, max=600_000.0, help="Degradation: P99 above this, ms."
+    ),
     degradation: str = typer.Option("slo", help="Telemetry label: slo (P99 > SLO), detector, or either."),
     seeds: int = typer.Option(200, min=1, help="Simulator: randomised profiles per cell."),
     randomize_scale: float = typer.Option(0.5, min=0.0, max=1.0, help="Simulator: domain-randomisation scale."),
-    noise_sd: float = typer.Option(0.15, min=0.0, help="Simulator: log-normal noise on P99 (sd of log)."),
-    threshold: float = typer.Option(0.15, help="Trigger threshold drawn on the plot."),
+    noise_sd: float = typer.Option(0.15, min=0.0, max=5.0, help="Simulator: log-normal noise on P99 (sd of log)."),
+    threshold: float = typer.Option(0.15, min=0.0, max=10.0, help="Trigger threshold drawn on the plot."),
 ) -> None:
     """P(degradation | throughput per replica, RTT std) from simulator rollouts or recorded telemetry."""
     from envs import surface as est

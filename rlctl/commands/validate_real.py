@@ -39,13 +39,19 @@ def validate_real(
     scenario: list[str] = typer.Option(
         [], "--scenario", "-s", help="Scenarios of chaos/scenarios/real (repeatable). Default: the four of the suite."
     ),
-    repeats: int = typer.Option(2, "--repeats", help="Runs of each scenario per controller (--quick: 1)."),
+    repeats: int = typer.Option(
+        2, "--repeats", min=1, max=100, help="Runs of each scenario per controller (--quick: 1)."
+    ),
     first_repeat: int = typer.Option(
         1, "--first-repeat", help="Number of the first repeat: continue a suite in its --out folder (then --rebuild)."
     ),
-    replica_cpu: float = typer.Option(0.25, "--replica-cpu", help="CPU quota per replica in cores (cgroup v1 or v2)."),
-    cpu_us: int = typer.Option(1000, "--cpu-us", help="CPU work per request (gosvc serve --cpu-us)."),
-    max_replicas: int = typer.Option(5, "--max-replicas", help="Most replicas a controller may run."),
+    replica_cpu: float = typer.Option(
+        0.25, "--replica-cpu", min=0.0, max=1024.0, help="CPU quota per replica in cores (cgroup v1 or v2)."
+    ),
+    cpu_us: int = typer.Option(
+        1000, "--cpu-us", min=0, max=1_000_000, help="CPU work per request (gosvc serve --cpu-us)."
+    ),
+    max_replicas: int = typer.Option(5, "--max-replicas", min=1, max=1000, help="Most replicas a controller may run."),
     gosvc: Path | None = typer.Option(None, "--gosvc", help="gosvc binary (default deploy/gosvc/bin/gosvc)."),
     rebuild: bool = typer.Option(
         False, "--rebuild", help="Only recompute --out's summary from its run reports (adds the simulator prediction)."
