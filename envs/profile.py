@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rlctl.errors import ConfigError
-from rlctl.inputs import load_yaml_file
+from rlctl.inputs import check_finite, load_yaml_file
 
 Array = npt.NDArray[np.float64]
 
@@ -110,10 +110,16 @@ class ServiceProfile:
         unknown = set(data) - names
         if unknown:
             raise ConfigError(f"{source}: unknown profile field(s) {sorted(unknown)}; known: {sorted(names)}")
-        try:
-            return cls(**{k: float(v) for k, v in data.items()})
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: profile values must be numbers ({exc})") from None
+        values = {}
+        for key, value in data.items():
+            if isinstance(value, bool):
+                raise ConfigError(f"{source}: {key}={value!r} is a boolean; profile values are numbers")
+            x = check_finite(value, name=key, source=source)
+            # Every parameter is a time, size, rate or count: none is negative, none astronomically large.
+            if not 0.0 <= x <= 1e12:
+                raise ConfigError(f"{source}: {key}={value!r} is out of range; give a number in 0..1e12")
+            values[key] = x
+        return cls(**values)
 
     @classmethod
     def load(cls, path: str | Path) -> ServiceProfile:

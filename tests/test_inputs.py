@@ -98,3 +98,20 @@ def test_a_scenario_name_becomes_a_file_name_inside_the_output_folder() -> None:
     assert file_stem("../../etc/passwd") == "etc-passwd"
     assert file_stem("Squeeze CPU / 2") == "Squeeze-CPU-2"
     assert file_stem("...") == "scenario" and len(file_stem("x" * 253)) == 100
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("profile: {s_cpu_ms: .inf}", r"s_cpu_ms=inf is not finite"),
+        ("profile: {s_cpu_ms: .nan}", r"s_cpu_ms=nan is not finite"),
+        ("profile: {s_cpu_ms: -1}", r"s_cpu_ms=-1 is out of range"),
+        ("profile: {s_cpu_ms: true}", r"s_cpu_ms=True is a boolean"),
+        ("profile: {s_cpu_ms: fast}", r"s_cpu_ms='fast' is not a number"),
+    ],
+)
+def test_a_profile_value_must_be_a_finite_number_in_range(tmp_path: Path, body: str, match: str) -> None:
+    from envs.profile import ServiceProfile
+
+    with pytest.raises(ConfigError, match=match):
+        ServiceProfile.load(write(tmp_path, body, "p.yaml"))
