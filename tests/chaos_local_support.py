@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from chaos.local.journal import CGROUP_CPU_ROOT, marked_pids, proc_start_time, proc_state
+from chaos.local.journal import marked_pids, proc_start_time, proc_state
+from rlctl import cgroups
+from rlctl.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 GOSVC = REPO / "deploy" / "gosvc" / "bin" / "gosvc"
@@ -29,10 +31,12 @@ def require_binaries() -> None:
         pytest.fail("stress-ng is not installed: `apt-get install stress-ng` (or `make system`)", pytrace=False)
 
 
-def require_cgroup_v1() -> None:
-    quota = CGROUP_CPU_ROOT / "cpu.cfs_quota_us"
-    if not (quota.exists() and os.access(CGROUP_CPU_ROOT, os.W_OK)):
-        pytest.fail(f"{quota} missing or not writable: these tests need root and the cgroup v1 CPU controller")
+def require_cgroups() -> cgroups.Cgroups:
+    """The writable CPU cgroup hierarchy, v1 or v2, as the product detects it; fail with the fix (never skip)."""
+    try:
+        return cgroups.detect(purpose="the local chaos tests")
+    except ConfigError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def write_scenario(path: Path, **data: Any) -> Path:
@@ -82,7 +86,7 @@ def leftovers(run_id: str, seen: Seen, state_dir: Path) -> list[str]:
             found.append(f"{role} process {pid} still exists (state {proc_state(pid)})")
     for pid in marked_pids(run_id):
         found.append(f"process {pid} marked with run {run_id} (state {proc_state(pid)})")
-    cg = CGROUP_CPU_ROOT / "rlctl" / run_id
+    cg = require_cgroups().root / "rlctl" / run_id
     if cg.exists():
         found.append(f"cgroup {cg} still exists")
     if (state_dir / run_id).exists():

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from chaos_local_support import report_shape, require_binaries, require_cgroup_v1, tiny_ppo_artifact, write_scenario
+from chaos_local_support import report_shape, require_binaries, require_cgroups, tiny_ppo_artifact, write_scenario
 from conftest import run_rlctl
 
 from chaos.local import LocalBackend, LocalConfig
-from chaos.local.journal import CGROUP_CPU_ROOT, marked_pids
+from chaos.local.journal import marked_pids
 from chaos.spec import load_scenario
 from policies.base import Controller
 from rlctl.contract import COL, KNOB_COL, KnobBounds
@@ -49,7 +49,7 @@ def _scenario(tmp_path: Path) -> Path:
 
 def test_three_faults_two_controllers_end_to_end(tmp_path: Path) -> None:
     require_binaries()
-    require_cgroup_v1()
+    require_cgroups()
     scenario = _scenario(tmp_path)
     out = tmp_path / "report"
     run_id = f"e2e-{int(time.time())}"
@@ -102,14 +102,14 @@ def test_three_faults_two_controllers_end_to_end(tmp_path: Path) -> None:
     assert report_shape(json.loads(sim.read_text())) == report_shape(report)
 
     assert marked_pids(run_id) == {}
-    assert not (CGROUP_CPU_ROOT / "rlctl" / run_id).exists()
+    assert not (require_cgroups().root / "rlctl" / run_id).exists()
     assert not (Path("/tmp/rlctl-state") / run_id).exists()
 
 
 def test_a_ppo_artifact_drives_replicas_and_runtime_knobs_under_packet_loss(tmp_path: Path) -> None:
     """An (untrained) PPO artifact on the local backend: its scaling and runtime knobs reach the replicas."""
     require_binaries()
-    require_cgroup_v1()
+    require_cgroups()
     policy = tiny_ppo_artifact(tmp_path / "art")
     scenario = write_scenario(
         tmp_path / "loss.yaml", name="loss-20s", duration_s=20, slo_p99_ms=SLO_MS,
@@ -155,7 +155,7 @@ class Scripted(Controller):
 
 def test_scaling_and_runtime_knobs_reach_the_replicas(tmp_path: Path) -> None:
     require_binaries()
-    require_cgroup_v1()
+    require_cgroups()
     scenario = load_scenario(
         write_scenario(tmp_path / "quiet.yaml", name="quiet-16s", duration_s=16, load={"kind": "constant", "qps": 40})
     )

@@ -24,14 +24,14 @@ from chaos_local_support import (
     leftovers,
     pids,
     require_binaries,
-    require_cgroup_v1,
+    require_cgroups,
     stopped_pids,
     wait_for_roles,
     write_scenario,
 )
 
 from chaos.local import cleanup
-from chaos.local.journal import CGROUP_CPU_ROOT, read_int
+from rlctl import cgroups
 
 
 def _scenario(tmp_path: Path) -> Path:
@@ -87,25 +87,27 @@ class Runner:
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     require_binaries()
-    require_cgroup_v1()
+    require_cgroups()
     return tmp_path / "state"
 
 
 def _hit_mid_fault(tmp_path: Path, state_dir: Path, run_id: str, sig: signal.Signals) -> tuple[Runner, Seen, int]:
-    quota_before = read_int(CGROUP_CPU_ROOT / "cpu.cfs_quota_us")
+    root = require_cgroups().root
+    # v1: the run must leave the hierarchy's own quota as it was (v2's root has no cpu.max).
+    quota_before = None if cgroups.is_v2(root) else cgroups.quota(root)
     runner = Runner(tmp_path, run_id, state_dir)
     try:
         seen = wait_for_roles(state_dir / run_id, {"proxy", "replica", "stress-ng", "stopped"}, timeout_s=60)
         time.sleep(1.0)
         assert pids(seen, "stopped") <= set(stopped_pids()), "the frozen replica is not in T state"
-        assert (CGROUP_CPU_ROOT / "rlctl" / run_id).is_dir()
+        assert (root / "rlctl" / run_id).is_dir()
         os.kill(runner.pid, sig)
         code = runner.exit_code(timeout_s=40)
     except BaseException:
         runner.close()
         cleanup(run_id, state_dir=state_dir)
         raise
-    assert read_int(CGROUP_CPU_ROOT / "cpu.cfs_quota_us") == quota_before
+    assert (None if cgroups.is_v2(root) else cgroups.quota(root)) == quota_before
     return runner, seen, code
 
 
@@ -137,7 +139,7 @@ def test_sigkill_mid_fault_then_cleanup_reverts_everything(tmp_path: Path, state
         text = "\n".join(done)
         assert "resumed stopped process" in text
         assert "killed stress-ng process" in text and "killed proxy process" in text
-        assert f"removed cgroup {CGROUP_CPU_ROOT / 'rlctl' / run_id}" in text
+        assert f"removed cgroup {require_cgroups().root / 'rlctl' / run_id}" in text
         assert f"removed journal {state_dir / run_id}" in text
         runner.close()  # lets the reaper collect what cleanup killed
         assert leftovers(run_id, seen, state_dir) == []

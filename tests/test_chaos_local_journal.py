@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from chaos_local_support import require_cgroup_v1
+from chaos_local_support import require_cgroups
 
 from chaos.local import cleanup
 from chaos.local.faults import check_local, select_replicas
 from chaos.local.journal import (
-    CGROUP_CPU_ROOT,
     MARKER_ENV,
     Journal,
     check_run_id,
@@ -23,11 +22,11 @@ from chaos.local.journal import (
     marked_pids,
     proc_start_time,
     proc_state,
-    read_int,
 )
 from chaos.local.process import spawn
 from chaos.local.replicas import Replica
 from chaos.spec import Selector, scenario_from_dict
+from rlctl import cgroups
 from rlctl.errors import ChaosError, ConfigError
 
 
@@ -101,19 +100,17 @@ def test_process_spawned_before_its_pid_was_journaled_is_found_by_its_marker(sta
 
 
 def test_quota_and_cgroup_are_restored_and_removed(state: Path) -> None:
-    require_cgroup_v1()
-    parent = CGROUP_CPU_ROOT / f"rlctl-test-{os.getpid()}"
-    parent.mkdir()
+    hierarchy = require_cgroups()
+    parent = hierarchy.root / f"rlctl-test-{os.getpid()}"
     try:
-        child = parent / "preexisting"
-        child.mkdir()
-        (child / "cpu.cfs_quota_us").write_text("30000")
+        child = hierarchy.create(f"{parent.name}/preexisting")
+        cgroups.write_quota_us(child, 30000, cgroups.PERIOD_US)
         journal = Journal.open("quota-1", state)
-        journal.record("quota", path=str(child), quota_us=30000, period_us=read_int(child / "cpu.cfs_period_us"))
-        (child / "cpu.cfs_quota_us").write_text("5000")
+        journal.record("quota", path=str(child), quota_us=30000, period_us=cgroups.PERIOD_US)
+        cgroups.write_quota_us(child, 5000, cgroups.PERIOD_US)
         ours = parent / "ours"
         journal.record("cgroup", path=str(ours))
-        ours.mkdir()
+        hierarchy.create(f"{parent.name}/ours")
         sleeper = spawn(journal, "stress-ng", ["sleep", "60"], cgroup=ours)
         deadline = time.monotonic() + 5
         while str(sleeper.pid) not in (ours / "cgroup.procs").read_text().split() and time.monotonic() < deadline:
@@ -121,9 +118,9 @@ def test_quota_and_cgroup_are_restored_and_removed(state: Path) -> None:
         done = cleanup("quota-1", state_dir=state)
         sleeper.proc.wait(timeout=5)
         assert f"killed stress-ng process {sleeper.pid}" in done
-        assert f"restored {child}/cpu.cfs_quota_us to 30000" in done
+        assert f"restored {cgroups.quota_file(child)} to 30000" in done
         assert f"removed cgroup {ours}" in done
-        assert read_int(child / "cpu.cfs_quota_us") == 30000
+        assert cgroups.quota(child)[0] == 30000
         assert not ours.exists()
     finally:
         for d in (parent / "preexisting", parent / "ours", parent):

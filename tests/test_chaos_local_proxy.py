@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chaos_local_support import GOSVC, require_binaries, require_cgroup_v1
+from chaos_local_support import GOSVC, require_binaries, require_cgroups
 
 from chaos.local import cleanup
-from chaos.local.journal import CGROUP_CPU_ROOT, Journal, proc_state, read_int
+from chaos.local.journal import Journal, proc_state
 from chaos.local.proxy import FaultProxy
 from chaos.local.replicas import ReplicaManager
+from rlctl import cgroups
 from rlctl.contract import Knobs
 from rlctl.errors import ChaosError
 
@@ -80,16 +81,16 @@ def test_network_faults_through_the_proxy(setup: tuple[Journal, FaultProxy], tmp
 
 
 def test_replicas_in_cgroups_scaled_killed_frozen_and_tuned(setup: tuple[Journal, FaultProxy], tmp_path: Path) -> None:
-    require_cgroup_v1()
+    require_cgroups()
     journal, proxy = setup
     reps = ReplicaManager(str(GOSVC), journal, proxy, Knobs(replicas=2, gomaxprocs=1), quota_cores=0.25, cpu_us=50)
     reps.setup()
     try:
         reps.scale_to(2)
-        base = CGROUP_CPU_ROOT / "rlctl" / "proxy-test"
+        base = require_cgroups().root / "rlctl" / "proxy-test"
         for r in reps.live():
             assert r.cgroup == base / r.name
-            assert read_int(r.cgroup / "cpu.cfs_quota_us") == 25000
+            assert cgroups.quota(r.cgroup)[0] == 25000
             assert str(r.proc.pid) in (r.cgroup / "cgroup.procs").read_text().split()  # type: ignore[union-attr]
         url = f"{proxy.url}/work"
         for _ in range(10):
@@ -120,7 +121,7 @@ def test_replicas_in_cgroups_scaled_killed_frozen_and_tuned(setup: tuple[Journal
         assert not any(e["kind"] == "stopped" for e in journal.entries())
 
         reps.set_quota(frozen, 0.5)
-        assert read_int(frozen.cgroup / "cpu.cfs_quota_us") == 50000  # type: ignore[operator]
+        assert cgroups.quota(frozen.cgroup)[0] == 50000  # type: ignore[arg-type]
         assert any(e["kind"] == "quota" and e["quota_us"] == 25000 for e in journal.entries())
 
         assert reps.apply_knobs(Knobs(replicas=2, gomaxprocs=2, gogc=200)) == []
@@ -132,4 +133,4 @@ def test_replicas_in_cgroups_scaled_killed_frozen_and_tuned(setup: tuple[Journal
             assert knobs["gomaxprocs"] == 2 and knobs["gogc"] == 200
     finally:
         reps.shutdown()
-    assert not (CGROUP_CPU_ROOT / "rlctl" / "proxy-test").exists()
+    assert not (require_cgroups().root / "rlctl" / "proxy-test").exists()
