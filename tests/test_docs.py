@@ -109,5 +109,5 @@ def test_every_relative_link_points_into_the_repository(doc: Path) -> None:
             broken.append(f"{target} (no such heading)")
     assert broken == [], (
         f"{doc.relative_to(REPO)}: links that a fresh clone cannot follow (missing, outside the repository "
-        f"like ../shared, or not tracked by git): {broken}"
+        f"such as a sibling folder, or not tracked by git): {broken}"
     )
