@@ -119,8 +119,14 @@ def run_eval(
     time_scale: float = 12.0,
     guard: bool = False,
     safety: bool = False,
+    frontier: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate and report (the body of ``rlctl eval`` and ``rlctl demo``)."""
+    """Evaluate and report (the body of ``rlctl eval`` and ``rlctl demo``).
+
+    ``frontier`` adds the grid of baselines without foresight and the clairvoyant references
+    (``policies.frontier``), then checks, after the JSON and the report are written, that none
+    dominates the policy: :class:`CheckFailed` (exit 1) if one does.
+    """
     from rich.console import Console
 
     from envs.profile import ServiceProfile
@@ -137,10 +143,19 @@ def run_eval(
         scenarios = get_suite(suite, profile, config.bounds.max_replicas)
     else:
         raise ConfigError("give --suite NAME|FILE or --trace FILE")
+    if frontier:
+        from policies.frontier import CLAIRVOYANT, FRONTIER_BASELINES
+
+        if not policy:
+            raise ConfigError(
+                "--frontier checks the policy against the baselines: give --policy (e.g. --policy default)"
+            )
+        baselines = [*baselines, *(b for b in (*CLAIRVOYANT, *FRONTIER_BASELINES) if b not in baselines)]
     controllers = _parse_controllers(policy, baselines, guard, safety)
     from rlctl.output import JsonOut
     from rlctl.progress import progress_bar
 
+    dominated: list[str] = []
     with JsonOut(json_out) as out:  # with --json -, the table goes to stderr
         what = f"evaluating {len(controllers)} controllers on {len(scenarios)} scenarios x {seeds} seeds"
         with progress_bar(what, total=len(controllers) * len(scenarios)) as bar:
@@ -153,11 +168,37 @@ def run_eval(
 
         # The table is wide: never squeeze it below 150 columns (pipes and CI logs report 80).
         Console(width=max(150, shutil.get_terminal_size().columns)).print(render_table(report))
+        if frontier:
+            dominated = _frontier(report, controllers, report_dir)
         out.write(report)
         if report_dir is not None:
             write_report(report_dir, report, runs, scenarios, config)
             Console().print(f"report: {report_dir / 'report.md'}")
+    if dominated:
+        from rlctl.errors import CheckFailed
+
+        raise CheckFailed(
+            "the policy is dominated (fewer violation minutes and fewer replica-s): " + "; ".join(dominated)
+        )
     return report
+
+
+def _frontier(report: dict[str, Any], controllers: list[Any], report_dir: Path | None) -> list[str]:
+    """Add ``report["frontier"]``, print its table, write its plots; the dominated (controller, kind)s."""
+    import shutil
+
+    from rich.console import Console
+
+    from policies.frontier import failures, frontier_check, render_frontier_table, write_frontier_report
+
+    under_test = [c.name for c in controllers if not isinstance(c, str)]
+    checked = [c for c in controllers if isinstance(c, str)]
+    totals = report["summary"]["totals"]
+    report["frontier"] = frontier_check(totals, under_test, checked)
+    Console(width=max(150, shutil.get_terminal_size().columns)).print(render_frontier_table(report["frontier"]))
+    if report_dir is not None:
+        write_frontier_report(report_dir, totals, report["frontier"], checked)
+    return failures(report["frontier"])
 
 
 def eval_cmd(
@@ -186,6 +227,14 @@ def eval_cmd(
             "as `rlctl control` does) as ppo+safety:NAME (ppo+guard+safety:NAME)."
         ),
     ] = False,
+    frontier: Annotated[
+        bool,
+        typer.Option(
+            help="Also run hpa-<t> and oracle-reactive-<h> (each +guard; t 0.3-0.9 by 0.1, h 1.0-1.3 by 0.1) and the "
+            "references hpa-tuned and oracle; exit 1 if one of the grid has fewer violation minutes AND fewer "
+            "replica-s than the policy on a scenario kind or in total (table, JSON 'frontier', --report PNGs)."
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a policy against baselines on a suite or a trace; side-by-side table, JSON, report."""
     if policy is None and not baseline:
@@ -204,6 +253,7 @@ def eval_cmd(
         report_dir=report,
         guard=guard,
         safety=safety,
+        frontier=frontier,
     )
 
 
