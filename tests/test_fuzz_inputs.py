@@ -225,6 +225,77 @@ def test_hostile_traces_are_refused_by_eval(tmp_path_factory: Any, case: tuple[s
     COUNTS[f"trace/{kind}"] += 1
 
 
+BOUND_FIELDS = tuple(
+    f"{side}_{knob}"
+    for knob in ("replicas", "gomaxprocs", "gogc", "gomemlimit_mib", "object_pool_size", "conn_pool_size")
+    for side in ("min", "max")
+)
+JUNK = st.sampled_from(["abc", 1.5, True, None, [], {}, "1"])
+
+
+@st.composite
+def hostile_manifests(draw: st.DrawFn) -> tuple[str, Callable[[dict[str, Any]], None], bool]:
+    """A change to the shipped manifest that the contract refuses, and whether to re-digest it."""
+    kind = draw(st.sampled_from(["bound", "bound-type", "window", "slo", "schema", "env", "missing", "files", "stale"]))
+    if kind in ("bound", "bound-type"):
+        field = draw(st.sampled_from(BOUND_FIELDS))
+        value = draw(st.sampled_from([-(10**9), 10**12, -2])) if kind == "bound" else draw(JUNK)
+        return kind, lambda m: m["bounds"].__setitem__(field, value), True
+    if kind == "window":
+        value = draw(st.sampled_from([0, -1, 10**6, "12", 12.5, None]))
+        return kind, lambda m: m["features"].__setitem__("window", value), True
+    if kind == "slo":
+        value = draw(st.sampled_from([0, -1.0, -(10**9), "8", None, []]))
+        return kind, lambda m: m["features"].__setitem__("slo_p99_ms", value), True
+    if kind == "schema":
+        value = draw(st.text("0123456789abcdef", min_size=16, max_size=16))
+        return kind, lambda m: m.__setitem__("schema_hash", value if value != m["schema_hash"] else "0" * 16), True
+    if kind == "env":
+        value = "v" + draw(st.text("abcxyz0123", max_size=8))
+        return kind, lambda m: m.__setitem__("env_version", value), True
+    if kind == "missing":
+        key = draw(st.sampled_from(["bounds", "features", "schema_hash", "schema_version", "files", "env_version"]))
+        return kind, lambda m: m.pop(key), True
+    if kind == "files":
+        name = draw(st.text("abcdefgh", min_size=1, max_size=8)) + ".bin"
+        return kind, lambda m: m["files"].__setitem__(name, "0" * 64), True
+    # stale: a field changed without re-digesting (what a hand edit leaves)
+    value = draw(st.integers(17, 10**6))
+    return kind, lambda m: m["bounds"].__setitem__("max_replicas", value), False
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=hostile_manifests())
+def test_hostile_manifests_are_refused_before_anything_loads(
+    tmp_path_factory: Any, case: tuple[str, Callable[[dict[str, Any]], None], bool]
+) -> None:
+    import json
+    import shutil
+
+    from policies.artifact import default_artifact_dir, manifest_digest
+
+    kind, change, redigest = case
+    folder = tmp_path_factory.mktemp("fuzz")
+    artifact, out = folder / "policy", folder / "out"
+    shutil.copytree(default_artifact_dir(), artifact)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    change(manifest)
+    if redigest:
+        manifest["artifact_digest"] = manifest_digest(manifest)
+    (artifact / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    args = ["eval", "--policy", str(artifact), "--suite", "smoke", "--seeds", "1", "--json", str(out / "e.json")]
+    assert_refused(*run_main(args), what=f"eval --policy on {kind}", names=str(artifact))
+    assert not out.exists()
+    COUNTS[f"manifest/{kind}"] += 1
+
+
+def test_the_untouched_artifact_verifies() -> None:
+    # The control for the manifest cases: the shipped artifact, copied as it is, is accepted.
+    from policies.artifact import default_artifact_dir, verify_artifact
+
+    assert verify_artifact(default_artifact_dir()).schema_hash
+
+
 @pytest.mark.parametrize(
     "content",
     [
@@ -259,4 +330,4 @@ def test_zz_report_counts() -> None:
         f"\nfuzz: {total} hostile inputs, all refused cleanly: "
         + ", ".join(f"{k} {v}" for k, v in sorted(COUNTS.items()))
     )
-    assert total >= 200
+    assert total >= 250
