@@ -2,7 +2,7 @@
 
 A controller earns its place only if no controller that could be built without knowing the
 future (an HPA at some CPU target, the reactive oracle at some headroom, each also under the
-SLO guard) has *both* fewer SLO-violation minutes *and* fewer replica-seconds on the same
+SLO guard) has *both* less SLO-violation time *and* fewer replica-seconds on the same
 scenarios. A single ratio to ``hpa-tuned`` cannot show that: a policy can beat the tuned HPA on
 violations by buying replicas that a more cautious fixed-target HPA would also have bought, and
 missed less with. The check therefore sweeps a grid of such baselines (:data:`FRONTIER_BASELINES`)
@@ -51,7 +51,7 @@ TOTAL = "total"
 #: order differ in the last bits, and a rounding error must not make a baseline dominate.
 REL_TOL = 1e-9
 
-Point = tuple[float, float]  # (SLO-violation minutes, replica-seconds)
+Point = tuple[float, float]  # (SLO-violation time, replica-seconds)
 
 
 def _less(a: float, b: float) -> bool:
@@ -60,7 +60,7 @@ def _less(a: float, b: float) -> bool:
 
 
 def dominates(a: Point, b: Point) -> bool:
-    """Whether ``a`` has strictly fewer violation minutes *and* strictly fewer replica-seconds
+    """Whether ``a`` has strictly less violation time *and* strictly fewer replica-seconds
     than ``b``; a tie on either does not dominate (the check's definition)."""
     return _less(a[0], b[0]) and _less(a[1], b[1])
 
@@ -82,12 +82,23 @@ def pareto_front(points: Mapping[str, Point]) -> list[str]:
     return sorted(front, key=lambda n: (points[n][1], points[n][0], n))
 
 
+def violation_key(totals: Mapping[str, Mapping[str, Mapping[str, float]]]) -> tuple[str, str]:
+    """The totals' violation score and its unit: ``slo_violation_s`` (seconds, ``rlctl.scoring``)
+    or, in reports written before it, ``slo_violation_minutes``. Domination does not depend on
+    the unit, so both are checked as they are and the unit is reported beside the figure."""
+    for by_ctrl in totals.values():
+        for t in by_ctrl.values():
+            return ("slo_violation_s", "s") if "slo_violation_s" in t else ("slo_violation_minutes", "min")
+    return "slo_violation_s", "s"
+
+
 def kind_points(totals: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, Point]]:
     """``{kind: {controller: point}}`` from evaluate's ``summary.totals``, plus :data:`TOTAL`
     (the sum over kinds of the controllers scored on every kind)."""
+    key, _ = violation_key(totals)
     out: dict[str, dict[str, Point]] = {}
     for kind, by_ctrl in totals.items():
-        out[kind] = {c: (float(t["slo_violation_minutes"]), float(t["replica_seconds"])) for c, t in by_ctrl.items()}
+        out[kind] = {c: (float(t[key]), float(t["replica_seconds"])) for c, t in by_ctrl.items()}
     everywhere = set.intersection(*(set(p) for p in out.values())) if out else set()
     out[TOTAL] = {c: (sum(out[k][c][0] for k in totals), sum(out[k][c][1] for k in totals)) for c in sorted(everywhere)}
     return out
@@ -99,13 +110,14 @@ def frontier_check(
     baselines: Iterable[str],
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Per controller under test and kind (and :data:`TOTAL`): the baselines that dominate it,
-    and its own violation minutes and replica-seconds.
+    and its own violation time and replica-seconds.
 
     ``baselines`` are the names checked against (those scored on a kind); a clairvoyant name
     (:data:`CLAIRVOYANT`) among them is ignored, since beating what needs foresight is not the
-    claim. Returns ``{controller: {kind: {"dominated_by", "violation", "replica_seconds"}}}``,
-    ``violation`` in minutes.
+    claim. Returns ``{controller: {kind: {"dominated_by", "violation", "violation_unit",
+    "replica_seconds"}}}``, ``violation`` in the totals' unit (:func:`violation_key`).
     """
+    _, unit = violation_key(totals)
     names = [b for b in baselines if b not in CLAIRVOYANT and b not in under_test]
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for kind, points in kind_points(totals).items():
@@ -117,6 +129,7 @@ def frontier_check(
             result.setdefault(ctrl, {})[kind] = {
                 "dominated_by": dominated_by(points[ctrl], others),
                 "violation": viol,
+                "violation_unit": unit,
                 "replica_seconds": reps,
             }
     return result
@@ -132,12 +145,20 @@ def failures(frontier: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[st
     ]
 
 
+def _unit(frontier: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    for by_kind in frontier.values():
+        for e in by_kind.values():
+            return str(e.get("violation_unit", "s"))
+    return "s"
+
+
 def render_frontier_table(frontier: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Any:
     """A Rich table: one row per controller under test and kind, with its verdict."""
     from rich.table import Table
 
+    unit = _unit(frontier)
     table = Table(title="Frontier check: baselines without foresight with fewer violations AND fewer replica-s")
-    for col, justify in (("controller", "left"), ("kind", "left"), ("SLO-viol min", "right"),
+    for col, justify in (("controller", "left"), ("kind", "left"), (f"SLO-viol {unit}", "right"),
                          ("replica-s", "right"), ("verdict", "left"), ("dominated by", "left")):  # fmt: skip
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for ctrl, by_kind in frontier.items():
@@ -151,13 +172,14 @@ def render_frontier_table(frontier: Mapping[str, Mapping[str, Mapping[str, Any]]
 
 def frontier_markdown(frontier: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     """The same table in Markdown (``frontier.md`` beside the plots)."""
+    unit = _unit(frontier)
     lines = [
         "# Frontier check",
         "",
         "Baselines without foresight (hpa-<t>, oracle-reactive-<h>, each also +guard) with strictly fewer",
-        "SLO-violation minutes and strictly fewer replica-seconds than the controller. Plots: `frontier-<kind>.png`.",
+        "SLO-violation time and strictly fewer replica-seconds than the controller. Plots: `frontier-<kind>.png`.",
         "",
-        "| controller | kind | SLO-violation min | replica-s | dominated by |",
+        f"| controller | kind | SLO-violation {unit} | replica-s | dominated by |",
         "|---|---|---:|---:|---|",
     ]
     for ctrl, by_kind in frontier.items():
@@ -174,8 +196,9 @@ def plot_frontier(
     baselines: Iterable[str],
     *,
     title: str = "",
+    unit: str = "s",
 ) -> Path:
-    """One PNG: violation minutes against replica-seconds of every controller on one kind.
+    """One PNG: violation time (in ``unit``) against replica-seconds of every controller on one kind.
 
     Baselines are grey dots (guarded ones hollow) with their Pareto front as a step line; the
     controllers under test are highlighted; ``hpa-tuned`` and ``oracle`` are marked as
@@ -212,7 +235,7 @@ def plot_frontier(
     ax.scatter([], [], s=22, color="tab:blue", label="hpa-<t> (hollow: +guard)")
     ax.scatter([], [], s=22, color="tab:green", label="oracle-reactive-<h> (hollow: +guard)")
     ax.set_xlabel("replica-seconds (sum over scenarios of the means over seeds)")
-    ax.set_ylabel("SLO-violation minutes")
+    ax.set_ylabel(f"SLO-violation {'seconds' if unit == 's' else 'minutes'}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     if title:
@@ -235,8 +258,10 @@ def write_frontier_report(
     out = Path(out_dir)
     names = list(baselines)
     under_test = list(frontier)
+    _, unit = violation_key(totals)
     written = []
     for kind, points in kind_points(totals).items():
-        written.append(plot_frontier(out / f"frontier-{kind}.png", points, under_test, names, title=f"{kind}"))
+        path = out / f"frontier-{kind}.png"
+        written.append(plot_frontier(path, points, under_test, names, title=kind, unit=unit))
     written.append(write_atomic(out / "frontier.md", frontier_markdown(frontier)))
     return written
