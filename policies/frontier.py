@@ -200,7 +200,8 @@ def plot_frontier(
 ) -> Path:
     """One PNG: violation time (in ``unit``) against replica-seconds of every controller on one kind.
 
-    Baselines are grey dots (guarded ones hollow) with their Pareto front as a step line; the
+    Baselines are dots (HPA blue, reactive oracle green, guarded ones hollow; named if on the
+    front or dominating a controller under test) with their Pareto front as a step line; the
     controllers under test are highlighted; ``hpa-tuned`` and ``oracle`` are marked as
     references (a square and a diamond). A controller is dominated when a baseline sits strictly
     below-left of it.
@@ -214,12 +215,16 @@ def plot_frontier(
     out.parent.mkdir(parents=True, exist_ok=True)
     base = {b: points[b] for b in baselines if b in points and b not in CLAIRVOYANT and b not in under_test}
     fig, ax = plt.subplots(figsize=(8, 5.5))
+    front = pareto_front(base)
+    # Only the front and the dominating baselines are named: 22 labels on a cluster are unreadable,
+    # and these are the ones the verdict is about (frontier.md lists every figure).
+    named = set(front).union(*(dominated_by(points[c], base) for c in under_test if c in points))
     for name, (v, r) in base.items():
         guarded = name.endswith("+guard")
         colour = "tab:blue" if name.startswith("hpa") else "tab:green"
         ax.scatter([r], [v], s=22, facecolors="none" if guarded else colour, edgecolors=colour, zorder=2)
-        ax.annotate(name, (r, v), fontsize=6, color="dimgrey", xytext=(3, 2), textcoords="offset points")
-    front = pareto_front(base)
+        if name in named:
+            ax.annotate(name, (r, v), fontsize=6, color="dimgrey", xytext=(3, 2), textcoords="offset points")
     if front:
         xs, ys = [base[n][1] for n in front], [base[n][0] for n in front]
         ax.step(xs, ys, where="post", color="black", lw=1, ls="--", label="Pareto front of the baselines", zorder=1)
