@@ -3,22 +3,20 @@
 :func:`run_experiment` resolves every controller first (so a missing policy artifact fails
 before any fault is injected), asks the backend to refuse what it cannot run, then runs the
 scenario once per controller. :func:`build_report` scores each :class:`~chaos.record.RunRecord`
-the same way whatever the backend:
+the same way whatever the backend, with :func:`rlctl.scoring.score_run` — the scorer ``rlctl
+eval`` uses, so a sim run here and ``rlctl eval`` of the same scenario and seed agree (see
+:mod:`rlctl.scoring` for every score). The report adds:
 
-==================  ========================================================================
-score               definition
-==================  ========================================================================
-slo_violation_s     seconds of intervals whose client-side P99 was over the SLO (an interval
-                    with load but no latency figure counts as violated)
-replica_seconds     replicas x seconds (every replica that costs: running, starting, frozen)
-core_seconds_used   CPU seconds the replica processes used (local backend: /proc utime + stime)
-steady_violation_s  slo_violation_s outside every fault window and the 60 s after it
-flaps               replica changes that reverse the previous one (up then down, or down then up)
-recovery            per fault window: seconds from the window's end until the first interval
-                    with P99 back under the SLO (``recovered: false`` if that never happened)
-boundary_events     :class:`rlctl.boundary.BoundaryDetector` over the run's telemetry
-actions             decisions that changed a knob; ``knob_changes`` lists every change
-==================  ========================================================================
+======================  ====================================================================
+score                   definition
+======================  ====================================================================
+core_seconds_used       :mod:`rlctl.scoring`'s ``core_seconds``: CPU seconds the replicas used
+                        (local backend: /proc utime + stime; sim: the simulator's cores)
+core_seconds_allocated  replica-seconds x the CPU quota per replica, where there is one
+recovery                per fault window also its ``fault`` label and ``kind``
+boundary_events         :class:`rlctl.boundary.BoundaryDetector` over the run's telemetry
+knob_changes            every knob change (what ``actions`` and ``flaps`` are counted from)
+======================  ====================================================================
 
 :func:`write_report` writes ``report.json`` (or ``--json``), ``report.md`` and
 ``timelines.png`` (fault windows shaded) into the report folder.
@@ -42,12 +40,11 @@ from chaos.spec import Scenario
 from policies.base import Controller
 from rlctl.contract import KnobBounds, Knobs
 from rlctl.errors import ConfigError
+from rlctl.scoring import STEADY_MARGIN_S, score_run
 
 log = logging.getLogger(__name__)
 
 REPORT_SCHEMA = "rlctl.chaos-run/v1"
-#: Seconds after a fault window that still count as the fault's, not as the steady part.
-STEADY_MARGIN_S = 60.0
 BACKENDS = ("sim", "local", "k8s")
 #: Baselines by name; ``hpa-<target>`` (e.g. ``hpa-0.6``) and ``ppo:<artifact>`` too.
 BASELINES = ("static", "hpa", "hpa-tuned", "threshold", "oracle")
@@ -199,56 +196,25 @@ def detect_boundaries(record: RunRecord) -> list[dict[str, Any]]:
 
 
 def score(record: RunRecord, scenario: Scenario) -> dict[str, Any]:
-    """The scores of one run (see the module docstring)."""
+    """The scores of one run: :func:`rlctl.scoring.score_run` (the one definition ``rlctl eval`` uses
+    too), with each fault's label, the boundary events and the knob changes added."""
     s = record.series
-    slo = scenario.slo_p99_ms
-    t, dt, p99 = s["t_s"], s["dt_s"], s["p99_ms"]
-    offered = s["offered_qps"]
-    with np.errstate(invalid="ignore"):
-        violated = (p99 > slo) | (~np.isfinite(p99) & (offered > 0))
-    duration = float(dt.sum())
-    recovery = []
-    for i, w in enumerate(scenario.windows()):
-        starts = t - dt
-        after = np.flatnonzero(starts >= w.end_s - 1e-6)
-        during = (starts < w.end_s) & (t > w.start_s)
-        entry: dict[str, Any] = {
-            "fault": fault_label(w, i),
-            "kind": w.kind.value,
-            "start_s": w.start_s,
-            "end_s": w.end_s,
-            "violation_s_during": float(dt[during & violated].sum()),
-        }
-        ok = after[~violated[after]] if after.size else after
-        entry["recovered"] = bool(ok.size)
-        entry["recovery_s"] = round(max(0.0, float(starts[ok[0]] - w.end_s)), 3) if ok.size else None
-        recovery.append(entry)
-    decisions = sorted({a["t_s"] for a in record.actions})
-    finite = p99[np.isfinite(p99)]
-    starts = t - dt
-    steady = np.ones(len(t), dtype=bool)
-    for w in scenario.windows():  # a fault window and the STEADY_MARGIN_S after it are not steady
-        steady &= ~((starts < w.end_s + STEADY_MARGIN_S) & (t > w.start_s))
-    moves = np.sign([a["to"] - a["from"] for a in record.actions if a["knob"] == "replicas"])
-    replica_seconds = float((s["replicas"] * dt).sum())
+    windows = scenario.windows()
+    out = score_run(
+        t_s=s["t_s"], dt_s=s["dt_s"], offered_qps=s["offered_qps"], p99_ms=s["p99_ms"], replicas=s["replicas"],
+        slo_p99_ms=scenario.slo_p99_ms, changes=record.actions, windows=[(w.start_s, w.end_s) for w in windows],
+        core_seconds=record.extra.get("core_seconds_used"), error_rate=s["error_rate"],
+        steady_margin_s=STEADY_MARGIN_S,
+    )  # fmt: skip
+    for i, (w, entry) in enumerate(zip(windows, out["recovery"], strict=True)):
+        entry.update(fault=fault_label(w, i), kind=w.kind.value)
     quota = record.extra.get("replica_cpu_cores")
-    return {
-        "duration_s": duration,
-        "slo_violation_s": float(dt[violated].sum()),
-        "steady_s": float(dt[steady].sum()),
-        "steady_violation_s": float(dt[steady & violated].sum()),
-        "replica_seconds": replica_seconds,
-        "core_seconds_allocated": replica_seconds * float(quota) if quota else None,
-        "core_seconds_used": record.extra.get("core_seconds_used"),
-        "flaps": int(np.sum(moves[1:] != moves[:-1])) if moves.size > 1 else 0,
-        "recovery": recovery,
-        "boundary_events": detect_boundaries(record),
-        "actions": len(decisions),
-        "actions_per_hour": len(decisions) / (duration / 3600.0) if duration > 0 else 0.0,
-        "knob_changes": record.actions,
-        "p99_ms_median": float(np.median(finite)) if finite.size else None,
-        "error_rate_mean": float(np.average(s["error_rate"], weights=dt)) if duration > 0 else 0.0,
-    }
+    # Reports since the first chaos run call the CPU seconds used core_seconds_used (validate-real's summaries too).
+    out["core_seconds_used"] = out.pop("core_seconds")
+    out["core_seconds_allocated"] = out["replica_seconds"] * float(quota) if quota else None
+    out["boundary_events"] = detect_boundaries(record)
+    out["knob_changes"] = record.actions
+    return out
 
 
 def build_report(
@@ -326,10 +292,10 @@ def _fmt(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
-def _recovery_cell(entry: dict[str, Any], duration_s: float) -> str:
+def _recovery_cell(entry: dict[str, Any]) -> str:
     if entry["recovered"]:
         return f"{entry['recovery_s']:.0f}"
-    return f"not recovered (> {max(0.0, duration_s - entry['end_s']):.0f})"
+    return f"not recovered (> {entry['bound_s']:.0f})"
 
 
 def render_markdown(report: dict[str, Any], *, png_name: str | None = "timelines.png") -> str:
@@ -370,7 +336,7 @@ def render_markdown(report: dict[str, Any], *, png_name: str | None = "timelines
         out.append("| fault | ends at (s) | " + " | ".join(names) + " |")
         out.append("|---|---:|" + "---:|" * len(names))
         for i, f in enumerate(report["faults"]):
-            cells = [_recovery_cell(res[n]["recovery"][i], res[n]["duration_s"]) for n in names]
+            cells = [_recovery_cell(res[n]["recovery"][i]) for n in names]
             out.append(f"| {f['fault']} | {f['end_s']:g} | " + " | ".join(cells) + " |")
     for n in names:
         r = res[n]
@@ -460,6 +426,6 @@ def results_table(report: dict[str, Any]) -> Any:
     for i, f in enumerate(report["faults"]):
         table.add_row(
             f"recovery after {f['fault']} (s)",
-            *(_recovery_cell(res[n]["recovery"][i], res[n]["duration_s"]) for n in names),
+            *(_recovery_cell(res[n]["recovery"][i]) for n in names),
         )
     return table

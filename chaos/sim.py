@@ -1,9 +1,10 @@
 """The sim backend: a scenario run in the simulator, where the environment applies the faults.
 
-The run is :func:`policies.evaluate.rollout` of one (scenario, seed) pair; the controller is
-wrapped so that every telemetry sample it was shown and every knob it moved is recorded,
-which gives the same :class:`~chaos.record.RunRecord` the live backends produce (boundary
-events are then found in that telemetry exactly as for a live run).
+The run is :func:`policies.evaluate.rollout` of one (scenario, seed) pair — the very rollout
+``rlctl eval`` makes, so both score the same run with :mod:`rlctl.scoring`. The controller is
+wrapped so that every telemetry sample it was shown is recorded; with the rollout's knob
+changes that gives the same :class:`~chaos.record.RunRecord` the live backends produce
+(boundary events are then found in that telemetry exactly as for a live run).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from envs.profile import ServiceProfile
 from envs.sim import EnvConfig
 from policies.base import Controller, FloatArray
 from policies.evaluate import OracleController, oracle_extra, planned_extra, prepare_oracle, rollout
-from rlctl.contract import COL, KNOB_FIELDS, KnobBounds, Knobs, TelemetrySample, clamp_array
+from rlctl.contract import COL, KnobBounds, Knobs, TelemetrySample
 from rlctl.errors import ConfigError
 
 
@@ -39,13 +40,12 @@ class SimConfig:
 
 
 class _Recorder(Controller):
-    """Passes decisions through to ``inner`` and records what it saw and changed."""
+    """Passes decisions through to ``inner`` and records the telemetry it saw."""
 
     def __init__(self, inner: Controller) -> None:
         self.inner = inner
         self.name = inner.name
         self.rows: list[np.ndarray] = []
-        self.actions: list[dict[str, Any]] = []
         self.batch: Any = None
 
     def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None:
@@ -56,18 +56,8 @@ class _Recorder(Controller):
     def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
         if self._step > 0:  # the window's newest row is the previous step's telemetry
             self.rows.append(windows[0, -1].copy())
-        target = self.inner.decide(windows, knobs)
-        clamped = clamp_array(target, self.bounds)
-        t_s = self._step * self.interval_s
-        for j, f in enumerate(KNOB_FIELDS):
-            if clamped[0, j] != knobs[0, j]:
-                self.actions.append({"t_s": t_s, "knob": f, "from": _num(knobs[0, j]), "to": _num(clamped[0, j])})
         self._step += 1
-        return target
-
-
-def _num(v: float) -> int | float:
-    return int(v) if float(v).is_integer() else float(v)
+        return self.inner.decide(windows, knobs)
 
 
 class SimBackend:
@@ -156,7 +146,11 @@ class SimBackend:
             series={k: np.asarray(v, dtype=np.float64) for k, v in series.items()},
             interval_s=cfg.dt_s,
             telemetry=telemetry,
-            actions=rec.actions,
+            actions=result.changes,
             injections=injections,
-            extra={"seed": self.config.seed, "reward": result.reward, "core_seconds": result.scores["core_seconds"]},
+            extra={
+                "seed": self.config.seed,
+                "reward": result.reward,
+                "core_seconds_used": result.scores["core_seconds"],
+            },
         )

@@ -52,6 +52,7 @@ from envs.model.service import ServiceState, step_services
 from envs.profile import ServiceProfile
 from rlctl.contract import COL, Knobs
 from rlctl.errors import ConfigError
+from rlctl.scoring import STEADY_MARGIN_S
 
 logger = logging.getLogger(__name__)
 
@@ -328,8 +329,8 @@ def load_probe_report(path: str | Path, *, cpu_quota_cores: float | None = None)
 
 
 #: Seconds after a fault ends, and after a replica-count change, whose latency is not steady state.
-#: (The same margin as ``chaos.runner.STEADY_MARGIN_S``, which scores the steady parts; envs cannot import chaos.)
-SUITE_SETTLE_S = 60.0
+#: (The margin :mod:`rlctl.scoring` leaves out of a run's steady part.)
+SUITE_SETTLE_S = STEADY_MARGIN_S
 SUITE_REPLICA_SETTLE_S = 10.0
 #: Seconds at the start of a run (warm-up) left out.
 SUITE_WARMUP_S = 15.0

@@ -1,9 +1,10 @@
 """Evaluation: run controllers on scenarios in the simulator and score them side by side.
 
 Every (scenario, seed) pair is one row of a :class:`envs.sim.ServiceBatch`, so a whole
-suite runs in one batched simulation per controller. Scores per scenario and controller:
-SLO-violation minutes (P99 over the SLO), replica-seconds, core-seconds, actions and
-flaps per hour, recovery seconds after each fault, mean reward.
+suite runs in one batched simulation per controller. Scores per scenario and controller are
+those of :mod:`rlctl.scoring` (the same for ``chaos run`` and ``validate-real``): SLO-violation
+seconds, replica-seconds, core-seconds, actions and flaps per hour, recovery seconds after
+each fault; plus the mean reward.
 
 ``hpa-tuned`` is the HPA with its CPU target picked per scenario by a hindsight sweep
 over 0.3-0.9 in steps of 0.025 (whole percents), scored by the environment's own reward (the objective the policy is
@@ -39,8 +40,9 @@ from envs.profile import ServiceProfile
 from envs.sim import EnvConfig, ServiceBatch
 from policies.base import Controller, FloatArray
 from policies.baselines import HPAConfig, HPAController, StaticController, ThresholdController
-from rlctl.contract import COL, KNOB_COL, Knobs, clamp_array
+from rlctl.contract import COL, KNOB_COL, KNOB_FIELDS, Knobs, clamp_array
 from rlctl.errors import ConfigError
+from rlctl.scoring import knob_changes, score_run, violated
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,12 @@ _ORACLE_GAP_STEPS = 12
 
 @dataclass
 class RunResult:
-    """One controller on one scenario with one seed: time series and scores."""
+    """One controller on one scenario with one seed: time series, knob changes and scores.
+
+    ``changes`` lists every knob the controller changed, ``{"t_s", "knob", "from", "to"}``
+    (:func:`rlctl.scoring.knob_changes`): the record a live backend keeps, so the sim backend
+    passes it on and both count actions from the same list.
+    """
 
     scenario: str
     controller: str
@@ -68,6 +75,7 @@ class RunResult:
     series: dict[str, FloatArray]
     reward: float
     scores: dict[str, Any] = field(default_factory=dict)
+    changes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def rollout(
@@ -92,6 +100,8 @@ def rollout(
         prepare(controller, batch)
     t = cfg.n_steps
     rec = {k: np.zeros((len(pairs), t)) for k in SERIES}
+    initial = batch.knobs.copy()
+    knobs = np.zeros((len(pairs), t, len(KNOB_FIELDS)))
     total = np.zeros(len(pairs))
     for i in range(t):
         target = controller.decide(batch.window, batch.knobs.copy())
@@ -106,11 +116,18 @@ def rollout(
         rec["cores"][:, i] = batch.last_cores
         rec["error_rate"][:, i] = tel[:, COL["error_rate"]]
         rec["faults"][:, i] = fig["faults_active"]
+        knobs[:, i] = batch.knobs
     results = []
     for j, (s, seed) in enumerate(pairs):
         series = {k: v[j] for k, v in rec.items()}
-        r = RunResult(s.name, controller.name, seed, series, float(total[j]))
-        r.scores = score(series, s, cfg)
+        changes = knob_changes(knobs[j], initial[j], cfg.dt_s, KNOB_FIELDS)
+        r = RunResult(s.name, controller.name, seed, series, float(total[j]), changes=changes)
+        r.scores = score_run(
+            t_s=series["t_s"], dt_s=cfg.dt_s, offered_qps=series["offered_qps"], p99_ms=series["p99_ms"],
+            replicas=series["replicas"], slo_p99_ms=cfg.slo_p99_ms, changes=changes,
+            windows=[(w.start_s, w.end_s) for w in s.windows()], cores=series["cores"],
+            error_rate=series["error_rate"],
+        )  # fmt: skip
         results.append(r)
     return results
 
@@ -121,37 +138,6 @@ def _config_dict(config: EnvConfig) -> dict[str, Any]:
 
 def _stable_hash(text: str) -> int:
     return int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little") % (2**31)
-
-
-def score(series: dict[str, FloatArray], scenario: Scenario, config: EnvConfig) -> dict[str, Any]:
-    """Scores of one run (see the module docstring)."""
-    dt = config.dt_s
-    hours = len(series["t_s"]) * dt / 3600.0
-    p99 = series["p99_ms"]
-    violated = p99 > config.slo_p99_ms
-    reps = series["replicas"]
-    changes = np.sum(np.diff(np.stack([reps, series["gomaxprocs"], series["gogc"]]), axis=1) != 0, axis=0)
-    actions = int(np.sum(changes > 0))
-    moves = np.sign(np.diff(reps))
-    moves = moves[moves != 0]
-    # A flap: a replica change reversed by the next change (up-down or down-up).
-    flaps = int(np.sum(moves[1:] != moves[:-1])) if moves.size > 1 else 0
-    recovery = []
-    for w in scenario.windows():
-        end = int(np.ceil(w.end_s / dt))
-        after = violated[end:]
-        ok = np.flatnonzero(~after)
-        recovery.append(float(ok[0] * dt) if ok.size else float(after.size * dt))
-    return {
-        "slo_violation_minutes": float(violated.sum() * dt / 60.0),
-        "replica_seconds": float(reps.sum() * dt),
-        "core_seconds": float(series["cores"].sum() * dt),
-        "actions_per_hour": actions / hours,
-        "flaps_per_hour": flaps / hours,
-        "recovery_seconds": recovery,
-        "mean_error_rate": float(series["error_rate"].mean()),
-        "p99_ms_median": float(np.median(p99)),
-    }
 
 
 # ------------------------------------------------------------------------- oracle
@@ -322,25 +308,25 @@ def oracle_extra(
     as misses in its rollout. The oracle knows its own future too: each further pass adds
     1, 2, ... :data:`ORACLE_MAX_EXTRA` replicas over the spans where the first plan missed
     (from one thermal time constant before each span), and every service keeps the pass with
-    the fewest SLO-violation minutes, then the fewest replica-seconds: the smallest addition
+    the fewest SLO-violation seconds, then the fewest replica-seconds: the smallest addition
     that removes the misses, and none where more replicas do not help (e.g. injected network
     delay). Rows are services in :func:`rollout`'s order; None when the first plan never missed.
     """
     controller.extra = None
     first = rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)
-    missed = np.stack([r.series["p99_ms"] > config.slo_p99_ms for r in first])
+    missed = np.stack([violated(r.series["p99_ms"], r.series["offered_qps"], config.slo_p99_ms) for r in first])
     if not missed.any():
         return None
     # Heat builds up over the thermal time constant: the extra replicas start that much earlier.
     lead = int(np.ceil(profile.thermal_tau_s / config.dt_s))
     spans = np.stack([_miss_spans(row, _ORACLE_GAP_STEPS, lead) for row in missed]).astype(np.float64)
-    best = [(r.scores["slo_violation_minutes"], r.scores["replica_seconds"]) for r in first]
+    best = [(r.scores["slo_violation_s"], r.scores["replica_seconds"]) for r in first]
     best_k = np.zeros(len(first))
     for k in range(1, ORACLE_MAX_EXTRA + 1):
         with planned_extra(controller, k * spans):
             runs = rollout(controller, scenarios, seeds, config, profile, prepare=prepare_oracle)
         for j, r in enumerate(runs):
-            key = (r.scores["slo_violation_minutes"], r.scores["replica_seconds"])
+            key = (r.scores["slo_violation_s"], r.scores["replica_seconds"])
             if key < best[j]:
                 best[j], best_k[j] = key, k
     return best_k[:, None] * spans
@@ -370,7 +356,7 @@ def oracle_rollout(
     """
     if controller.runtime is None and controller.runtimes:
         # The best static runtime knobs, in hindsight per service: each candidate's whole
-        # rollout, and per service the fewest violation minutes, then replica-seconds, then cores.
+        # rollout, and per service the fewest violation seconds, then replica-seconds, then cores.
         best: list[RunResult] = []
         try:
             for runtime in controller.runtimes:
@@ -394,7 +380,7 @@ def oracle_rollout(
 
 
 def _oracle_key(r: RunResult) -> tuple[float, float, float]:
-    return (r.scores["slo_violation_minutes"], r.scores["replica_seconds"], r.scores["core_seconds"])
+    return (r.scores["slo_violation_s"], r.scores["replica_seconds"], r.scores["core_seconds"])
 
 
 def oracle_runtimes(config: EnvConfig) -> tuple[Knobs, ...]:
@@ -549,12 +535,12 @@ def evaluate(
 
 def aggregate(results: list[RunResult]) -> dict[str, Any]:
     """Mean of the scores over seeds, with the per-seed values."""
-    keys = [k for k, v in results[0].scores.items() if isinstance(v, (int, float))]
+    keys = [k for k in results[0].scores if all(isinstance(r.scores[k], (int, float)) for r in results)]
     out: dict[str, Any] = {k: float(np.mean([r.scores[k] for r in results])) for k in keys}
     rec = [r.scores["recovery_seconds"] for r in results]
     out["recovery_seconds"] = [float(np.mean(col)) for col in zip(*rec, strict=True)] if rec and rec[0] else []
     out["reward"] = float(np.mean([r.reward for r in results]))
-    out["per_seed"] = {k: [r.scores[k] for r in results] for k in ("slo_violation_minutes", "replica_seconds")}
+    out["per_seed"] = {k: [r.scores[k] for r in results] for k in ("slo_violation_s", "replica_seconds")}
     return out
 
 
@@ -565,7 +551,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
         kind = entry["kind"]
         for ctrl, sc in entry["controllers"].items():
             t = totals.setdefault(kind, {}).setdefault(
-                ctrl, {"slo_violation_minutes": 0.0, "replica_seconds": 0.0, "core_seconds": 0.0}
+                ctrl, {"slo_violation_s": 0.0, "replica_seconds": 0.0, "core_seconds": 0.0}
             )
             for k in t:
                 t[k] += sc[k]

@@ -11,7 +11,7 @@ from policies.evaluate import RunResult
 from rlctl.report import plot_timelines, write_atomic
 
 COLUMNS = (
-    ("slo_violation_minutes", "SLO-viol min", "{:.2f}"),
+    ("slo_violation_s", "SLO-viol s", "{:.1f}"),
     ("replica_seconds", "replica-s", "{:,.0f}"),
     ("core_seconds", "core-s", "{:,.0f}"),
     ("actions_per_hour", "actions/h", "{:.1f}"),
@@ -50,7 +50,7 @@ def render_table(report: dict[str, Any]) -> Any:
         for ctrl, r in by_ctrl.items():
             if ctrl == "hpa-tuned":
                 continue
-            viol = r.get("slo_violation_minutes")
+            viol = r.get("slo_violation_s")
             reps = r.get("replica_seconds")
             table.add_row(
                 f"total {kind}", "", f"{ctrl} / hpa-tuned",
@@ -76,7 +76,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("|---|---|---:|---:|")
     for kind, by_ctrl in report.get("summary", {}).get("vs_hpa_tuned", {}).items():
         for ctrl, r in by_ctrl.items():
-            v, rs = r.get("slo_violation_minutes"), r.get("replica_seconds")
+            v, rs = r.get("slo_violation_s"), r.get("replica_seconds")
             lines.append(
                 f"| {kind} | {ctrl} | {'-' if v is None else f'{v:.2f}'} | {'-' if rs is None else f'{rs:.2f}'} |"
             )

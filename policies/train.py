@@ -148,10 +148,10 @@ def target_gap(report: dict[str, Any], policy: str) -> dict[str, float]:
 
     out: dict[str, float] = {}
     for kind in ("bursty", "fault", "steady"):
-        base = tot("hpa-tuned", "slo_violation_minutes", (kind,))
-        mine = tot(policy, "slo_violation_minutes", (kind,))
-        # One minute of slack so a near-zero baseline does not make a ratio meaningless.
-        out[f"violation_ratio_{kind}"] = (mine + 1.0) / (base + 1.0)
+        base = tot("hpa-tuned", "slo_violation_s", (kind,))
+        mine = tot(policy, "slo_violation_s", (kind,))
+        # One minute (60 s) of slack so a near-zero baseline does not make a ratio meaningless.
+        out[f"violation_ratio_{kind}"] = (mine + 60.0) / (base + 60.0)
     out["replica_ratio"] = tot(policy, "replica_seconds") / max(tot("hpa-tuned", "replica_seconds"), 1e-9)
     oracle = tot("oracle", "replica_seconds")
     out["cost_over_oracle"] = tot(policy, "replica_seconds") / oracle if oracle > 0 else float("nan")

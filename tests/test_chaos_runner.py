@@ -46,7 +46,7 @@ def test_scores_violation_cost_and_recovery() -> None:
     a, b = sc["recovery"]
     # a ends at 5 s: (5,6] and (6,7] are over, (7,8] is back: 2 s.
     assert a == {"fault": "a", "kind": "network-delay", "start_s": 2.0, "end_s": 5.0, "violation_s_during": 2.0,
-                 "recovered": True, "recovery_s": 2.0}  # fmt: skip
+                 "recovered": True, "recovery_s": 2.0, "bound_s": 2.0}  # fmt: skip
     assert b["recovered"] is False and b["recovery_s"] is None  # (9,10] had load and no answer
     assert sc["actions"] == 1 and sc["actions_per_hour"] == 360.0
     assert sc["p99_ms_median"] == 10.0
@@ -97,7 +97,9 @@ def test_sim_backend_runs_a_shipped_scenario_with_two_controllers(tmp_path: Path
     shape = report_shape(report)
     assert {"slo_violation_s", "replica_seconds", "recovery", "boundary_events", "actions", "knob_changes",
             "injections", "series"} <= set(shape["result"])  # fmt: skip
-    assert shape["recovery"] == ["end_s", "fault", "kind", "recovered", "recovery_s", "start_s", "violation_s_during"]
+    assert shape["recovery"] == [
+        "bound_s", "end_s", "fault", "kind", "recovered", "recovery_s", "start_s", "violation_s_during",
+    ]  # fmt: skip
 
 
 def test_local_backend_refuses_faults_it_cannot_inject_before_starting_anything(tmp_path: Path) -> None:

@@ -325,7 +325,7 @@ def test_eval_cli_writes_the_documented_json(artifact: Path, tmp_path: Path) -> 
     # --safety adds the policy as production runs it, through the online safety layer.
     assert {c.split(":")[0] for c in ctrls if c.startswith("ppo")} == {"ppo", "ppo+safety"}
     for sc in ctrls.values():
-        assert {"slo_violation_minutes", "replica_seconds", "core_seconds", "actions_per_hour", "flaps_per_hour",
+        assert {"slo_violation_s", "replica_seconds", "core_seconds", "actions_per_hour", "flaps_per_hour",
                 "recovery_seconds"} <= set(sc)  # fmt: skip
         assert len(sc["recovery_seconds"]) == 1
     assert (tmp_path / "rep" / "report.md").exists() and (tmp_path / "rep" / "mini.png").exists()

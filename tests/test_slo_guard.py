@@ -136,7 +136,7 @@ def test_guard_cuts_the_policys_misses_under_cpu_stress() -> None:
     config = EnvConfig()
     raw = rollout(PPOController("default"), scenario, [0], config, profile)[0].scores
     guarded = rollout(SLOGuard(PPOController("default")), scenario, [0], config, profile)[0].scores
-    assert guarded["slo_violation_minutes"] < 0.5 * raw["slo_violation_minutes"]
+    assert guarded["slo_violation_s"] < 0.5 * raw["slo_violation_s"]
     assert guarded["replica_seconds"] < 1.3 * raw["replica_seconds"]
 
 
@@ -232,7 +232,7 @@ def test_baselines_run_under_the_guard_for_a_fair_comparison() -> None:
     scenario = [s for s in validation_suite(profile) if s.name == "fault-stress"]
     raw = rollout(make_baseline("hpa-0.8", config, profile), scenario, [0], config, profile)[0].scores
     shielded = rollout(guarded, scenario, [0], config, profile)[0].scores
-    assert shielded["slo_violation_minutes"] < raw["slo_violation_minutes"]
+    assert shielded["slo_violation_s"] < raw["slo_violation_s"]
     with pytest.raises(ConfigError, match=r"'hpa-tuned\+guard'.*hindsight.*hpa-0.6\+guard"):
         make_baseline("hpa-tuned+guard", config, profile)
 

@@ -84,7 +84,7 @@ def _static_day(out: Path) -> None:
         "peak offered load": f"{s['offered_qps'].max():,.0f} req/s",
         "P99 median / max": f"{np.median(s['p99_ms']):.2f} / {s['p99_ms'].max():.1f} ms",
         "SLO (P99)": f"{config.slo_p99_ms:g} ms",
-        "SLO-violation minutes": f"{run.scores['slo_violation_minutes']:.1f}",
+        "SLO-violation seconds": f"{run.scores['slo_violation_s']:,.0f}",
         "replica-hours": f"{run.scores['replica_seconds'] / 3600:.1f}",
         "core-hours used": f"{run.scores['core_seconds'] / 3600:.1f}",
     }
