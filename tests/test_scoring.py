@@ -111,15 +111,16 @@ SHARED = {
 @pytest.mark.parametrize("scenario", ["pod-churn", "network-degradation"])
 def test_sim_chaos_run_and_eval_report_identical_figures(scenario: str, tmp_path: Path) -> None:
     path = str(SCENARIOS / f"{scenario}.yaml")
-    controllers = ["hpa", "static", "hpa-tuned"]
+    baselines = ["hpa", "static", "hpa-tuned"]
+    controllers = ["ppo:default", "ppo+guard:default", *baselines]
     run = CliRunner().invoke(
         app, ["chaos", "run", path, "--backend", "sim", "--seed", "0", "--json", str(tmp_path / "chaos.json"),
               *(a for c in controllers for a in ("-c", c))],
     )  # fmt: skip
     assert run.exit_code == 0, run.output
     ev = CliRunner().invoke(
-        app, ["eval", "--suite", path, "--seeds", "1", "--json", str(tmp_path / "eval.json"),
-              *(a for c in controllers for a in ("--baseline", c))],
+        app, ["eval", "--policy", "default", "--guard", "--suite", path, "--seeds", "1",
+              "--json", str(tmp_path / "eval.json"), *(a for c in baselines for a in ("--baseline", c))],
     )  # fmt: skip
     assert ev.exit_code == 0, ev.output
     chaos = json.loads((tmp_path / "chaos.json").read_text())["results"]
