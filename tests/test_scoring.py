@@ -130,3 +130,14 @@ def test_sim_chaos_run_and_eval_report_identical_figures(scenario: str, tmp_path
         want = {k: entry["controllers"][c][v] for k, v in SHARED.items()}
         assert got == want, c
         assert (got["replica_seconds"] > 0 and got["actions"] > 0) or c == "static"
+
+
+def test_the_online_e2e_verdict_counts_a_second_without_an_answer_as_over() -> None:
+    from rlctl.online.e2e import E2EConfig, verdict
+
+    cfg = E2EConfig()
+    after = cfg.warm_s + cfg.reaction_s
+    rows = [{"t_s": after + i, "p99_ms": p, "offered_qps": q, "errors": 0.0}
+            for i, (p, q) in enumerate([(10.0, 700.0), (math.nan, 700.0), (math.nan, 0.0), (90.0, 700.0)])]  # fmt: skip
+    v = verdict(rows, cfg)["after_reaction"]
+    assert v["seconds"] == 4 and v["seconds_over_slo"] == 2  # the 90 ms second and the one with load and no P99

@@ -11,7 +11,8 @@ The load generator (``gosvc loadgen``, open loop, latency from the intended send
 once per replica and the total rate is split evenly over the replicas, as a Kubernetes
 Service would spread it; a replica is drained (its generator stopped) before it is stopped.
 Per second, the service's P99 is the worst replica's P99. The verdict compares the share of
-seconds over the SLO after the step, with the first ``reaction_s`` seconds after the step
+seconds over the SLO after the step (by :func:`rlctl.scoring.violated`: a second with load and no P99
+counts as over), with the first ``reaction_s`` seconds after the step
 reported separately (no controller can act before it has seen the step): the static run
 "breaks" the SLO when more than half its seconds are over it; the controlled run "keeps" it
 when no larger share than ``slo_tolerance`` (or its own pre-step share, the host's noise
@@ -51,6 +52,7 @@ from rlctl.online.procs import LoadGen, RedisServer, free_port
 from rlctl.online.safety import SafetyConfig
 from rlctl.online.sources import ReplicaSetScraper
 from rlctl.online.store import TelemetryStore
+from rlctl.scoring import violated
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +180,9 @@ def verdict(series: list[dict[str, float]], cfg: E2EConfig) -> dict[str, Any]:
 
     def stats(rows: list[dict[str, float]]) -> dict[str, Any]:
         p99 = np.array([r["p99_ms"] for r in rows]) if rows else np.array([np.nan])
-        over = int(np.sum(p99 > cfg.slo_p99_ms))
+        offered = np.array([r["offered_qps"] for r in rows]) if rows else np.array([0.0])
+        # rlctl.scoring's rule: a second with load and no P99 (nothing answered) is over the SLO too.
+        over = int(np.sum(violated(p99, offered, cfg.slo_p99_ms)))
         return {"seconds": len(rows), "seconds_over_slo": over,
                 "share_over_slo": round(over / max(len(rows), 1), 3),
                 "p99_of_per_second_p99_ms": round(float(np.nanpercentile(p99, 99)), 2) if rows else None,
