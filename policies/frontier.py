@@ -189,6 +189,10 @@ def frontier_markdown(frontier: Mapping[str, Mapping[str, Mapping[str, Any]]]) -
     return "\n".join(lines) + "\n"
 
 
+#: Violation time below which the plot's axis is linear (about one minute of misses).
+_LINEAR = {"s": 60.0, "min": 1.0}
+
+
 def plot_frontier(
     path: str | Path,
     points: Mapping[str, Point],
@@ -240,7 +244,10 @@ def plot_frontier(
     ax.scatter([], [], s=22, color="tab:blue", label="hpa-<t> (hollow: +guard)")
     ax.scatter([], [], s=22, color="tab:green", label="oracle-reactive-<h> (hollow: +guard)")
     ax.set_xlabel("replica-seconds (sum over scenarios of the means over seeds)")
-    ax.set_ylabel(f"SLO-violation {'seconds' if unit == 's' else 'minutes'}")
+    ax.set_ylabel(f"SLO-violation {'seconds' if unit == 's' else 'minutes'} (log above {_LINEAR[unit]:g})")
+    # Log above a few steps: a cheap high-target HPA misses 100x what the rest do and would
+    # flatten every point that matters onto the axis; linear below, since zero misses happen.
+    ax.set_yscale("symlog", linthresh=_LINEAR[unit])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     if title:
