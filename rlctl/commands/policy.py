@@ -178,7 +178,7 @@ def run_eval(
         from rlctl.errors import CheckFailed
 
         raise CheckFailed(
-            "the policy is dominated (fewer violation minutes and fewer replica-s): " + "; ".join(dominated)
+            "the policy is dominated (less SLO-violation time and fewer replica-s): " + "; ".join(dominated)
         )
     return report
 
