@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -382,9 +383,20 @@ def test_no_writable_hierarchy_for_an_unprivileged_user_on_the_real_v1_controlle
         "try:\n    cgroups.detect(purpose='per-replica CPU quotas', alternative='--replica-cpu 0')\n"
         "except ConfigError as exc:\n    print(f'{type(exc).__name__}: {exc}')\n    sys.exit(exc.exit_code)\n"
     )
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(Path(__file__).parents[1])}
-    r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, env=env,
-                       user=65534, group=65534, cwd="/")  # fmt: skip
+    # The checkout may not be readable by that user (a 0700 temporary folder in CI): give it a
+    # world-readable copy of the three modules the check imports.
+    shared = Path(tempfile.mkdtemp(prefix="rlctl-nobody-"))
+    try:
+        (shared / "rlctl").mkdir()
+        for name in ("__init__.py", "errors.py", "cgroups.py"):
+            shutil.copy(Path(cgroups.__file__).parent / name, shared / "rlctl" / name)
+        for path in (shared, shared / "rlctl", *(shared / "rlctl").iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(shared)}
+        r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                           user=65534, group=65534, cwd="/")  # fmt: skip
+    finally:
+        shutil.rmtree(shared)
     assert r.returncode == 2, r.stderr
     assert r.stdout.startswith("ConfigError: per-replica CPU quotas need a writable cgroup CPU controller")
     assert f"{V1} is the cgroup v1 cpu controller but not writable" in r.stdout
