@@ -477,6 +477,16 @@ def make_baseline(name: str, config: EnvConfig, profile: ServiceProfile) -> Cont
     )
 
 
+def scenario_slo(scenario: Scenario, config: EnvConfig) -> float:
+    """The SLO a scenario is run and scored against: the one its file states, else the environment's.
+
+    ``rlctl chaos run`` uses a scenario's own SLO; without this ``rlctl eval`` of the same file
+    scored it against the environment's default and the two disagreed (e.g. 250 ms against 8 ms).
+    A scenario that states none (every built-in suite's) keeps the caller's, e.g. training's.
+    """
+    return float(scenario.slo_p99_ms) if "slo_p99_ms" in scenario.model_fields_set else config.slo_p99_ms
+
+
 def evaluate(
     controllers: list[Controller | str],
     scenarios: list[Scenario],
@@ -489,16 +499,19 @@ def evaluate(
 
     ``report["scenarios"][name]["controllers"][controller]`` holds the mean scores over
     seeds (and ``per_seed``); ``runs[scenario][controller]`` the raw results.
-    ``on_progress(done, total, what)`` is called before each batch of (controller, scenarios
-    of one duration) and once at the end; ``done`` and ``total`` count scenario runs per seed set.
+    Each scenario runs against :func:`scenario_slo` (its entry says so where that is not
+    ``config``'s). ``on_progress(done, total, what)`` is called before each batch of (controller,
+    scenarios of one duration and SLO) and once at the end; ``done`` and ``total`` count scenario runs per seed set.
     """
+    base, default_slo = config, config.slo_p99_ms
     runs: dict[str, dict[str, list[RunResult]]] = {s.name: {} for s in scenarios}
-    groups: dict[float, list[Scenario]] = {}
+    groups: dict[tuple[float, float], list[Scenario]] = {}
     for s in scenarios:
-        groups.setdefault(s.duration_s, []).append(s)
+        groups.setdefault((s.duration_s, scenario_slo(s, config)), []).append(s)
     total = len(scenarios) * len(controllers)
     done = 0
-    for group in groups.values():
+    for (_, slo), group in groups.items():
+        config = dataclasses.replace(base, slo_p99_ms=slo)
         for c in controllers:
             if on_progress is not None:
                 label = c if isinstance(c, str) else c.name
@@ -523,9 +536,11 @@ def evaluate(
                 runs[r.scenario].setdefault(ctrl.name, []).append(r)
     if on_progress is not None:
         on_progress(total, total, "scoring")
-    report: dict[str, Any] = {"slo_p99_ms": config.slo_p99_ms, "seeds": seeds, "scenarios": {}}
+    report: dict[str, Any] = {"slo_p99_ms": default_slo, "seeds": seeds, "scenarios": {}}
     for s in scenarios:
         entry: dict[str, Any] = {"kind": s.kind, "duration_s": s.duration_s, "controllers": {}}
+        if scenario_slo(s, base) != default_slo:
+            entry["slo_p99_ms"] = scenario_slo(s, base)
         for name, rs in runs[s.name].items():
             entry["controllers"][name] = aggregate(rs)
         report["scenarios"][s.name] = entry

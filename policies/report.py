@@ -24,6 +24,11 @@ def _recovery(sc: dict[str, Any]) -> str:
     return ", ".join(f"{r:.0f}" for r in rec) if rec else "-"
 
 
+def _scenario(name: str, entry: dict[str, Any]) -> str:
+    """The scenario's name, with its SLO where it is not the report's (a scenario file's own)."""
+    return f"{name} (SLO {entry['slo_p99_ms']:g} ms)" if "slo_p99_ms" in entry else name
+
+
 def render_table(report: dict[str, Any]) -> Any:
     """The side-by-side table: one row per scenario and controller."""
     from rich.table import Table
@@ -38,7 +43,7 @@ def render_table(report: dict[str, Any]) -> Any:
     for name, entry in report["scenarios"].items():
         for i, (ctrl, sc) in enumerate(entry["controllers"].items()):
             table.add_row(
-                name if i == 0 else "",
+                _scenario(name, entry) if i == 0 else "",
                 entry["kind"] if i == 0 else "",
                 ctrl,
                 *[fmt.format(sc[key]) for key, _, fmt in COLUMNS],
@@ -71,7 +76,8 @@ def markdown(report: dict[str, Any]) -> str:
     for name, entry in report["scenarios"].items():
         for ctrl, sc in entry["controllers"].items():
             cells = [fmt.format(sc[key]) for key, _, fmt in COLUMNS]
-            lines.append(f"| {name} | {entry['kind']} | {ctrl} | " + " | ".join(cells) + f" | {_recovery(sc)} |")
+            head = f"| {_scenario(name, entry)} | {entry['kind']} | {ctrl} | "
+            lines.append(head + " | ".join(cells) + f" | {_recovery(sc)} |")
     lines += ["", "## Totals against hpa-tuned", "", "| kind | controller | SLO-violation ratio | replica-s ratio |"]
     lines.append("|---|---|---:|---:|")
     for kind, by_ctrl in report.get("summary", {}).get("vs_hpa_tuned", {}).items():
