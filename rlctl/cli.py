@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = command.main(args=argv, prog_name="rlctl", standalone_mode=False)
     except typer.TyperException as exc:  # Typer's usage errors: bad or missing values, unknown options
-        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command group: its help, as before
-            typer.echo(exc.format_message(), err=True)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command group: its help (Rich prints it already)
+            if exc.format_message().strip():
+                typer.echo(exc.format_message(), err=True)
         else:
             typer.echo(usage_line(exc), err=True)
         sys.exit(exc.exit_code)
