@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.live import LiveConfig, LiveRun, execute
-from chaos.local.journal import Journal, revert_journal
-from chaos.local.process import find_gosvc
 from chaos.record import RunRecord, fault_label
 from chaos.spec import Scenario
 from policies.base import Controller
 from rlctl.contract import Knobs, TelemetrySample
 from rlctl.errors import ActuatorError, ChaosError, ConfigError
+from rlctl.harness.journal import Journal, revert_journal
+from rlctl.harness.process import find_gosvc
 
 log = logging.getLogger(__name__)
 

@@ -37,13 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from chaos.local.journal import Journal
-from chaos.local.process import Managed, spawn
 from chaos.record import RunRecord
 from chaos.spec import Scenario
 from policies.base import Controller
 from rlctl.contract import DEFAULT_WINDOW, KNOB_FIELDS, KnobBounds, Knobs, TelemetrySample, clamp_array
 from rlctl.errors import ChaosError
+from rlctl.harness.journal import Journal
+from rlctl.harness.process import Managed, spawn
 
 log = logging.getLogger(__name__)
 

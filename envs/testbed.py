@@ -22,9 +22,12 @@ The measurement is built for a noisy shared host:
   noisy the host was; ``nice`` can lift the service and the load generator above batch
   neighbours.
 
-Knobs are set through the service's ``/admin/knobs`` (``PUT``, bearer token).
-:class:`TestBed` starts a private ``gosvc serve`` (optionally in a CPU cgroup with a quota,
-v1 or v2, see :mod:`rlctl.cgroups`) and always stops it and removes the group.
+Knobs are set through the service's ``/admin/knobs`` (``PUT``, bearer token; the harness's
+client, :mod:`rlctl.harness.admin`). :class:`TestBed` starts a private ``gosvc serve``
+(optionally in a CPU cgroup with a quota, v1 or v2, see :mod:`rlctl.cgroups`) and always
+stops it and removes the group. It, the group and every load-generator step go through the
+test-bed harness (:mod:`rlctl.harness`): journaled before they start, so ``rlctl chaos
+cleanup --backend local`` reverts a calibration killed mid-run.
 """
 
 from __future__ import annotations
@@ -40,8 +43,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -58,7 +59,12 @@ from envs.calibrate import (
 )
 from rlctl import cgroups
 from rlctl.contract import DEFAULT_SLO_P99_MS
-from rlctl.errors import ActuatorError, ConfigError, RlctlError, TelemetryError
+from rlctl.errors import ConfigError, TelemetryError
+from rlctl.harness import admin
+from rlctl.harness import cgroup as harness_cgroup
+from rlctl.harness.cgroup import Cgroup
+from rlctl.harness.process import Managed, spawn
+from rlctl.harness.process import run as harness_run
 
 logger = logging.getLogger(__name__)
 
@@ -136,33 +142,18 @@ class MeasureConfig:
 # ------------------------------------------------------------------------------ service I/O
 
 
+#: The name of the session journal of the processes and cgroups a measurement starts.
+COMMAND = "calibrate"
+
+
 def read_token(path: str | Path) -> str:
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"--admin-token-file {path}: cannot read it ({exc.strerror})") from None
-    if not token:
-        raise ConfigError(f"--admin-token-file {path} is empty; put the service's admin bearer token in it")
-    return token
+    """The admin bearer token in ``path`` (:func:`rlctl.harness.admin.read_token`)."""
+    return admin.read_token(path)
 
 
 def set_knobs(admin_url: str, token: str, body: dict[str, int], *, timeout_s: float = 5.0) -> dict[str, Any]:
-    """``PUT /admin/knobs``; returns the knobs the service reports afterwards."""
-    url = admin_url.rstrip("/") + "/admin/knobs"
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT", headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            result: dict[str, Any] = json.loads(resp.read() or b"{}")
-            return result
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:300]
-        hint = {401: "check --admin-token-file", 403: "start the service with --admin-token-file"}.get(exc.code, "")
-        raise ActuatorError(f"PUT {url} {body}: HTTP {exc.code} {detail} {hint}".strip()) from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ActuatorError(
-            f"PUT {url}: {getattr(exc, 'reason', exc)}; is --admin the service's admin address?"
-        ) from None
+    """``PUT /admin/knobs`` (``admin_url``: the admin listener's root); returns the knobs reported afterwards."""
+    return admin.AdminClient(admin_url, token=token, timeout_s=timeout_s).put(body)
 
 
 def _snapshot(metrics_url: str) -> Any:
@@ -250,8 +241,7 @@ class Runner:
         before = _snapshot(self.config.metrics_url)
         busy0, child0, t0 = _host_busy_s(), _children_cpu_s(), time.monotonic()
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True,
-                                  timeout=duration_s + 3 * self.config.timeout_s + 15)  # fmt: skip
+            proc = harness_run("loadgen", argv, timeout_s=duration_s + 3 * self.config.timeout_s + 15, command=COMMAND)
         except subprocess.TimeoutExpired:
             raise TelemetryError(f"load generator did not finish: {shlex.join(argv)}") from None
         busy1, child1, t1 = _host_busy_s(), _children_cpu_s(), time.monotonic()
@@ -582,6 +572,8 @@ class TestBed:
         self.start_timeout_s = start_timeout_s
         self.token = os.urandom(12).hex()
         self.proc: subprocess.Popen[str] | None = None
+        self._managed: Managed | None = None
+        self._cgroup: Cgroup | None = None
         self.cgroup: Path | None = None
         self.addr = ""
         self.admin_addr = ""
@@ -618,10 +610,17 @@ class TestBed:
                 *self.serve_flags]  # fmt: skip
         if self.nice:
             argv = ["nice", "-n", str(self.nice), *argv]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
-            if self.cgroup_quota_cores:
-                self.cgroup = _join_cgroup(self.proc.pid, self.cgroup_quota_cores)
+            if self.cgroup_quota_cores:  # journaled before it exists; the service joins it right after its start
+                self._cgroup = _create_cgroup(self.cgroup_quota_cores)
+                self.cgroup = self._cgroup.path
+            self._managed = spawn(
+                None, "gosvc-serve", argv, stdout=subprocess.PIPE, command=COMMAND,
+                detail={"cgroups": [str(self.cgroup)] if self.cgroup else []},
+            )  # fmt: skip
+            self.proc = self._managed.proc
+            if self._cgroup is not None:
+                _join(self._cgroup, self.proc.pid)
             self.addr, self.admin_addr = self._listening()
         except BaseException:
             self.__exit__(None, None, None)
@@ -643,43 +642,39 @@ class TestBed:
             ) from None
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        if self.cgroup is not None:
-            _remove_cgroup(self.cgroup)
-            self.cgroup = None
+        if self._managed is not None:
+            self._managed.stop(grace_s=10.0)
+            self._managed = None
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup, self.cgroup = None, None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
 
 
-def _join_cgroup(pid: int, quota_cores: float, period_us: int = cgroups.PERIOD_US) -> Path:
-    """A new CPU cgroup (v1 or v2) with ``quota_cores`` of quota, holding ``pid``."""
+def _create_cgroup(quota_cores: float, period_us: int = cgroups.PERIOD_US) -> Cgroup:
+    """A new CPU cgroup (v1 or v2) with ``quota_cores`` of quota, journaled before it is made."""
     hierarchy = cgroups.detect(purpose="--cgroup-quota-cores", alternative="drop --cgroup-quota-cores")
-    path = hierarchy.root / f"rlctl-calibrate-{os.getpid()}-{pid}"
+    name = f"rlctl-calibrate-{os.getpid()}-{time.monotonic_ns() % 10**9}"
     try:
-        hierarchy.create(path.name, quota_cores=quota_cores, period_us=period_us)
-        cgroups.add(path, pid)
+        group = harness_cgroup.create(hierarchy, name, quota_cores=quota_cores, period_us=period_us, command=COMMAND)
     except OSError as exc:
-        _remove_cgroup(path)
-        raise ConfigError(f"cannot set up cgroup {path} ({exc.strerror}); run as root or drop the quota") from None
-    logger.info("test-bed pid %d in %s (%s, quota %g cores)", pid, path, hierarchy, quota_cores)
-    return path
+        raise ConfigError(
+            f"cannot set up cgroup {hierarchy.root / name} ({exc.strerror}); run as root or drop the quota"
+        ) from None
+    logger.info("test-bed cgroup %s (%s, quota %g cores)", group.path, hierarchy, quota_cores)
+    return group
 
 
-def _remove_cgroup(path: Path) -> None:
-    """Remove the test-bed's group; a failure is logged (the caller is already unwinding)."""
+def _join(group: Cgroup, pid: int) -> None:
     try:
-        cgroups.remove(path, attempts=100)
-    except RlctlError as exc:
-        logger.error("%s; remove it with `rmdir %s`", exc, path)
+        group.add(pid)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot move pid {pid} into {group.path} ({exc.strerror}); run as root or drop the quota"
+        ) from None
+    logger.info("test-bed pid %d in %s", pid, group.path)
 
 
 def measure_config_for(bed: TestBed, **overrides: Any) -> MeasureConfig:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from chaos.local.journal import marked_pids, proc_start_time, proc_state
 from rlctl import cgroups
 from rlctl.errors import ConfigError
+from rlctl.harness.journal import marked_pids, proc_start_time, proc_state
 
 REPO = Path(__file__).resolve().parents[1]
 GOSVC = REPO / "deploy" / "gosvc" / "bin" / "gosvc"

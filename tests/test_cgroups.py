@@ -316,7 +316,7 @@ def test_v2_fixture_throttling_units_are_normalised(v2_tree: Path, tmp_path: Pat
 
 def test_v2_fixture_journal_restores_cpu_max(v2_tree: Path, tmp_path: Path) -> None:
     """``rlctl chaos cleanup`` restores a journaled v2 quota through cpu.max (no cpu.cfs_* files on v2)."""
-    from chaos.local.journal import Journal, revert_journal
+    from rlctl.harness.journal import Journal, revert_journal
 
     leaf = v2_tree / "rlctl" / "run" / "r0"
     journal = Journal.open("cg2-fixture", tmp_path / "state")

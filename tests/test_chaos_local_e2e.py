@@ -18,10 +18,10 @@ from chaos_local_support import report_shape, require_binaries, require_cgroups,
 from conftest import run_rlctl
 
 from chaos.local import LocalBackend, LocalConfig
-from chaos.local.journal import marked_pids
 from chaos.spec import load_scenario
 from policies.base import Controller
 from rlctl.contract import COL, KNOB_COL, KnobBounds
+from rlctl.harness.journal import marked_pids
 
 pytestmark = pytest.mark.slow
 

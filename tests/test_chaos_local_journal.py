@@ -14,7 +14,11 @@ from chaos_local_support import require_cgroups
 
 from chaos.local import cleanup
 from chaos.local.faults import check_local, select_replicas
-from chaos.local.journal import (
+from chaos.local.replicas import Replica
+from chaos.spec import Selector, scenario_from_dict
+from rlctl import cgroups
+from rlctl.errors import ChaosError, ConfigError
+from rlctl.harness.journal import (
     MARKER_ENV,
     Journal,
     check_run_id,
@@ -23,11 +27,7 @@ from chaos.local.journal import (
     proc_start_time,
     proc_state,
 )
-from chaos.local.process import spawn
-from chaos.local.replicas import Replica
-from chaos.spec import Selector, scenario_from_dict
-from rlctl import cgroups
-from rlctl.errors import ChaosError, ConfigError
+from rlctl.harness.process import spawn
 
 
 def _wait_state(pid: int, want: str, timeout_s: float = 5.0) -> None:

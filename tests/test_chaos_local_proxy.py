@@ -13,12 +13,12 @@ import pytest
 from chaos_local_support import GOSVC, require_binaries, require_cgroups
 
 from chaos.local import cleanup
-from chaos.local.journal import Journal, proc_state
 from chaos.local.proxy import FaultProxy
 from chaos.local.replicas import ReplicaManager
 from rlctl import cgroups
 from rlctl.contract import Knobs
 from rlctl.errors import ChaosError
+from rlctl.harness.journal import Journal, proc_state
 
 
 def _get(url: str, timeout_s: float = 2.0) -> tuple[float, int | str]:

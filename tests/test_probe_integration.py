@@ -58,7 +58,7 @@ def test_config_rejects_an_unknown_knee_method() -> None:
 
 
 def test_loadgen_resolution(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"not an executable file; build it with `bash deploy/gosvc/build\.sh`"):
+    with pytest.raises(ConfigError, match=r"--loadgen \S+/gosvc: not an executable file; build it with `make gosvc`"):
         resolve_loadgen(str(tmp_path / "gosvc"))
     exe = tmp_path / "gosvc"
     exe.write_text("#!/bin/sh\n")

@@ -4,13 +4,13 @@
 - :mod:`chaos.local.proxy`: ``gosvc proxy``, the balancer that injects network faults.
 - :mod:`chaos.local.replicas`: ``gosvc serve`` replicas in CPU cgroups (v1 or v2, :mod:`rlctl.cgroups`).
 - :mod:`chaos.local.faults`: what each fault kind does here (stress-ng, signals, proxy).
-- :mod:`chaos.local.journal`: the on-disk journal and :func:`cleanup`, which reverts a
-  crashed run: ``rlctl chaos cleanup --backend local``.
+- the journal, process start and stop, and :func:`cleanup`, which reverts a crashed run
+  (``rlctl chaos cleanup --backend local``), are the test-bed harness's: :mod:`rlctl.harness`.
 """
 
 from typing import Any
 
-from chaos.local.journal import cleanup
+from rlctl.harness.journal import cleanup
 
 __all__ = ["LocalBackend", "LocalConfig", "cleanup"]
 

@@ -30,8 +30,6 @@ from typing import Any
 
 from chaos.live import LiveConfig, LiveRun, execute, signals_deferred, signals_raise
 from chaos.local.faults import Injection, LocalFaults, check_local
-from chaos.local.journal import Journal, revert_journal, stale_runs
-from chaos.local.process import become_subreaper, find_gosvc, reap_orphans
 from chaos.local.proxy import FaultProxy
 from chaos.local.replicas import ReplicaManager, detect_cgroups
 from chaos.record import RunRecord, fault_label
@@ -39,6 +37,8 @@ from chaos.spec import FaultWindow, Scenario
 from policies.base import Controller
 from rlctl.contract import Knobs, TelemetrySample
 from rlctl.errors import ChaosError
+from rlctl.harness.journal import Journal, revert_journal, stale_runs, using
+from rlctl.harness.process import become_subreaper, find_gosvc, reap_orphans
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +108,17 @@ class LocalBackend:
         become_subreaper()
         gosvc = find_gosvc(self.config.gosvc)
         with signals_raise():
-            journal = Journal.open(run_id, self.config.state_dir)
+            journal = Journal.open(run_id, self.config.state_dir, command="chaos run")
             try:
-                run = _LocalRun(self.config, scenario, controller, journal, gosvc)
+                with using(journal):
+                    run = _LocalRun(self.config, scenario, controller, journal, gosvc)
             except BaseException:
                 with signals_deferred():
                     revert_journal(journal)
                     journal.close()
                 raise
-        return execute(run)
+        with using(journal):  # what the run starts without naming the journal (redis-server for --online) too
+            return execute(run)
 
 
 def _describe(w: FaultWindow) -> str:

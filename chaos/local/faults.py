@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from chaos.local.journal import Journal
-from chaos.local.process import Managed, find_stress_ng, spawn
 from chaos.local.proxy import FaultProxy
 from chaos.local.replicas import Replica, ReplicaManager
 from chaos.spec import FaultKind, FaultWindow, Scenario, Selector
 from rlctl.errors import ChaosError
+from rlctl.harness.journal import Journal
+from rlctl.harness.process import Managed, find_stress_ng, spawn
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from chaos.local.journal import Journal
-from chaos.local.process import Managed, read_json_line, spawn
 from rlctl.errors import ChaosError
+from rlctl.harness.journal import Journal
+from rlctl.harness.process import Managed, read_json_line, spawn
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ a replica started later gets the current knobs as flags.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -34,17 +33,16 @@ import secrets
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaos.local.journal import Entry, Journal, proc_state
-from chaos.local.process import Managed, read_json_line, spawn
 from chaos.local.proxy import FaultProxy
 from rlctl import cgroups
 from rlctl.contract import Knobs
-from rlctl.errors import ChaosError
+from rlctl.errors import ActuatorError, ChaosError
+from rlctl.harness.admin import AdminClient, to_admin
+from rlctl.harness.journal import Entry, Journal, proc_state
+from rlctl.harness.process import Managed, read_json_line, spawn
 
 log = logging.getLogger(__name__)
 
@@ -317,28 +315,21 @@ class ReplicaManager:
     def apply_knobs(self, knobs: Knobs) -> list[str]:
         """PUT the runtime knobs to every ready replica; returns the replicas that failed."""
         self.knobs = knobs
-        body = json.dumps(
+        body = to_admin(
             {
                 "gomaxprocs": knobs.gomaxprocs,
                 "gogc": knobs.gogc,
-                "gomemlimit_bytes": knobs.gomemlimit_mib * 2**20,
+                "gomemlimit_mib": knobs.gomemlimit_mib,
                 "object_pool_size": knobs.object_pool_size,
                 "conn_pool_size": knobs.conn_pool_size,
             }
-        ).encode()
+        )
         failed = []
         for rep in self.ready():
-            req = urllib.request.Request(
-                f"{rep.admin_url}/admin/knobs",
-                data=body,
-                method="PUT",
-                headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-            )
             try:
-                with urllib.request.urlopen(req, timeout=self.admin_timeout_s) as resp:
-                    resp.read()
-            except (urllib.error.URLError, OSError) as exc:
-                log.warning("replica %s: knobs not applied: %s", rep.name, getattr(exc, "reason", exc))
+                AdminClient(rep.admin_url, token=self.token, timeout_s=self.admin_timeout_s).put(body)
+            except ActuatorError as exc:
+                log.warning("replica %s: knobs not applied: %s", rep.name, exc)
                 failed.append(rep.name)
         return failed
 

@@ -26,12 +26,12 @@ so a slow ``/metrics`` never delays the stop decision.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import queue
-import shutil
 import signal
 import statistics
 import subprocess
@@ -47,14 +47,13 @@ from typing import Any
 from rlctl.boundary.detector import BoundaryDetector, BoundaryEvent, DetectorConfig, Signal
 from rlctl.contract import DEFAULT_SLO_P99_MS, TelemetrySample
 from rlctl.errors import ConfigError, TelemetryError
+from rlctl.harness.process import REPO_GOSVC as REPO_GOSVC
+from rlctl.harness.process import find_gosvc, spawn
 from rlctl.telemetry.scrape import MetricsSnapshot, Scraper, compute_sample, counter_delta
 
 logger = logging.getLogger(__name__)
 
 REPORT_SCHEMA = "rlctl.probe/v1"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-#: Where ``bash deploy/gosvc/build.sh`` puts the test-bed binary.
-REPO_GOSVC = _REPO_ROOT / "deploy" / "gosvc" / "bin" / "gosvc"
 
 
 # ------------------------------------------------------------------------------ config
@@ -235,21 +234,8 @@ def resolve_urls(url: str, metrics_url: str | None = None) -> tuple[str, str, st
 
 
 def resolve_loadgen(path: str | None = None) -> str:
-    """The ``gosvc`` binary: ``path``, else the repository's build, else ``gosvc`` on PATH."""
-    if path:
-        p = Path(path)
-        if not (p.is_file() and p.stat().st_mode & 0o111):
-            raise ConfigError(f"--loadgen {path}: not an executable file; build it with `bash deploy/gosvc/build.sh`")
-        return str(p)
-    if REPO_GOSVC.is_file():
-        return str(REPO_GOSVC)
-    found = shutil.which("gosvc")
-    if found:
-        return found
-    raise ConfigError(
-        f"no load generator: {REPO_GOSVC} does not exist and gosvc is not on PATH; "
-        "build it with `bash deploy/gosvc/build.sh` or pass --loadgen PATH"
-    )
+    """The ``gosvc`` binary (``--loadgen``), by the harness's one search order (:func:`rlctl.harness.find_gosvc`)."""
+    return find_gosvc(path, option="--loadgen")
 
 
 # ------------------------------------------------------------------------------ steps
@@ -406,7 +392,9 @@ class _LoadgenProcess:
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1)
+        self._managed = spawn(None, "loadgen", argv, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=1,
+                              command="probe")  # fmt: skip
+        self.proc = self._managed.proc
         self.stderr_final = ""
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, name="loadgen-reader", daemon=True)
@@ -445,11 +433,9 @@ class _LoadgenProcess:
     def close(self, grace_s: float) -> int | None:
         """Stop the process (SIGTERM, then SIGKILL after ``grace_s``) and return its exit code."""
         self.stop()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        self._managed.stop(grace_s=0.0)  # SIGKILL if it is still running; forget its journal entry
         self._reader.join(timeout=2)
         self.stderr_final = self.stderr_tail()
         self._stderr.close()

@@ -78,6 +78,8 @@ from rlctl.boundary.detector import BoundaryDetector, DetectorConfig
 from rlctl.boundary.knee import KNEE_METHODS, kneedle_knee, lower_envelope
 from rlctl.boundary.probe import ProbeConfig, Ramp, resolve_loadgen, run_probe, write_report
 from rlctl.errors import ChaosError, ConfigError, RlctlError
+from rlctl.harness import cgroup as harness_cgroup
+from rlctl.harness.process import spawn
 from rlctl.telemetry.scrape import Scraper
 
 logger = logging.getLogger("rlctl.boundary.validate")
@@ -123,6 +125,9 @@ CONFIGS: dict[str, ServiceConfig] = {
 
 # ------------------------------------------------------------------------------ service
 
+#: The name of this validation's session journal (``rlctl chaos cleanup --backend local`` reverts it after a crash).
+COMMAND = "validate"
+
 
 class Service:
     """``gosvc serve`` on a free loopback port; a context manager that always stops it."""
@@ -135,14 +140,11 @@ class Service:
         fixed = ("--iters-per-us", repr(rate)) if rate else ()
         # No admin API here (no token): a GOSVC_ADMIN_TOKEN of the environment must not enable it,
         # nor, if shorter than 16 bytes, stop the service from starting.
-        env = {k: v for k, v in os.environ.items() if k != "GOSVC_ADMIN_TOKEN"}
-        self.proc = subprocess.Popen(
-            [gosvc, "serve", "--addr", "127.0.0.1:0", *fixed, *flags],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-            env=env,
-        )
+        self._managed = spawn(
+            None, "gosvc-serve", [gosvc, "serve", "--addr", "127.0.0.1:0", *fixed, *flags], stdout=subprocess.PIPE,
+            stderr=self.log, unset_env=("GOSVC_ADMIN_TOKEN",), command=COMMAND,
+        )  # fmt: skip
+        self.proc = self._managed.proc
         assert self.proc.stdout is not None
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -161,13 +163,7 @@ class Service:
         self.stop()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        self._managed.stop(grace_s=15.0)
         self.log.close()
 
 
@@ -205,19 +201,17 @@ def cpu_cgroup(pid: int, name: str, *, quota_cores: float | None = None, shares:
 
     ``quota_cores`` sets a CFS quota (period 100 ms); ``shares`` a relative weight in
     ``cpu.shares`` units (``cpu.weight`` on v2, see :func:`rlctl.cgroups.set_shares`). The
-    tasks are always moved back to the root group and the cgroup removed afterwards.
+    tasks are always moved back to the root group and the cgroup removed afterwards; the group
+    is journaled first (:mod:`rlctl.harness.cgroup`), so a killed validation leaves it to
+    ``rlctl chaos cleanup --backend local``.
     """
     hierarchy = cgroups.detect(purpose="--automaxprocs and --cpu-shares", alternative="run without them")
-    cgroup = hierarchy.root / name
-    try:
-        hierarchy.create(name, quota_cores=quota_cores, shares=shares)
-        cgroups.add(cgroup, pid)
-        logger.info("pid %d in %s (%s, quota %s cores, shares %s)", pid, cgroup, hierarchy, quota_cores,
+    with harness_cgroup.scoped(hierarchy, name, quota_cores=quota_cores, shares=shares, command=COMMAND) as group:
+        group.add(pid)
+        logger.info("pid %d in %s (%s, quota %s cores, shares %s)", pid, group.path, hierarchy, quota_cores,
                     shares or "default")  # fmt: skip
-        yield cgroup
-    finally:
-        cgroups.remove(cgroup)
-        logger.info("removed %s", cgroup)
+        yield group.path
+    logger.info("removed %s", group.path)
 
 
 def cpu_quota_cgroup(pid: int, cores: float = 1.0) -> contextlib.AbstractContextManager[Path]:
@@ -512,9 +506,10 @@ def steady(config: ServiceConfig, gosvc: str, rate: float, minutes: float, logs:
         scraper.prime()
         argv = [gosvc, "loadgen", "--url", f"{svc.url}/work", "--rate", f"{rate:g}",
                 "--duration", f"{minutes * 60:g}s", "--interval", "5s"]  # fmt: skip
-        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
+        loadgen = spawn(None, "loadgen", argv, stdout=subprocess.PIPE, command=COMMAND)
+        try:
+            assert loadgen.proc.stdout is not None
+            for raw in loadgen.proc.stdout:
                 line = json.loads(raw)
                 if line.get("summary"):
                     continue
@@ -529,6 +524,9 @@ def steady(config: ServiceConfig, gosvc: str, rate: float, minutes: float, logs:
                                 "goroutines": sample.goroutines, "alloc_bytes_per_s": sample.alloc_bytes_per_s,
                                 "fired": [s.name for s in detector.last_signals if s.fired],
                                 "event": event is not None})  # fmt: skip
+        finally:
+            loadgen.stop(grace_s=5.0)  # at the end of its output it has exited: this only forgets it
+
     p99 = sorted(s["p99_ms"] for s in samples)
     return {
         "rate_qps": rate,

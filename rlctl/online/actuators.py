@@ -14,19 +14,14 @@ prefetch, turbo            :class:`MsrActuator`             MSR writes, only wit
 actuator, what happened; a failing actuator raises nothing into the control loop, it is
 reported (and counted) and its knobs keep their values.
 
-GOMEMLIMIT: the contract counts MiB, the admin API bytes (``mib * 2**20``, sent as is,
-so the top rung, 8192 MiB, is a real 8 GiB limit); a service reporting 0 (no limit) reads
-as the top rung, the contract's "no practical limit".
+The admin API's client, its token, and the contract-to-admin field mapping (GOMEMLIMIT in
+MiB against bytes) are the test-bed harness's: :mod:`rlctl.harness.admin`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -34,87 +29,18 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from rlctl.contract import GOMEMLIMIT_LADDER_MIB, KNOB_COL, KNOB_FIELDS
+from rlctl.contract import KNOB_COL, KNOB_FIELDS
 from rlctl.errors import ActuatorError, ConfigError
+from rlctl.harness.admin import MIB as MIB
+from rlctl.harness.admin import RUNTIME_KNOBS as RUNTIME_KNOBS
+from rlctl.harness.admin import TOKEN_ENV as TOKEN_ENV
+from rlctl.harness.admin import admin_request, from_admin, read_token, to_admin
 
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
-#: Knobs the Go service's admin endpoint sets, by their contract names.
-RUNTIME_KNOBS: tuple[str, ...] = ("gomaxprocs", "gogc", "gomemlimit_mib", "object_pool_size", "conn_pool_size")
 MSR_KNOBS: tuple[str, ...] = ("prefetch", "turbo")
-MIB = 2**20
-TOKEN_ENV = "GOSVC_ADMIN_TOKEN"
-
-
-def read_token(token_file: str | Path | None = None, env: str = TOKEN_ENV) -> str:
-    """The admin bearer token: the first line of ``token_file``, else ``$GOSVC_ADMIN_TOKEN``."""
-    if token_file is not None:
-        try:
-            token = Path(token_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"admin token file {token_file}: {exc.strerror or exc}; pass a readable file") from None
-        if not token:
-            raise ConfigError(f"admin token file {token_file} is empty; write the bearer token into it")
-        return token
-    token = os.environ.get(env, "").strip()
-    if not token:
-        raise ConfigError(f"no admin token: pass --admin-token-file FILE or set {env}")
-    return token
-
-
-def to_admin(knobs: Mapping[str, Any]) -> dict[str, int]:
-    """Contract knob values -> the admin API's JSON fields."""
-    out: dict[str, int] = {}
-    for name, value in knobs.items():
-        if name == "gomemlimit_mib":
-            out["gomemlimit_bytes"] = int(value) * MIB
-        elif name in RUNTIME_KNOBS:
-            out[name] = int(value)
-        else:
-            raise ActuatorError(f"the admin endpoint does not set {name!r}; it sets {list(RUNTIME_KNOBS)}")
-    return out
-
-
-def from_admin(body: Mapping[str, Any]) -> dict[str, int]:
-    """The admin API's JSON -> contract knob values (GOMEMLIMIT 0, no limit, reads as the top rung)."""
-    out: dict[str, int] = {}
-    for name in RUNTIME_KNOBS:
-        key = "gomemlimit_bytes" if name == "gomemlimit_mib" else name
-        if key not in body:
-            continue
-        value = int(body[key])
-        if name == "gomemlimit_mib":
-            value = GOMEMLIMIT_LADDER_MIB[-1] if value <= 0 else round(value / MIB)
-        out[name] = value
-    return out
-
-
-def _http_json(method: str, url: str, *, token: str, body: Any = None, timeout_s: float) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
-        except (json.JSONDecodeError, AttributeError):
-            detail = exc.reason
-        hint = {
-            401: "the token was rejected: check --admin-token-file",
-            403: "the service has no admin token configured: start it with --admin-token-file",
-        }.get(exc.code, "")
-        raise ActuatorError(f"{method} {url}: HTTP {exc.code}: {detail}" + (f"; {hint}" if hint else "")) from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ActuatorError(f"{method} {url}: cannot reach the admin endpoint ({reason})") from None
-    except json.JSONDecodeError as exc:
-        raise ActuatorError(f"{method} {url}: the answer is not JSON ({exc.msg})") from None
 
 
 class AdminKnobsActuator:
@@ -157,7 +83,7 @@ class AdminKnobsActuator:
         urls = self.urls
         if not urls:
             raise ActuatorError("no admin URL: the service has no running replica")
-        return from_admin(_http_json("GET", urls[0], token=self.token, timeout_s=self.timeout_s))
+        return from_admin(admin_request("GET", urls[0], token=self.token, timeout_s=self.timeout_s))
 
     def put(self, knobs: Mapping[str, Any]) -> dict[str, int]:
         """Set ``knobs`` (contract names) on every replica; returns what the first one reports."""
@@ -168,7 +94,7 @@ class AdminKnobsActuator:
         answers, errors = [], []
         for url in urls:
             try:
-                answers.append(_http_json("PUT", url, token=self.token, body=body, timeout_s=self.timeout_s))
+                answers.append(admin_request("PUT", url, token=self.token, body=body, timeout_s=self.timeout_s))
             except ActuatorError as exc:
                 errors.append(str(exc))
         if errors:
@@ -241,7 +167,7 @@ class ProcessReplicaActuator:
     ) -> None:
         from rlctl.online.procs import gosvc_binary
 
-        self.binary = gosvc_binary()
+        self.binary = gosvc_binary()  # the harness's one lookup (rlctl.harness.find_gosvc)
         self.args = list(args)
         self.token_file = token_file
         self.pre_stop = pre_stop

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from rlctl.contract import KnobBounds
+from rlctl.harness.journal import session
 from rlctl.online.actuators import Actuators, AdminKnobsActuator, ProcessReplicaActuator
 from rlctl.online.loop import ControlConfig, ControlLoop, StepResult, run_in_thread, summarize
 from rlctl.online.procs import LoadGen, RedisServer, free_port
@@ -273,6 +274,9 @@ def _brief(r: StepResult, t0: float) -> dict[str, Any]:
 
 def run(cfg: E2EConfig, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
+    # Every process below (redis-server, replicas, load generators) is journaled in this session:
+    # ``rlctl chaos cleanup --backend local`` stops them if this run is killed.
+    session("e2e")
     with tempfile.TemporaryDirectory(prefix="rlctl-e2e-") as tmp:
         work = Path(tmp)
         log.info("static run: 1 replica, %s -> %s req/s", cfg.low_qps, cfg.high_qps)

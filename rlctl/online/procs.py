@@ -1,7 +1,9 @@
 """Local processes the online controller runs against: redis-server, ``gosvc serve`` and its load generator.
 
-Each helper starts a real process on a free loopback port, waits until it answers, and
-always stops it (SIGTERM, then SIGKILL after a grace period) — use them as context managers.
+Each helper starts a real process on a free loopback port through the test-bed harness
+(:func:`rlctl.harness.process.spawn`: journaled before it starts, so ``rlctl chaos cleanup
+--backend local`` stops it after a crash), waits until it answers, and always stops it
+(SIGTERM, then SIGKILL after a grace period) — use them as context managers.
 Tests, ``rlctl bench serve`` and the end-to-end run (:mod:`rlctl.online.e2e`) use them; the
 :class:`~rlctl.online.actuators.ProcessReplicaActuator` starts its replicas through
 :class:`GoService`.
@@ -10,11 +12,11 @@ Tests, ``rlctl bench serve`` and the end-to-end run (:mod:`rlctl.online.e2e`) us
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rlctl.errors import ConfigError, RlctlError
+from rlctl.harness.process import Managed, find_gosvc, spawn
 
 log = logging.getLogger(__name__)
 
@@ -37,29 +40,12 @@ def free_port() -> int:
 
 
 def gosvc_binary() -> Path:
-    """The ``gosvc`` binary: ``$RLCTL_GOSVC``, else ``deploy/gosvc/bin/gosvc`` in this checkout."""
-    env = os.environ.get("RLCTL_GOSVC")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "deploy" / "gosvc" / "bin" / "gosvc"
-    if not path.is_file():
-        raise ConfigError(
-            f"gosvc binary {path} not found; build it with `bash deploy/gosvc/build.sh --build-only` "
-            "or point RLCTL_GOSVC at it"
-        )
-    return path
+    """The ``gosvc`` binary, by the harness's one search order (:func:`rlctl.harness.process.find_gosvc`)."""
+    return Path(find_gosvc())
 
 
-def stop_process(proc: subprocess.Popen[Any], grace_s: float = 5.0, sig: int = signal.SIGTERM) -> int | None:
-    """Signal ``proc`` (SIGTERM by default), wait ``grace_s``, then SIGKILL; returns its exit code."""
-    if proc.poll() is None:
-        try:
-            proc.send_signal(sig)
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5.0)
-        except ProcessLookupError:
-            pass
-    return proc.returncode
+#: What the session journal of a process that only runs these helpers is called.
+_COMMAND = "online"
 
 
 class _Drain:
@@ -114,6 +100,7 @@ class RedisServer:
         self._own_dir = directory is None
         self.directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="rlctl-redis-"))
         self.proc: subprocess.Popen[str] | None = None
+        self._managed: Managed | None = None
         self._drain: _Drain | None = None
 
     @property
@@ -126,7 +113,10 @@ class RedisServer:
                 "--save", "", "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning"]  # fmt: skip
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._managed = spawn(
+            None, "redis-server", args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, command=_COMMAND
+        )
+        self.proc = self._managed.proc
         assert self.proc.stdout is not None
         self._drain = _Drain(self.proc.stdout)
         deadline = time.monotonic() + timeout_s
@@ -149,12 +139,12 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no shutdown save."""
-        if self.proc is not None:
-            stop_process(self.proc, sig=signal.SIGKILL)
+        if self._managed is not None:
+            self._managed.kill()
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, grace_s=5.0)
+        if self._managed is not None:
+            self._managed.stop(grace_s=5.0)
 
     def cleanup(self) -> None:
         self.stop()
@@ -195,6 +185,7 @@ class GoService:
         self.token_file = token_file
         self.addr_arg = addr
         self.proc: subprocess.Popen[str] | None = None
+        self._managed: Managed | None = None
         self.info: dict[str, Any] = {}
         self._stderr: _Drain | None = None
 
@@ -228,10 +219,11 @@ class GoService:
         cmd = [str(self.binary), "serve", "--addr", self.addr_arg, *self.args]
         if self.token_file is not None:
             cmd += ["--admin-token-file", str(self.token_file)]
-        env = {k: v for k, v in os.environ.items() if k != "GOSVC_ADMIN_TOKEN"}
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
+        self._managed = spawn(
+            None, "gosvc-serve", cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            unset_env=("GOSVC_ADMIN_TOKEN",), command=_COMMAND,
+        )  # fmt: skip
+        self.proc = self._managed.proc
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._stderr = _Drain(self.proc.stderr)
         line = _readline(self.proc.stdout, timeout_s)
@@ -247,12 +239,12 @@ class GoService:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, grace_s: float = 5.0) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, grace_s=grace_s)
+        if self._managed is not None:
+            self._managed.stop(grace_s=grace_s)
 
     def kill(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, sig=signal.SIGKILL)
+        if self._managed is not None:
+            self._managed.kill()
 
     def __enter__(self) -> GoService:
         return self.start()
@@ -285,9 +277,11 @@ class LoadGen:
         self._lock = threading.Lock()
         cmd = [str(binary or gosvc_binary()), "loadgen", "--url", url, "--rate", "0", "--duration", "0",
                "--control-stdin", "--interval", f"{interval_s}s", "--timeout", f"{timeout_s}s"]  # fmt: skip
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
-        )
+        self._managed = spawn(
+            None, "loadgen", cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1,
+            command=_COMMAND,
+        )  # fmt: skip
+        self.proc = self._managed.proc
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._stderr = _Drain(self.proc.stderr)
         self._stdout = _Drain(self.proc.stdout, on_line=self._record)
@@ -324,7 +318,6 @@ class LoadGen:
                 self.proc.stdin.close()
             except (BrokenPipeError, ValueError):
                 pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            stop_process(self.proc, grace_s=2.0)
+        self._managed.stop(grace_s=2.0)
