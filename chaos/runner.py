@@ -37,7 +37,11 @@ import numpy as np
 
 from chaos.record import RunRecord, fault_label
 from chaos.spec import Scenario
+from envs.profile import ServiceProfile
+from envs.sim import EnvConfig
+from policies import registry
 from policies.base import Controller
+from policies.evaluate import tuned_hpa
 from rlctl.contract import KnobBounds, Knobs
 from rlctl.errors import ConfigError
 from rlctl.scoring import STEADY_MARGIN_S, score_run
@@ -46,8 +50,6 @@ log = logging.getLogger(__name__)
 
 REPORT_SCHEMA = "rlctl.chaos-run/v1"
 BACKENDS = ("sim", "local", "k8s")
-#: Baselines by name; ``hpa-<target>`` (e.g. ``hpa-0.6``) and ``ppo:<artifact>`` too.
-BASELINES = ("static", "hpa", "hpa-tuned", "threshold", "oracle")
 
 
 class Backend(Protocol):
@@ -74,32 +76,23 @@ class ControllerContext:
     seed: int = 0
 
 
-def check_controller_names(specs: Sequence[str]) -> list[str]:
-    """Validate ``--controller`` values (syntax only) and refuse duplicates."""
+def check_controller_names(specs: Sequence[str], where: str | None = None) -> list[str]:
+    """Validate ``--controller`` values (the registry's grammar, :mod:`policies.registry`), refuse
+    duplicates and, given a backend, what cannot run on it (:func:`policies.registry.check_runs`)."""
     if not specs:
         raise ConfigError("pass at least one --controller, e.g. --controller hpa-tuned --controller ppo:default")
-    seen = set()
-    for spec in specs:
-        ok = spec in BASELINES or any(spec.startswith(p) and len(spec) > len(p) for p in ("ppo:", "ppo+guard:"))
-        if spec.startswith("hpa-") and spec != "hpa-tuned":
-            try:
-                ok = 0 < float(spec[4:]) <= 1.5
-            except ValueError:
-                ok = False
-        if not ok:
-            raise ConfigError(
-                f"--controller {spec!r}: use ppo:default, ppo:PATH, ppo+guard:default, {', '.join(BASELINES)} "
-                "or hpa-<target> (e.g. hpa-0.6)"
-            )
-        if spec in seen:
-            raise ConfigError(f"--controller {spec!r} is given twice; each controller runs once")
-        seen.add(spec)
+    parsed = registry.parse_all(specs)
+    if where is not None:
+        for spec in parsed:
+            registry.check_runs(spec, _where(where))
     return list(specs)
 
 
-def _sim_config(ctx: ControllerContext) -> Any:
-    from envs.sim import EnvConfig
+def _where(backend: str) -> registry.Where:
+    return "sim" if backend == "sim" else "k8s" if backend == "k8s" else "local"
 
+
+def _sim_config(ctx: ControllerContext) -> EnvConfig:
     return EnvConfig(
         episode_s=max(ctx.scenario.duration_s, 5.0),
         slo_p99_ms=ctx.scenario.slo_p99_ms,
@@ -108,40 +101,27 @@ def _sim_config(ctx: ControllerContext) -> Any:
     )
 
 
-def resolve_controller(spec: str, ctx: ControllerContext) -> tuple[Controller, dict[str, Any]]:
-    """The controller for a ``--controller`` value, and facts about it for the report.
+def registry_context(ctx: ControllerContext) -> registry.Context:
+    """The registry's context for a run: the scenario's SLO, the run's bounds and knobs, where it runs.
 
     ``hpa-tuned`` is the HPA with the CPU target a simulator sweep of this very scenario picks
-    (:func:`policies.evaluate.tuned_hpa`), then fixed. ``static`` keeps the initial knobs.
+    (:func:`policies.evaluate.tuned_hpa`), then fixed.
     """
-    from envs.profile import ServiceProfile
-    from policies.baselines import HPAConfig, HPAController, StaticController
-    from policies.evaluate import make_baseline, tuned_hpa
-
-    check_controller_names([spec])
-    if spec.startswith(("ppo:", "ppo+guard:")):
-        from policies.guard import GuardConfig, SLOGuard
-        from policies.ppo import PPOController
-
-        guarded = spec.startswith("ppo+guard:")
-        ppo = PPOController(spec.split(":", 1)[1], name=spec)
-        if not guarded:
-            return ppo, {"artifact": str(ppo.artifact.path)}
-        guard = SLOGuard(ppo, GuardConfig(slo_p99_ms=ctx.scenario.slo_p99_ms), name=spec)
-        return guard, {"artifact": str(ppo.artifact.path), "guard": "policies/guard.py defaults"}
     config, profile = _sim_config(ctx), ServiceProfile()
-    if spec == "hpa-tuned":
+
+    def tune() -> float:
         _, chosen = tuned_hpa([ctx.scenario], [ctx.seed], config, profile)
-        target = chosen[ctx.scenario.name]
-        hpa = HPAController(HPAConfig(target_cpu=target, max_replicas=ctx.bounds.max_replicas), name="hpa-tuned")
-        return hpa, {"hpa_target_cpu": target, "tuned_by": "simulator sweep of this scenario"}
-    if spec == "oracle" and ctx.backend != "sim":
-        raise ConfigError(
-            "--controller oracle knows the simulator's future load and faults; it runs on --backend sim only"
-        )
-    if spec == "static" and ctx.backend != "sim":
-        return StaticController(ctx.initial_knobs, name="static"), {"knobs": ctx.initial_knobs.to_dict()}
-    return make_baseline(spec, config, profile), {}
+        return chosen[ctx.scenario.name]
+
+    return registry.Context(config, profile, where=_where(ctx.backend), tune_hpa=tune)
+
+
+def resolve_controller(spec: str, ctx: ControllerContext) -> tuple[Controller, dict[str, Any]]:
+    """The controller for a ``--controller`` value, and facts about it for the report (:func:`policies.registry.build`).
+
+    ``static`` keeps the initial knobs on a live backend; the oracles run on the sim backend only.
+    """
+    return registry.build(spec, registry_context(ctx))
 
 
 # ------------------------------------------------------------------ running

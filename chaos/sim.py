@@ -21,7 +21,14 @@ from chaos.spec import Scenario
 from envs.profile import ServiceProfile
 from envs.sim import EnvConfig
 from policies.base import Controller, FloatArray
-from policies.evaluate import OracleController, oracle_extra, planned_extra, prepare_oracle, rollout
+from policies.evaluate import (
+    OracleController,
+    ReactiveOracle,
+    oracle_extra,
+    planned_extra,
+    prepare_oracle,
+    rollout,
+)
 from rlctl.contract import COL, KnobBounds, Knobs, TelemetrySample
 from rlctl.errors import ConfigError
 
@@ -99,13 +106,17 @@ class SimBackend:
         cfg = self.env_config(scenario)
         rec = _Recorder(controller)
 
+        # The oracle, or the reactive oracle alone or under the guard, plans as in rlctl eval.
+        planner = controller if isinstance(controller, OracleController) else getattr(controller, "inner", None)
+
         def prepare(_ctrl: Controller, batch: Any) -> None:
             rec.batch = batch
-            if isinstance(controller, OracleController):
-                prepare_oracle(controller, batch)
+            if isinstance(planner, OracleController):
+                prepare_oracle(planner, batch)
 
         plan: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if isinstance(controller, OracleController):  # its plan, with the replicas its own misses call for
+        if isinstance(controller, OracleController) and not isinstance(controller, ReactiveOracle):
+            # the clairvoyant oracle's plan, with the replicas its own misses call for
             extra = oracle_extra(controller, [scenario], [self.config.seed], cfg, self.config.profile)
             plan = planned_extra(controller, extra)
         with plan:

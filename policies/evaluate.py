@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +38,8 @@ from envs.model.service import ServiceState, step_services
 from envs.profile import ServiceProfile
 from envs.sim import EnvConfig, ServiceBatch
 from policies.base import Controller, FloatArray
-from policies.baselines import HPAConfig, HPAController, StaticController, ThresholdController
+from policies.baselines import HPAConfig, HPAController
+from policies.registry import make_baseline  # names -> controllers (the registry builds this module's oracles)
 from rlctl.contract import COL, KNOB_COL, KNOB_FIELDS, Knobs, clamp_array
 from rlctl.errors import ConfigError
 from rlctl.scoring import knob_changes, score_run, violated
@@ -425,56 +425,6 @@ def tuned_hpa(
             r.scores["hpa_target_cpu"] = target
         best[s.name] = runs
     return best, chosen
-
-
-def make_baseline(name: str, config: EnvConfig, profile: ServiceProfile) -> Controller:
-    """A baseline controller by name: hpa, hpa-0.6 (a fixed target), threshold, static, oracle;
-    ``NAME+guard`` is that baseline under the SLO guard (``policies.guard``), the fair
-    comparison for ``ppo+guard``."""
-    if name.endswith("+guard"):
-        inner = name.removesuffix("+guard")
-        if inner in ("hpa-tuned", "oracle"):
-            raise ConfigError(
-                f"baseline {name!r}: the SLO guard wraps hpa, hpa-<target>, threshold, static or oracle-reactive; "
-                f"{inner} is picked "
-                "or planned in hindsight without it. Use e.g. hpa-0.6+guard"
-            )
-        from policies.guard import GuardConfig, SLOGuard
-
-        return SLOGuard(make_baseline(inner, config, profile), GuardConfig(slo_p99_ms=config.slo_p99_ms), name=name)
-    ready_s = profile.replica_start_s  # the HPA sees when a pod turns Ready
-    if name == "hpa":
-        return HPAController(HPAConfig(max_replicas=config.bounds.max_replicas, pod_ready_s=ready_s), name="hpa")
-    if name.startswith("hpa-") and name != "hpa-tuned":
-        try:
-            target = float(name.split("-", 1)[1])
-        except ValueError:
-            raise ConfigError(f"baseline {name!r}: use hpa-<target>, e.g. hpa-0.6") from None
-        hpa = HPAConfig(target_cpu=target, max_replicas=config.bounds.max_replicas, pod_ready_s=ready_s)
-        return HPAController(hpa, name=name)
-    if name == "threshold":
-        return ThresholdController()
-    if name == "static":
-        quota = round(profile.cpu_quota_cores)
-        return StaticController(dataclasses.replace(config.initial_knobs, gomaxprocs=quota))
-    if name == "oracle":
-        return OracleController(runtimes=oracle_runtimes(config))
-    if name == "oracle-reactive" or name.startswith("oracle-reactive-"):
-        rest = name.removeprefix("oracle-reactive").removeprefix("-")
-        try:
-            headroom = float(rest) if rest else 1.0
-        except ValueError:
-            headroom = math.nan
-        if not 1.0 <= headroom <= 4.0:
-            raise ConfigError(
-                f"baseline {name!r}: the headroom after oracle-reactive- must be a number in [1, 4], "
-                "e.g. oracle-reactive-1.3"
-            )
-        return ReactiveOracle(headroom, runtime=oracle_runtimes(config)[-1], name=name)
-    raise ConfigError(
-        f"unknown baseline {name!r}; choose from hpa, hpa-tuned, hpa-<target>, threshold, static, oracle, "
-        "oracle-reactive[-<headroom>] (hpa, hpa-<target>, threshold, static and oracle-reactive also with +guard)"
-    )
 
 
 def scenario_slo(scenario: Scenario, config: EnvConfig) -> float:

@@ -227,7 +227,8 @@ def test_oracle_picks_the_best_static_runtime_knobs_per_service_in_hindsight() -
     from chaos.spec import LoadSpec, Scenario
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import OracleController, make_baseline, oracle_rollout, oracle_runtimes
+    from policies.evaluate import OracleController, oracle_rollout, oracle_runtimes
+    from policies.registry import make_baseline
 
     profile = ServiceProfile()
     scenarios = [Scenario(name=f"c{q}", duration_s=600, load=LoadSpec(kind="constant", qps=q, noise=False))
@@ -254,7 +255,8 @@ def test_reactive_oracle_pays_a_replica_start_on_a_burst_that_the_oracle_does_no
     from chaos.spec import LoadSpec, Scenario
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import ReactiveOracle, make_baseline, oracle_rollout, prepare_oracle, rollout
+    from policies.evaluate import ReactiveOracle, oracle_rollout, prepare_oracle, rollout
+    from policies.registry import make_baseline
 
     profile = ServiceProfile()
     config = EnvConfig(episode_s=600, initial_knobs=Knobs(replicas=4))
@@ -313,7 +315,7 @@ def test_reactive_oracle_scales_down_only_after_its_stabilisation_window() -> No
 def test_reactive_oracle_rejects_a_bad_headroom_by_name(name: str) -> None:
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import make_baseline
+    from policies.registry import make_baseline
 
     with pytest.raises(ConfigError, match=r"oracle-reactive-1\.3"):
         make_baseline(name, EnvConfig(), ServiceProfile())

@@ -127,10 +127,10 @@ def test_cli_input_errors_exit_2(tmp_path: Path) -> None:
     scenario = str(SCENARIOS / "local-three-faults.yaml")
     cases = [
         (["--backend", "mars"], "--backend 'mars': choose sim, local or k8s"),
-        (["-c", "oracle", "--backend", "local", "--dry-run"], "runs on --backend sim only"),
+        (["-c", "oracle", "--backend", "local", "--dry-run"], "runs in the simulator only"),
         (["-c", "ppo:/nonexistent/policy"], "ArtifactError"),
         (["-c", "static", "--run-id", "../etc"], "run id '../etc'"),
-        (["-c", "bogus"], "--controller 'bogus'"),
+        (["-c", "bogus"], "controller 'bogus': unknown controller"),
     ]
     for args, msg in cases:  # each fails before any fault: bad input is exit code 2
         proc = run_rlctl("chaos", "run", scenario, *args)
@@ -145,7 +145,7 @@ def test_oracle_is_refused_off_the_simulator() -> None:
     from chaos.runner import ControllerContext, resolve_controller
 
     s = load_scenario(SCENARIOS / "local-three-faults.yaml")
-    with pytest.raises(ConfigError, match="runs on --backend sim only"):
+    with pytest.raises(ConfigError, match="runs in the simulator only"):
         resolve_controller("oracle", ControllerContext("local", s))
     ctrl, _ = resolve_controller("oracle", ControllerContext("sim", s))
     assert ctrl.name == "oracle"

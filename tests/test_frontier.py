@@ -69,7 +69,7 @@ def test_the_grid_is_the_documented_one() -> None:
 def test_every_grid_name_is_a_baseline_make_baseline_builds() -> None:
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import make_baseline
+    from policies.registry import make_baseline
 
     config, profile = EnvConfig(), ServiceProfile()
     for name in FRONTIER_BASELINES:

@@ -19,6 +19,7 @@ from typing import Any
 
 import typer
 
+from policies import registry
 from rlctl.errors import ConfigError
 from rlctl.output import JSON_HELP
 
@@ -44,8 +45,7 @@ def run(
         [],
         "--controller",
         "-c",
-        help="Controller to run (repeatable): ppo:default, ppo:PATH, ppo+guard:default, hpa-tuned, hpa, "
-        "hpa-<target>, threshold, static, oracle (sim only). Default: hpa-tuned.",
+        help=f"Controller to run (repeatable): {registry.HELP} Default: hpa-tuned.",
     ),
     json_out: Path | None = typer.Option(
         None, "--json", help=f"Write the JSON report here (default: DIR/report.json) {JSON_HELP}."
@@ -116,7 +116,7 @@ def run(
     if online and backend == "sim":
         raise ConfigError("--online needs a live backend (local or k8s): the simulator has no telemetry to stream")
     spec = load_scenario(scenario)
-    controllers = check_controller_names(controller or ["hpa-tuned"])
+    controllers = check_controller_names(controller or ["hpa-tuned"], where=backend)
     rid = check_run_id(run_id) if run_id else new_run_id()
 
     chosen: Any

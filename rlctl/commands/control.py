@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from policies import registry
 from rlctl.errors import ConfigError
 from rlctl.output import JSON_HELP, STDOUT_PATH
 
@@ -95,7 +96,12 @@ def control(
     context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
     policy_url: Annotated[str | None, typer.Option(help="Policy server base URL (rlctl serve).")] = None,
     policy: Annotated[
-        str | None, typer.Option(help="Run the policy in-process: 'default' or an artifact folder; 'hpa' = HPA rule.")
+        str | None,
+        typer.Option(
+            help="What decides, in-process: a policy ('default', an artifact folder, ppo:NAME, ppo+guard:NAME) or "
+            "the HPA rule (hpa, hpa-<target>, each also +guard); default: the HPA rule. Other controllers "
+            "(threshold, static, hpa-tuned, the oracles) run in eval and chaos run only."
+        ),
     ] = None,
     redis: Annotated[str, typer.Option(help="Redis URL; 'none' runs without Redis.")] = "redis://127.0.0.1:6379/0",
     interval: Annotated[float, typer.Option(min=0.05, max=3600.0, help="Seconds between decisions.")] = 5.0,
@@ -158,11 +164,9 @@ def control(
     allow = tuple(k for k in KNOB_FIELDS if allow_msr_writes or k not in MSR_KNOBS)
     bounds = KnobBounds(min_replicas=min_replicas, max_replicas=max_replicas, allow=allow)
     safety = SafetyConfig(bounds=bounds, stale_action=stale_action.value, dry_run=dry_run)  # type: ignore[arg-type]
-    from policies.guard import GuardConfig
-
+    plan = registry.control_plan(policy, interval_s=interval_s, bounds=bounds, slo_p99_ms=slo_p99_ms, guard=guard)
     config = ControlConfig(
-        service=service, interval_s=interval_s, safety=safety, slo_p99_ms=slo_p99_ms,
-        guard=GuardConfig(slo_p99_ms=slo_p99_ms) if guard else None,
+        service=service, interval_s=interval_s, safety=safety, slo_p99_ms=slo_p99_ms, hpa=plan.hpa, guard=plan.guard,
     )  # fmt: skip
 
     replicas = K8sScaleActuator.from_kubeconfig(k8s_deployment, kubeconfig=kubeconfig, context=context) \
@@ -206,12 +210,13 @@ def control(
         from rlctl.online.policy import HttpPolicy
 
         client = HttpPolicy(policy_url, timeout_s=config.effective_policy_timeout_s)
-    elif policy and policy != "hpa":
+    elif plan.policy is not None:
         from rlctl.online.policy import InProcessPolicy
 
-        client = InProcessPolicy(policy)
+        client = InProcessPolicy(plan.policy)
     else:
-        _console().print("[yellow]No policy given: the HPA rule is the controller.[/]")
+        what = f"{plan.spec.name}:" if plan.spec is not None else "No policy given:"
+        _console().print(f"[yellow]{what} the HPA rule is the controller.[/]")
     loop_metrics = ControllerMetrics()
     if metrics_port:
         loop_metrics.serve(metrics_port, metrics_addr)

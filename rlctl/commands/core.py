@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from policies import registry
 from rlctl.output import JSON_HELP, STDOUT_PATH
 
 bench_app = typer.Typer(help="Benchmarks; each prints one JSON object.", no_args_is_help=True)
@@ -129,7 +130,7 @@ def topology(
 
 def simulate(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML (load + faults).")],
-    controller: Annotated[str, typer.Option(help="static, hpa, hpa-<target>, threshold, oracle.")] = "hpa",
+    controller: Annotated[str, typer.Option(help=f"The controller: {registry.HELP}")] = "hpa",
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     out: Annotated[Path, typer.Option(help="Folder for the PNG and JSON.")] = Path("out/simulate"),
     json_out: Annotated[Path, typer.Option("--json", help=f"Also write the scores here {JSON_HELP}.")] = STDOUT_PATH,
@@ -138,21 +139,20 @@ def simulate(
     from chaos.spec import file_stem, load_scenario
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import OracleController, make_baseline, oracle_rollout, rollout
+    from policies.evaluate import evaluate
     from rlctl.output import JsonOut
     from rlctl.report import plot_timelines, write_atomic
 
+    registry.check_runs(registry.parse(controller), "sim")
     with JsonOut(json_out, indent=None) as result:
         spec = load_scenario(scenario)
         profile = ServiceProfile()
         config = EnvConfig(slo_p99_ms=spec.slo_p99_ms)
-        ctrl = make_baseline(controller, config, profile)
-        if isinstance(ctrl, OracleController):
-            (run,) = oracle_rollout(ctrl, [spec], [seed], config, profile)
-        else:
-            (run,) = rollout(ctrl, [spec], [seed], config, profile)
+        # One scenario and seed of rlctl eval: the same controller, rollout and scores for every name.
+        _, runs = evaluate([controller], [spec], [seed], config, profile)
+        ((name, (run,)),) = runs[spec.name].items()
         windows = [(w.start_s, w.end_s, w.kind.value) for w in spec.windows()]
-        plot_timelines(out / f"{file_stem(spec.name)}.png", {ctrl.name: run.series}, slo_p99_ms=config.slo_p99_ms,
+        plot_timelines(out / f"{file_stem(spec.name)}.png", {name: run.series}, slo_p99_ms=config.slo_p99_ms,
                        title=spec.name, fault_windows=windows)  # fmt: skip
         write_atomic(out / f"{file_stem(spec.name)}.json", json.dumps(run.scores, indent=2))
         result.write(run.scores)

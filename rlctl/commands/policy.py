@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from policies import registry
 from rlctl.errors import ConfigError
 from rlctl.output import JSON_HELP, STDOUT_PATH
 
@@ -83,10 +84,13 @@ def _train_summary(out: Path, result: Any) -> dict[str, Any]:
 def _parse_controllers(
     policy: str | None, baselines: list[str], guard: bool = False, safety: bool = False
 ) -> list[Any]:
-    """The policy (and its variants under the guard and the safety layer), then the baselines."""
+    """The policy (and its variants under the guard and the safety layer), then the baselines
+    (names, checked against :mod:`policies.registry`; :func:`policies.evaluate.evaluate` builds them)."""
     from policies.guard import SLOGuard
     from policies.ppo import PPOController
 
+    for spec in registry.parse_all(baselines):
+        registry.check_runs(spec, "sim")
     if not policy and (guard or safety):
         flag = "--guard" if guard else "--safety"
         raise ConfigError(f"{flag} wraps the policy: give --policy too (e.g. --policy default {flag})")
@@ -205,10 +209,7 @@ def eval_cmd(
     policy: Annotated[str | None, typer.Option(help="'default', 'ppo:default' or an artifact folder.")] = None,
     baseline: Annotated[
         list[str] | None,
-        typer.Option(
-            help="hpa, hpa-tuned, hpa-<target>, threshold, static, oracle, oracle-reactive[-<headroom>]; NAME+guard "
-            "(e.g. hpa-0.6+guard) runs that baseline under the SLO guard (repeatable)."
-        ),
+        typer.Option(help=f"Controller to compare (repeatable): {registry.HELP}"),
     ] = None,
     suite: Annotated[str | None, typer.Option(help="validation, train, smoke, or a scenario YAML/folder.")] = None,
     trace: Annotated[Path | None, typer.Option(help="Evaluate on a trace file instead of a suite.")] = None,

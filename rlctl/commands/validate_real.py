@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from policies import registry
 from rlctl.errors import ConfigError
 from rlctl.output import JSON_HELP
 
@@ -34,7 +35,8 @@ def validate_real(
         [],
         "--controller",
         "-c",
-        help="Controllers (repeatable). Default: ppo:default and hpa-tuned (--quick: ppo:default).",
+        help=f"Controllers (repeatable; they run on the local backend): {registry.HELP} Default: ppo:default and "
+        "hpa-tuned (--quick: ppo:default).",
     ),
     scenario: list[str] = typer.Option(
         [], "--scenario", "-s", help="Scenarios of chaos/scenarios/real (repeatable). Default: the four of the suite."
@@ -79,6 +81,8 @@ def validate_real(
         raise ConfigError(f"--first-repeat {first_repeat}: repeats are numbered from 1")
     if replica_cpu <= 0 or cpu_us <= 0 or max_replicas < 2:
         raise ConfigError("--replica-cpu and --cpu-us must be > 0 and --max-replicas at least 2")
+    for spec in registry.parse_all(controller):  # refused before anything starts, as chaos run --backend local
+        registry.check_runs(spec, "local")
     if quick:
         cfg = RealConfig(
             replica_cpu=replica_cpu, cpu_us=cpu_us, max_replicas=max_replicas, repeats=1,
