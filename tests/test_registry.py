@@ -164,3 +164,18 @@ def test_the_three_commands_refuse_a_name_in_the_same_words(capsys: pytest.Captu
         lines.append(err.strip())
     assert lines[0].startswith(f"ConfigError: controller {name!r}")
     assert all(line == lines[0] for line in lines), lines
+
+
+def test_simulate_runs_every_name_as_eval_does(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for name in ("oracle-reactive+guard", "hpa-tuned"):  # simulate used to fail on both
+        code, out, err = _cli(capsys, "simulate", str(SCENARIO), "--controller", name, "--out", str(tmp_path))
+        assert code == 0, err
+        sim = json.loads(out.strip().splitlines()[-1])
+        code, _, err = _cli(capsys, "eval", "--suite", str(SCENARIO), "--seeds", "1", "--baseline", name,
+                            "--json", str(tmp_path / "e.json"))  # fmt: skip
+        assert code == 0, err
+        (entry,) = json.loads((tmp_path / "e.json").read_text())["scenarios"].values()
+        assert sim["slo_violation_s"] == entry["controllers"][name]["slo_violation_s"], name
+        assert sim["replica_seconds"] == entry["controllers"][name]["replica_seconds"], name
+    code, _, err = _cli(capsys, "simulate", str(SCENARIO), "--controller", "hpa-2", "--out", str(tmp_path))
+    assert code == 2 and err.strip() == f"ConfigError: {_message(registry.parse, 'hpa-2')}"
