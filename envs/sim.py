@@ -308,3 +308,37 @@ class ServiceBatch:
 
     def done(self) -> npt.NDArray[np.bool_]:
         return self.t_step >= self.config.n_steps
+
+
+#: Per-replica loads (req/s) at which :func:`slo_capacity_qps` measures P99, log-spaced.
+CAPACITY_GRID_QPS = np.geomspace(5.0, 20_000.0, 96)
+
+
+def slo_capacity_qps(
+    prof: dict[str, Array], knobs: npt.ArrayLike, slo_p99_ms: float, dt_s: float, fraction: float = 0.9
+) -> Array:
+    """Per-replica requests/s at which each service's P99 stays within ``fraction`` of the SLO.
+
+    What ``rlctl probe`` measures on a real replica, here read off the model: one replica with
+    each row's knobs, no faults, warm, at each load of :data:`CAPACITY_GRID_QPS`; the capacity
+    is the highest load of the first run of loads that meet it (the first grid load if none
+    does). ``prof`` holds one array per profile field, one entry per service (``stack_profiles``).
+    """
+    k = np.atleast_2d(np.asarray(knobs, dtype=np.float64))
+    n, g = k.shape[0], CAPACITY_GRID_QPS.size
+    p = {name: np.repeat(np.asarray(v, dtype=np.float64), g) for name, v in prof.items()}
+    rows = np.repeat(k, g, axis=0)
+    rows[:, KNOB_COL["replicas"]] = 1.0
+    load = np.tile(CAPACITY_GRID_QPS, n)
+    eff = np.repeat(effects_table([], 1, dt_s), n * g, axis=0)  # no fault
+    state = ServiceState.initial(p)
+    state.temp_c[:] = p["t_amb_c"] + 40.0
+    out = None
+    for _ in range(2):  # settle the GC fixed point and temperature, as the oracle's planner does
+        out = step_services(p, rows, np.ones(n * g), load, eff, state, 0.0, dt_s)
+        state.backlog[:] = 0.0
+    assert out is not None
+    ok = (out.telemetry[:, COL["p99_ms"]] <= slo_p99_ms * fraction).reshape(n, g)
+    # The first run of loads that meet it: count the leading True values.
+    lead = np.cumprod(ok, axis=1).sum(axis=1)
+    return np.asarray(CAPACITY_GRID_QPS[np.maximum(lead - 1, 0)], dtype=np.float64)

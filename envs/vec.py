@@ -33,6 +33,20 @@ class Shield(Protocol):
     ) -> npt.NDArray[np.float64]: ...
 
 
+class ActionMap(Protocol):
+    """How actions become target knobs when not by :func:`rlctl.contract.apply_array` on the current
+    knobs (``policies.residual.ResidualActions``: the replica step read as an offset from a rule).
+    ``reset_rows`` sees the batch once the rows' new services are set up."""
+
+    def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None: ...
+
+    def reset_rows(self, rows: npt.ArrayLike, batch: ServiceBatch) -> None: ...
+
+    def target(
+        self, actions: npt.NDArray[np.int64], windows: npt.NDArray[np.float64], knobs: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]: ...
+
+
 class GoServiceVecEnv(VecEnv):
     """A batch of independent Go services, each with its own scenario and profile.
 
@@ -53,6 +67,7 @@ class GoServiceVecEnv(VecEnv):
         seed: int | None = None,
         reward_scale: float = 1.0,
         shield: Shield | None = None,
+        action_map: ActionMap | None = None,
     ) -> None:
         self.config = config or EnvConfig()
         #: Rewards handed to the learner are multiplied by this (episode returns in infos stay raw).
@@ -75,6 +90,10 @@ class GoServiceVecEnv(VecEnv):
         self.shield = shield
         if shield is not None:
             shield.reset(num_envs, self.config.bounds, self.config.dt_s)
+        #: Turns actions into targets when set (a residual policy's rule).
+        self.action_map = action_map
+        if action_map is not None:
+            action_map.reset(num_envs, self.config.bounds, self.config.dt_s)
 
     # ----------------------------------------------------------------- episodes
     def _draw(self, rows: Iterable[int]) -> None:
@@ -99,6 +118,8 @@ class GoServiceVecEnv(VecEnv):
         self.batch.reset_rows(rows, scenarios, profiles, rngs)
         if self.shield is not None:
             self.shield.reset_rows(rows)
+        if self.action_map is not None:
+            self.action_map.reset_rows(rows, self.batch)
         if len(self.current_scenarios) != self.num_envs:
             self.current_scenarios = list(scenarios) + [scenarios[0]] * (self.num_envs - len(scenarios))
         for r, s in zip(rows, scenarios, strict=True):
@@ -119,12 +140,17 @@ class GoServiceVecEnv(VecEnv):
         self._actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs, -1)
 
     def step_wait(self) -> VecEnvStepReturn:
-        if self.shield is None:
-            _, reward, figures = self.batch.step(self._actions)
+        batch = self.batch
+        if self.shield is None and self.action_map is None:
+            _, reward, figures = batch.step(self._actions)
         else:
-            batch = self.batch
-            target = apply_array(batch.knobs, self._actions, self.config.bounds)
-            _, reward, figures = batch.advance(self.shield.shield(target, batch.window, batch.knobs))
+            if self.action_map is not None:
+                target = self.action_map.target(self._actions, batch.window, batch.knobs)
+            else:
+                target = apply_array(batch.knobs, self._actions, self.config.bounds)
+            if self.shield is not None:
+                target = self.shield.shield(target, batch.window, batch.knobs)
+            _, reward, figures = batch.advance(target)
         self.last_figures = figures
         self._ep_return += reward
         obs = self.batch.observe()

@@ -36,7 +36,7 @@ from chaos.spec import Scenario
 from envs.model.faults import E
 from envs.model.service import ServiceState, step_services
 from envs.profile import ServiceProfile
-from envs.sim import EnvConfig, ServiceBatch
+from envs.sim import EnvConfig, ServiceBatch, slo_capacity_qps
 from policies.base import Controller, FloatArray
 from policies.baselines import HPAConfig, HPAController
 from policies.registry import make_baseline  # names -> controllers (the registry builds this module's oracles)
@@ -281,6 +281,21 @@ def _reactive_oracle(controller: Controller) -> ReactiveOracle | None:
     return inner if isinstance(inner, ReactiveOracle) else None
 
 
+def _capacity_user(controller: Controller) -> Any:
+    """The controller (or the one it wraps under the guard) that needs each service's capacity."""
+    for c in (controller, getattr(controller, "inner", None)):
+        if c is not None and getattr(c, "needs_capacity", False):
+            return c
+    return None
+
+
+def measure_capacity(controller: Controller, batch: ServiceBatch) -> None:
+    """Give a capacity rule each service's per-replica capacity at its SLO, measured off the model
+    at the initial knobs (what ``rlctl probe`` gives it on a real replica)."""
+    cfg = batch.config
+    _capacity_user(controller).set_capacity(slo_capacity_qps(batch.prof, batch.knobs, cfg.slo_p99_ms, cfg.dt_s))
+
+
 def _miss_spans(missed: npt.NDArray[np.bool_], gap: int, lead: int) -> npt.NDArray[np.bool_]:
     """``missed`` with the gaps of at most ``gap`` steps between two misses filled in, and
     each span started ``lead`` steps earlier."""
@@ -480,6 +495,8 @@ def evaluate(
                 results = rollout(ctrl, group, seeds, config, profile, prepare=plan)
             elif isinstance(ctrl, OracleController):
                 results = oracle_rollout(ctrl, group, seeds, config, profile)
+            elif _capacity_user(ctrl) is not None:
+                results = rollout(ctrl, group, seeds, config, profile, prepare=measure_capacity)
             else:
                 results = rollout(ctrl, group, seeds, config, profile)
             for r in results:

@@ -21,7 +21,9 @@ import numpy.typing as npt
 
 from policies.artifact import Artifact, load_artifact
 from policies.base import Controller, FloatArray
+from policies.residual import RuleConfig, RuleState, residual_target
 from rlctl.contract import ACTION_NVEC, NOOP_ACTION, KnobBounds, apply_array, featurize
+from rlctl.errors import ConfigError
 
 _N_DELTA = 6  # replicas + five ladder/step knobs; the last two dimensions are toggles
 _OFFSET = np.asarray(NOOP_ACTION[:_N_DELTA], dtype=np.float64)
@@ -52,28 +54,54 @@ def decode(probs: list[npt.NDArray[np.float64]], acc: FloatArray) -> tuple[npt.N
 
 
 class ModelController(Controller):
-    """An SB3 model as a controller, decoded by expected deltas (see the module docstring)."""
+    """An SB3 model as a controller, decoded by expected deltas (see the module docstring).
 
-    def __init__(self, model: Any, slo_p99_ms: float, name: str = "ppo") -> None:
+    With a ``rule`` it is a residual policy (:mod:`policies.residual`): the replica dimension is
+    an offset from the capacity rule's count, decoded as the rounded expected offset (a level,
+    not a step: error feedback would dither it), and each service's capacity must be set
+    (:meth:`set_capacity`) before it decides.
+    """
+
+    def __init__(self, model: Any, slo_p99_ms: float, name: str = "ppo", rule: RuleConfig | None = None) -> None:
         self.model = model
+        self.rule = RuleState(rule) if rule is not None else None
+        #: ``policies.evaluate`` measures each simulated service's capacity for a residual policy.
+        self.needs_capacity = rule is not None
         self.slo_p99_ms = slo_p99_ms
         self.name = name
         self._acc = np.zeros((0, _N_DELTA))
+        #: The per-dimension action probabilities of the last :meth:`actions` call.
+        self.last_probs: list[npt.NDArray[np.float64]] = []
 
     def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None:
         super().reset(n, bounds, interval_s)
         self._acc = np.zeros((n, _N_DELTA))
+        if self.rule is not None:
+            self.rule.reset(n, interval_s)
+
+    def set_capacity(self, capacity: npt.ArrayLike) -> None:
+        """Each service's per-replica capacity (req/s within 90 % of the SLO) for the rule."""
+        if self.rule is None:
+            raise ConfigError(f"{self.name} is not a residual policy; it takes no capacity")
+        self.rule.set_capacity(capacity)
 
     def actions(self, windows: FloatArray) -> npt.NDArray[np.int64]:
         """Decoded actions for ``(N, W, F)`` windows (advances the per-service accumulators)."""
         obs = featurize(windows, slo_p99_ms=self.slo_p99_ms)
         if self._acc.shape[0] != len(obs):
             self._acc = np.zeros((len(obs), _N_DELTA))
-        act, self._acc = decode(action_probabilities(self.model, obs), self._acc)
+        self.last_probs = action_probabilities(self.model, obs)
+        act, self._acc = decode(self.last_probs, self._acc)
         return act
 
     def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
-        return apply_array(knobs, self.actions(windows), self.bounds)
+        actions = self.actions(windows)
+        if self.rule is None:
+            return apply_array(knobs, actions, self.bounds)
+        probs = self.last_probs[0]
+        offset = np.rint(probs @ (np.arange(probs.shape[1]) - NOOP_ACTION[0])).astype(np.int64)
+        actions[:, 0] = offset + NOOP_ACTION[0]
+        return residual_target(self.rule.replicas(windows, self.bounds), knobs, actions, self.bounds)
 
 
 class PPOController(ModelController):
@@ -87,4 +115,6 @@ class PPOController(ModelController):
     def __init__(self, policy: str | Path = "default", name: str | None = None, device: str = "cpu") -> None:
         self.artifact: Artifact = load_artifact(policy)
         model = self.artifact.load_model(device)
-        super().__init__(model, self.artifact.features.slo_p99_ms, name or f"ppo:{self.artifact.name}")
+        trained = self.artifact.manifest.get("config") or {}
+        rule = RuleConfig(headroom=float(trained.get("residual_headroom", 1.0))) if trained.get("residual") else None
+        super().__init__(model, self.artifact.features.slo_p99_ms, name or f"ppo:{self.artifact.name}", rule=rule)

@@ -21,17 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from chaos.spec import Scenario
 from envs.go_service import ENV_VERSION
 from envs.profile import ServiceProfile
 from envs.scenarios import random_scenario
-from envs.sim import EnvConfig, RewardWeights, nominal_capacity_qps
+from envs.sim import EnvConfig, RewardWeights, ServiceBatch, nominal_capacity_qps, slo_capacity_qps
 from policies.artifact import Artifact, load_artifact, save_artifact
-from policies.base import Controller
+from policies.base import Controller, FloatArray
 from policies.evaluate import evaluate
 from policies.guard import GuardConfig, SLOGuard
 from policies.ppo import ModelController
+from policies.residual import RuleConfig, RuleState, residual_target
 from policies.suites import train_suite, validation_suite
 from rlctl.contract import NOOP_ACTION, FeatureSpec, KnobBounds
 from rlctl.errors import ConfigError
@@ -82,6 +84,17 @@ class TrainConfig:
     """Train under the SLO guard (``policies.guard``): the guard raises the replicas the
     learner's actions ask for, as it does in production, and the policy is evaluated (and
     must be run) with it."""
+    residual: bool = False
+    """Train a residual policy over the capacity rule (``policies.residual``): the replica
+    action is an offset from ``ceil(load x residual_headroom / capacity)`` (stabilised 300 s),
+    the other knobs step as usual. No behaviour-cloning warm start (the no-op prior starts
+    it at the rule)."""
+    residual_headroom: float = 1.0
+    capacity_error: float = 0.1
+    """Sigma of the log-normal error on each training service's measured capacity."""
+    freeze_runtime: bool = False
+    """Hold the runtime knobs at their initial values (Go's defaults): only replicas move
+    (the ablation of the tuning half of the action space)."""
     eval_every: int = 25
     """Rollouts between evaluations on the validation suite (0: never)."""
     eval_seeds: int = 2
@@ -134,9 +147,12 @@ TARGETS = {
     "violation_ratio_bursty": 0.5,
     "violation_ratio_fault": 0.5,
     "violation_ratio_steady": 1.0,
-    "replica_ratio": 1.0,
-    "cost_over_oracle": 1.15,
+    "replica_ratio_steady": 1.0,
+    "replica_ratio_bursty": 1.0,
+    "replica_ratio_fault": 1.0,
 }
+"""The bar of "The learned policy earns its place", per scenario kind; the cost over the oracle is
+reported (``cost_over_oracle``) but no longer a target: the oracle sees the future."""
 
 
 def target_gap(report: dict[str, Any], policy: str) -> dict[str, float]:
@@ -152,6 +168,9 @@ def target_gap(report: dict[str, Any], policy: str) -> dict[str, float]:
         mine = tot(policy, "slo_violation_s", (kind,))
         # One minute (60 s) of slack so a near-zero baseline does not make a ratio meaningless.
         out[f"violation_ratio_{kind}"] = (mine + 60.0) / (base + 60.0)
+        cost = tot("hpa-tuned", "replica_seconds", (kind,))
+        if cost > 0:
+            out[f"replica_ratio_{kind}"] = tot(policy, "replica_seconds", (kind,)) / cost
     out["replica_ratio"] = tot(policy, "replica_seconds") / max(tot("hpa-tuned", "replica_seconds"), 1e-9)
     oracle = tot("oracle", "replica_seconds")
     out["cost_over_oracle"] = tot(policy, "replica_seconds") / oracle if oracle > 0 else float("nan")
@@ -189,6 +208,38 @@ def _scenario_source(cfg: TrainConfig) -> Any:
         return random_scenario(rng, profile, cfg.env.episode_s, cfg.env.bounds.max_replicas, cap)
 
     return draw
+
+
+class ResidualActions:
+    """The training environment's action mapping (``envs.vec.ActionMap``) for a residual policy.
+
+    At each new episode a service's capacity is measured off its own profile and knobs
+    (:func:`envs.sim.slo_capacity_qps`) and multiplied by a log-normal error of
+    ``capacity_error`` (sigma), so the policy learns to live with a capacity measured a
+    little wrong, as ``rlctl probe``'s is.
+    """
+
+    def __init__(self, config: RuleConfig, capacity_error: float = 0.1, seed: int = 0) -> None:
+        self.rule = RuleState(config)
+        self.capacity_error = capacity_error
+        self._rng = np.random.default_rng(seed)
+        self.bounds: KnobBounds | None = None
+
+    def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None:
+        self.bounds = bounds
+        self.rule.reset(n, interval_s)
+
+    def reset_rows(self, rows: npt.ArrayLike, batch: ServiceBatch) -> None:
+        idx = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        prof = {k: v[idx] for k, v in batch.prof.items()}
+        cap = slo_capacity_qps(prof, batch.knobs[idx], batch.config.slo_p99_ms, batch.config.dt_s)
+        if self.capacity_error > 0:
+            cap = cap * np.exp(self._rng.normal(0.0, self.capacity_error, size=len(idx)))
+        self.rule.set_capacity(cap, idx)
+
+    def target(self, actions: npt.NDArray[np.int64], windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        assert self.bounds is not None
+        return residual_target(self.rule.replicas(windows, self.bounds), knobs, actions, self.bounds)
 
 
 def make_model(cfg: TrainConfig, vec_env: Any, tensorboard_log: str | None = None) -> Any:
@@ -261,7 +312,12 @@ def train(
 
     torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
+    if cfg.freeze_runtime:
+        cfg = dataclasses.replace(
+            cfg, env=dataclasses.replace(cfg.env, bounds=dataclasses.replace(cfg.env.bounds, allow=("replicas",)))
+        )
     env_cfg = dataclasses.replace(cfg.env, randomize_profile=cfg.randomize_profile)
+    rule = RuleConfig(headroom=cfg.residual_headroom)
     vec = GoServiceVecEnv(
         cfg.n_envs,
         config=env_cfg,
@@ -269,6 +325,7 @@ def train(
         scenarios=_scenario_source(cfg),
         reward_scale=cfg.reward_scale,
         shield=SLOGuard(None, GuardConfig(slo_p99_ms=cfg.env.slo_p99_ms)) if cfg.guard else None,
+        action_map=ResidualActions(rule, cfg.capacity_error, seed=cfg.seed) if cfg.residual else None,
     )
     vec.seed(cfg.seed)
     tb = str(log_dir / "tb") if log_dir else None
@@ -276,7 +333,7 @@ def train(
     pretrain_stats: dict[str, float] = {}
     if cfg.init_policy:
         start_from(model, cfg.init_policy)
-    elif cfg.pretrain_episodes > 0:
+    elif cfg.pretrain_episodes > 0 and not cfg.residual:
         from policies.pretrain import PretrainConfig, behaviour_clone, collect
 
         demos = collect(vec, cfg.pretrain_episodes, cfg.reward_scale, cfg.gamma)
@@ -297,7 +354,7 @@ def train(
 
     def evaluate_now(steps: int) -> dict[str, float]:
         assert baseline_report is not None
-        ctrl: Controller = ModelController(model, cfg.env.slo_p99_ms, name="ppo")
+        ctrl: Controller = ModelController(model, cfg.env.slo_p99_ms, name="ppo", rule=rule if cfg.residual else None)
         if cfg.guard:
             ctrl = SLOGuard(ctrl, GuardConfig(slo_p99_ms=cfg.env.slo_p99_ms), name="ppo")
         report, _ = evaluate([ctrl], val, seeds, bar_env, cfg.profile)

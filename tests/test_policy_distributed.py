@@ -27,7 +27,7 @@ def test_trial_config_takes_the_seed_and_sampled_fields_and_sizes_torch_to_the_c
 
 
 def test_score_is_the_gap_score_and_inf_without_validation() -> None:
-    gap = {"violation_ratio_bursty": 0.25, "replica_ratio": 1.2}
+    gap = {"violation_ratio_bursty": 0.25, "replica_ratio_bursty": 1.2}
     assert trial_score(gap) == gap_score(gap) == pytest.approx(1.2)
     assert trial_score({}) == math.inf
 

@@ -28,13 +28,16 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from policies.residual import residual_target, rule_span, window_replicas
 from rlctl.contract import (
     ACTION_NVEC,
+    COL,
     FEATURE_HIGH,
     FEATURE_LOW,
     KNOB_FIELDS,
     N_FEATURES,
     N_TELEMETRY,
+    NOOP_ACTION,
     SCHEMA_HASH,
     TELEMETRY_FIELDS,
     FeatureSpec,
@@ -96,6 +99,9 @@ class ActRequest(BaseModel):
     service: str = Field(min_length=1, max_length=253)
     window: list[list[float | None]] | list[dict[str, float | str | None]] = Field(min_length=1, max_length=MAX_WINDOW)
     knobs: KnobsModel
+    capacity_qps: float | None = Field(default=None, gt=0.0, le=1e7, allow_inf_nan=False)
+    """Requests/s one replica of this service serves within 90 % of the SLO (``rlctl probe``):
+    required by a residual policy (one trained with ``residual: true``), ignored by others."""
     carry: list[float] | None = Field(default=None, min_length=CARRY_LEN, max_length=CARRY_LEN)
     """The decoder's error-feedback accumulator from this service's previous answer (``None``:
     zeros, a fresh start). The server keeps no state per service: the caller carries it."""
@@ -234,11 +240,19 @@ class PolicyModel:
         self.name = self.controller.name
         self.bounds: KnobBounds = self.artifact.bounds
         self.slo_p99_ms = self.controller.slo_p99_ms
-        self.window = self.artifact.features.window
+        #: Samples the policy's features read (the newest of each window).
+        self.feature_window = self.artifact.features.window
+        #: The capacity rule a residual policy acts over (None: the policy steps the replicas itself).
+        self.rule = self.controller.rule.config if self.controller.rule is not None else None
+        trained = self.artifact.manifest.get("config") or {}
+        self.interval_s = float((trained.get("env") or {}).get("dt_s", 5.0))
+        span = rule_span(self.rule, self.interval_s) if self.rule is not None else 0
+        #: Samples a request should carry: the features', or the rule's look-back if longer.
+        self.window = max(self.feature_window, span)
 
     def featurize(self, windows: Sequence[npt.ArrayLike]) -> npt.NDArray[np.float32]:
         """Feature vectors of many ``(W_i, F)`` windows (one featurize call per window length)."""
-        arrays = [np.asarray(w, dtype=np.float64) for w in windows]
+        arrays = [np.asarray(w, dtype=np.float64)[-self.feature_window :] for w in windows]
         lengths = {a.shape[0] for a in arrays}
         if len(lengths) == 1:
             return featurize(np.stack(arrays), slo_p99_ms=self.slo_p99_ms)
@@ -249,6 +263,7 @@ class PolicyModel:
         windows: Sequence[npt.ArrayLike],
         knobs: npt.ArrayLike,
         carries: Sequence[Sequence[float] | None] | None = None,
+        capacities: Sequence[float | None] | None = None,
     ) -> list[Decision]:
         """One decision per service: featurize, decode, apply within the artifact's bounds.
 
@@ -263,14 +278,49 @@ class PolicyModel:
         for i, c in enumerate(carries or []):
             if c is not None:
                 acc[i] = np.clip(np.asarray(c, dtype=np.float64), -1.0, 1.0)
-        actions, acc = decode(action_probabilities(self.controller.model, obs), acc)
-        targets = apply_array(np.asarray(knobs, dtype=np.float64).reshape(len(obs), -1), actions, self.bounds)
+        probs = action_probabilities(self.controller.model, obs)
+        actions, acc = decode(probs, acc)
+        knob_rows = np.asarray(knobs, dtype=np.float64).reshape(len(obs), -1)
+        if self.rule is None:
+            targets = apply_array(knob_rows, actions, self.bounds)
+        else:
+            targets = self._residual(windows, knob_rows, actions, probs[0], capacities)
         return [
             Decision(
                 [int(a) for a in actions[i]], targets[i], self.name, SCHEMA_HASH, feature_hash(obs[i]), acc[i].tolist()
             )
             for i in range(len(obs))
         ]
+
+    def _residual(
+        self,
+        windows: Sequence[npt.ArrayLike],
+        knob_rows: FloatArray,
+        actions: npt.NDArray[np.int64],
+        replica_probs: FloatArray,
+        capacities: Sequence[float | None] | None,
+    ) -> FloatArray:
+        """Targets of a residual policy: the rule's replicas (from each window's last
+        :attr:`window` samples) plus the rounded expected offset; the other knobs stepped."""
+        assert self.rule is not None
+        caps = list(capacities or [])
+        if len(caps) != len(windows) or any(c is None or not (math.isfinite(c) and c > 0) for c in caps):
+            raise PolicyUnavailable(
+                "policy-error",
+                f"{self.name} is a residual policy over the capacity rule and needs each service's capacity_qps "
+                "(requests/s one replica serves within 90 % of the SLO; measure it with rlctl probe and pass "
+                "rlctl control --capacity-qps)",
+            )
+        span = rule_span(self.rule, self.interval_s)
+        loads = np.zeros((len(windows), 1, N_TELEMETRY))
+        for i, w in enumerate(windows):
+            arr = np.asarray(w, dtype=np.float64)[-span:]
+            loads[i, 0, COL["offered_qps"]] = np.nan_to_num(arr[:, COL["offered_qps"]], nan=0.0).max()
+        rule = window_replicas(loads, np.asarray(caps, dtype=np.float64), self.rule, self.interval_s, self.bounds)
+        offset = np.rint(replica_probs @ (np.arange(replica_probs.shape[1]) - NOOP_ACTION[0])).astype(np.int64)
+        actions = actions.copy()
+        actions[:, 0] = offset + NOOP_ACTION[0]
+        return residual_target(rule, knob_rows, actions, self.bounds)
 
 
 class InProcessPolicy:
