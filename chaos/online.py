@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from policies import registry
 from policies.base import Controller, FloatArray
 from policies.guard import GuardConfig, SLOGuard
 from rlctl.contract import COL, KNOB_FIELDS, KnobBounds, TelemetrySample
@@ -143,13 +144,14 @@ class OnlinePath:
         the control loop (``rlctl control --guard``)."""
         policy: Any
         guard = None
-        if spec.startswith(("ppo:", "ppo+guard:")):
+        parsed = registry.parse(spec)
+        if parsed.kind == "ppo":
             if self.serve is None:
                 raise ConfigError(f"--controller {spec}: Ray Serve is not running for this experiment")
             from rlctl.online.policy import HttpPolicy
 
             policy = HttpPolicy(self.serve.url, timeout_s=min(0.4 * interval_s, 2.0))
-            if spec.startswith("ppo+guard:"):
+            if parsed.guard:
                 if not isinstance(inner, SLOGuard):
                     raise ConfigError(f"--controller {spec}: expected the policy under the SLO guard, got {inner.name}")
                 guard = inner.config
@@ -163,7 +165,7 @@ _SERIAL = itertools.count(1)
 
 def served_policies(controllers: list[str]) -> list[str]:
     """The artifacts Ray Serve must serve for these controller specs (``ppo:X``, ``ppo+guard:X``)."""
-    return [c.split(":", 1)[1] for c in controllers if c.startswith(("ppo:", "ppo+guard:"))]
+    return [s.artifact for s in map(registry.parse, controllers) if s.kind == "ppo" and s.artifact]
 
 
 class OnlineController(Controller):
