@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import typer
-from conftest import run_rlctl
+from conftest import invoke_rlctl
 from typer.models import ArgumentInfo, OptionInfo
 
 from rlctl.cli import app
@@ -64,7 +64,7 @@ def test_every_float_option_states_its_range() -> None:
     ],
 )
 def test_a_usage_error_is_one_line_and_exit_2(args: tuple[str, ...], match: str) -> None:
-    r = run_rlctl(*args)
+    r = invoke_rlctl(*args)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2, r.stderr
     assert len(lines) == 1 and match in lines[0] and lines[0].startswith("UsageError: "), r.stderr
