@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := redis-server stress-ng ipmitool prometheus
 PYTEST_ARGS ?=
 
-.PHONY: demo test install system gosvc lint typecheck pytest clean
+.PHONY: demo test test-fast install system gosvc lint typecheck pytest clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ pytest: install
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: install lint typecheck pytest
+
+# The tests that start nothing real (no redis-server, gosvc, Ray, stress-ng, promtool, kubectl,
+# cgroups, rlctl subprocess) and are not slow; markers in tests/conftest.py. Under two minutes.
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest -q -m "not real and not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) out runs deploy/gosvc/bin
