@@ -1,6 +1,7 @@
 """The CLI as a tool: ``--json PATH`` ('-' = stdout and nothing else), ``--version``, completion, progress bars.
 
 Stdout purity is checked on the real stdout of a subprocess: what a pipe into a JSON parser sees.
+The rest runs in-process through ``rlctl.cli.main`` (``invoke_rlctl``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_rlctl
+from conftest import REPO, invoke_rlctl, run_rlctl
 
 from rlctl.progress import progress_bar
 
@@ -21,13 +22,13 @@ from rlctl.progress import progress_bar
 def test_version_prints_the_package_version() -> None:
     from importlib.metadata import version
 
-    r = run_rlctl("--version")
+    r = invoke_rlctl("--version")
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"rlctl {version('rlctl')}\n"
 
 
 def test_show_completion_prints_a_bash_script() -> None:
-    r = run_rlctl("--show-completion", "bash")
+    r = invoke_rlctl("--show-completion", "bash")
     assert r.returncode == 0, r.stderr
     assert "complete" in r.stdout and "_RLCTL_COMPLETE" in r.stdout
 
@@ -76,6 +77,7 @@ def test_json_dash_writes_nothing_to_stdout_on_an_error() -> None:
     assert "noise" in r.stderr
 
 
+@pytest.mark.real  # the console script: its real stdout is what a pipe sees
 def test_eval_json_dash_puts_only_the_report_on_stdout() -> None:
     """``rlctl eval`` prints a wide table; with ``--json -`` the table goes to stderr and stdout parses."""
     r = run_rlctl("eval", "--baseline", "static", "--suite", "smoke", "--seeds", "1", "--json", "-", timeout=300)
@@ -88,11 +90,11 @@ def test_eval_json_dash_puts_only_the_report_on_stdout() -> None:
 
 def test_json_path_writes_the_file_and_keeps_stdout_empty(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "topology.json"
-    r = run_rlctl("topology", "--json", str(out))
+    r = invoke_rlctl("topology", "--json", str(out))
     assert r.returncode == 0, r.stderr
     assert r.stdout == ""
     assert json.loads(out.read_text())["logical_cpus"] >= 1
-    r = run_rlctl("topology", "--json", "-")
+    r = invoke_rlctl("topology", "--json", "-")
     assert r.returncode == 0 and json.loads(r.stdout)["logical_cpus"] >= 1
 
 
@@ -118,6 +120,7 @@ def test_every_json_option_takes_a_path() -> None:
     assert seen >= 14
 
 
+@pytest.mark.real  # Ray, redis-server
 @pytest.mark.slow
 def test_bench_serve_json_dash_is_parseable_despite_ray() -> None:
     """Ray's workers, redis-server and the bench's own progress lines stay off stdout."""
