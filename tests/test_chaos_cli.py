@@ -1,16 +1,15 @@
-"""``rlctl chaos render`` and ``rlctl chaos cleanup``: in-process (CliRunner) and as a real process (exit codes)."""
+"""``rlctl chaos render`` and ``rlctl chaos cleanup``: in-process, on the Typer app (CliRunner) and through the
+console-script entry point ``rlctl.cli.main`` (``invoke_rlctl``: one-line errors and exit codes)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import invoke_rlctl
 from fakek8s import FakeKubeAPI
 from typer.testing import CliRunner
 
@@ -20,14 +19,7 @@ from rlctl.errors import ChaosError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = REPO / "chaos" / "scenarios"
-RLCTL = Path(sys.executable).with_name("rlctl")
 runner = CliRunner()
-
-
-def rlctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(RLCTL), *args], capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **(env or {})}
-    )
 
 
 # ------------------------------------------------------------------ render
@@ -90,7 +82,7 @@ def test_render_bad_run_id_is_bad_input() -> None:
 def test_bad_scenario_file_exits_2_naming_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: bad\nfaults:\n  - kind: network-delay\n    start_s: -5\n    duration_s: 10\n")
-    proc = rlctl("chaos", "render", str(path))
+    proc = invoke_rlctl("chaos", "render", str(path))
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.startswith(f"ConfigError: {path}: invalid scenario: field faults.0.start_s:")
@@ -100,11 +92,11 @@ def test_bad_scenario_file_exits_2_naming_file_and_field(tmp_path: Path) -> None
 def test_unknown_parameter_and_missing_file_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: bad\nfaults:\n  - {kind: cpu-stress, start_s: 0, duration_s: 5, params: {cores: 2}}\n")
-    proc = rlctl("chaos", "render", str(path))
+    proc = invoke_rlctl("chaos", "render", str(path))
     assert proc.returncode == 2
     assert f"{path}: invalid scenario: field faults.0:" in proc.stderr
     assert "unknown parameter(s) ['cores'] for fault kind 'cpu-stress'" in proc.stderr
-    proc = rlctl("chaos", "render", str(tmp_path / "nope.yaml"))
+    proc = invoke_rlctl("chaos", "render", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 2
     assert "nope.yaml: cannot read scenario file" in proc.stderr
 
@@ -124,11 +116,11 @@ def cluster(tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
 def test_cleanup_process_against_the_fake_cluster(cluster: tuple[FakeKubeAPI, Path]) -> None:
     fake, kubeconfig = cluster
     args = ["chaos", "cleanup", "--backend", "k8s", "--run-id", "r1", "--namespace", "demo", "--kubeconfig"]
-    proc = rlctl(*args, str(kubeconfig), "--json", "-", "--dry-run")
+    proc = invoke_rlctl(*args, str(kubeconfig), "--json", "-", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"dry_run": True, "objects": ["NetworkChaos/demo/a", "PodChaos/demo/b"]}
     assert fake.names() == ["a", "b"]
-    proc = rlctl(*args, str(kubeconfig), "--json", "-")
+    proc = invoke_rlctl(*args, str(kubeconfig), "--json", "-")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["objects"] == ["NetworkChaos/demo/a", "PodChaos/demo/b"]
     assert fake.names() == []
@@ -163,7 +155,7 @@ def test_cleanup_bad_input(args: list[str], error: type[Exception], expected: st
     assert expected in str(result.exception)
 
 
-def test_cleanup_bad_input_exits_2_in_a_process() -> None:
-    proc = rlctl("chaos", "cleanup", "--all", "-n", "kube-system")
+def test_cleanup_bad_input_exits_2_through_the_entry_point() -> None:
+    proc = invoke_rlctl("chaos", "cleanup", "--all", "-n", "kube-system")
     assert proc.returncode == 2
     assert proc.stderr.startswith("ChaosError: refusing to touch kube-system: system namespaces are never allowed")
