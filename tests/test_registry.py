@@ -126,6 +126,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return int(done.value.code or 0), out.out, out.err
 
 
+@pytest.mark.slow  # eval, chaos run and simulate of a 12-minute scenario, several times
 def test_the_three_commands_take_the_same_names(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     names = ["oracle-reactive", "hpa-0.6+guard", "ppo+guard:default"]
     code, _, err = _cli(capsys, "eval", "--suite", str(SCENARIO), "--seeds", "1", "--json", str(tmp_path / "e.json"),
@@ -166,6 +167,7 @@ def test_the_three_commands_refuse_a_name_in_the_same_words(capsys: pytest.Captu
     assert all(line == lines[0] for line in lines), lines
 
 
+@pytest.mark.slow  # eval, chaos run and simulate of a 12-minute scenario, several times
 def test_simulate_runs_every_name_as_eval_does(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     for name in ("oracle-reactive+guard", "hpa-tuned"):  # simulate used to fail on both
         code, out, err = _cli(capsys, "simulate", str(SCENARIO), "--controller", name, "--out", str(tmp_path))
