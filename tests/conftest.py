@@ -27,6 +27,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,12 +112,12 @@ def _no_real_processes(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     started: list[str] = []
     popen_init = subprocess.Popen.__init__
 
-    def watched(self: subprocess.Popen[bytes], args: object, *a: object, **kw: object) -> None:
-        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)  # type: ignore[call-overload]
-        name = os.path.basename(os.fsdecode(argv[0])) if argv else ""
-        if name in REAL_EXECUTABLES:
-            started.append(name)
-        popen_init(self, args, *a, **kw)  # type: ignore[arg-type]
+    def watched(self: Any, args: Any, *a: Any, **kw: Any) -> None:
+        # Any word of the command line: the harness starts its children as `bash -c GATE ... -- ARGV`.
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        names = {os.path.basename(os.fsdecode(a)) for a in argv if isinstance(a, (str, bytes, os.PathLike))}
+        started.extend(names & REAL_EXECUTABLES)
+        popen_init(self, args, *a, **kw)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", watched)
     yield

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_rlctl
+from conftest import REPO, invoke_rlctl
 
 from envs.calibrate import (
     NAN,
@@ -228,7 +228,7 @@ def test_cli_fits_saved_data_and_writes_profile_and_report(tmp_path: Path) -> No
     src = tmp_path / "data.json"
     src.write_text(json.dumps(data.to_dict()))
     out, prof = tmp_path / "report.json", tmp_path / "profile.yaml"
-    proc = run_rlctl("calibrate", "--from-data", str(src), "--json", str(out), "--profile", str(prof))
+    proc = invoke_rlctl("calibrate", "--from-data", str(src), "--json", str(out), "--profile", str(prof))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["holdout"]["p99_median_abs_rel_error"] < 0.1
@@ -237,7 +237,7 @@ def test_cli_fits_saved_data_and_writes_profile_and_report(tmp_path: Path) -> No
 
 
 def test_cli_without_a_source_exits_2_with_the_fix(tmp_path: Path) -> None:
-    proc = run_rlctl("calibrate", "--json", str(tmp_path / "r.json"), "--profile", str(tmp_path / "p.yaml"))
+    proc = invoke_rlctl("calibrate", "--json", str(tmp_path / "r.json"), "--profile", str(tmp_path / "p.yaml"))
     assert proc.returncode == 2
     assert "ConfigError: nothing to fit: give --target URL" in proc.stderr
 
@@ -251,6 +251,7 @@ def test_shipped_testbed_profile_loads_and_reports_its_holdout() -> None:
     assert len(hold["settings"]) >= 2 and not set(hold["settings"]) & set(report["fit"]["quality"]["settings"])
 
 
+@pytest.mark.real  # gosvc
 @pytest.mark.slow
 def test_real_calibration_smoke_against_gosvc() -> None:
     """A short real run (<= 40 s): two settings, a 5-level ladder of 1 s steps, then the fit."""
@@ -275,6 +276,7 @@ def test_real_calibration_smoke_against_gosvc() -> None:
 
 @pytest.mark.skipif(not (Path("/sys/fs/cgroup/cpu/cgroup.procs").exists() and os.geteuid() == 0),
                     reason="needs root and the cgroup v1 CPU controller")  # fmt: skip
+@pytest.mark.real  # gosvc in a cgroup
 def test_testbed_runs_in_a_quota_cgroup_and_removes_it() -> None:
     from rlctl.boundary.probe import REPO_GOSVC
 
@@ -351,13 +353,13 @@ def test_cli_fits_a_real_suite_folder_and_names_missing_inputs(tmp_path: Path) -
     base.write_text(json.dumps({"profile": start.to_dict()}))  # YAML reads JSON
     args = ("calibrate", "--from-suite", str(tmp_path), "--json", str(out), "--profile", str(prof),
             "--base-profile", str(base), "--fit-params", "s_cpu_ms,cs2,rtt_ms,rtt_std_ms")  # fmt: skip
-    missing = run_rlctl(*args)
+    missing = invoke_rlctl(*args)
     assert missing.returncode == 2 and "--cpu-quota-cores" in missing.stderr and not out.exists()
-    proc = run_rlctl(*args, "--cpu-quota-cores", "0.25")
+    proc = invoke_rlctl(*args, "--cpu-quota-cores", "0.25")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["holdout"]["p99_median_abs_rel_error"] < 0.1
     assert ServiceProfile.load(prof).s_cpu_ms == pytest.approx(0.9, rel=0.1)
-    empty = run_rlctl("calibrate", "--from-suite", str(tmp_path / "none"), "--cpu-quota-cores", "0.25",
+    empty = invoke_rlctl("calibrate", "--from-suite", str(tmp_path / "none"), "--cpu-quota-cores", "0.25",
                       "--json", str(tmp_path / "x.json"), "--profile", str(tmp_path / "x.yaml"))  # fmt: skip
     assert empty.returncode == 2 and "no */report.json" in empty.stderr

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_rlctl
+from conftest import invoke_rlctl
 from online_support import redis_server
 
 from chaos.online import (
@@ -59,6 +59,7 @@ def _window(p99: float = 5.0, offered: float = 300.0) -> FloatArray:
     return np.repeat(row[None, None, :], 3, axis=1)
 
 
+@pytest.mark.real  # redis-server
 def test_decisions_go_through_redis_and_the_safety_layer(tmp_path: Path) -> None:
     bounds = KnobBounds(max_replicas=5, max_gomaxprocs=4)
     with redis_server(tmp_path / "redis") as server:
@@ -86,6 +87,7 @@ def test_decisions_go_through_redis_and_the_safety_layer(tmp_path: Path) -> None
         assert len(out.read_text().splitlines()) == 2
 
 
+@pytest.mark.real  # redis-server
 def test_stale_or_broken_telemetry_holds_the_knobs(tmp_path: Path) -> None:
     bounds = KnobBounds(max_replicas=5)
     with redis_server(tmp_path / "redis") as server:
@@ -182,7 +184,7 @@ def test_summary_totals_spread_and_verdict() -> None:
 
 
 def test_validate_real_rejects_unknown_scenario_before_starting_anything() -> None:
-    res = run_rlctl("validate-real", "--quick", "--scenario", "nope", "--out", "/tmp/rlctl-never-written")
+    res = invoke_rlctl("validate-real", "--quick", "--scenario", "nope", "--out", "/tmp/rlctl-never-written")
     assert res.returncode == 2
     assert "--scenario 'nope'" in res.stderr and "flash-crowd" in res.stderr
     assert not Path("/tmp/rlctl-never-written").exists()
@@ -190,7 +192,7 @@ def test_validate_real_rejects_unknown_scenario_before_starting_anything() -> No
 
 def test_online_flag_is_refused_on_the_simulator(tmp_path: Path) -> None:
     scen = Path(__file__).resolve().parents[1] / "chaos" / "scenarios" / "real" / "quick-flash.yaml"
-    res = run_rlctl("chaos", "run", str(scen), "--backend", "sim", "--online")
+    res = invoke_rlctl("chaos", "run", str(scen), "--backend", "sim", "--online")
     assert res.returncode == 2 and "--online needs a live backend" in res.stderr
 
 
@@ -217,6 +219,7 @@ class Keep(Controller):
         return knobs.copy()
 
 
+@pytest.mark.real  # redis-server
 def test_the_guard_runs_in_the_control_loop_on_the_online_path(tmp_path: Path) -> None:
     bounds = KnobBounds(max_replicas=8)
     knobs = Knobs(replicas=2).to_array()[None]

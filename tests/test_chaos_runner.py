@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chaos_local_support import report_shape, require_binaries, tiny_ppo_artifact, write_scenario
-from conftest import run_rlctl
+from conftest import invoke_rlctl
 
 from chaos.record import SERIES_KEYS, RunRecord
 from chaos.runner import build_report, check_controller_names, render_markdown, score
@@ -73,7 +73,7 @@ def test_controller_names_are_checked() -> None:
 def test_sim_backend_runs_a_shipped_scenario_with_two_controllers(tmp_path: Path) -> None:
     out = tmp_path / "rep"
     scenario = SCENARIOS / "local-three-faults.yaml"
-    proc = run_rlctl(
+    proc = invoke_rlctl(
         "chaos", "run", str(scenario), "--backend", "sim", "-c", "static", "-c", "hpa-tuned",
         "--report", str(out), "--json", str(tmp_path / "out.json"), "--run-id", "sim-1",
     )  # fmt: skip
@@ -102,18 +102,20 @@ def test_sim_backend_runs_a_shipped_scenario_with_two_controllers(tmp_path: Path
     ]  # fmt: skip
 
 
+@pytest.mark.real  # needs the gosvc and stress-ng binaries
 def test_local_backend_refuses_faults_it_cannot_inject_before_starting_anything(tmp_path: Path) -> None:
     require_binaries()
-    proc = run_rlctl("chaos", "run", str(SCENARIOS / "resource-pressure.yaml"), "--backend", "local", "--dry-run")
+    proc = invoke_rlctl("chaos", "run", str(SCENARIOS / "resource-pressure.yaml"), "--backend", "local", "--dry-run")
     assert proc.returncode == 2
     assert "ChaosError: scenario 'resource-pressure' cannot run on the local backend" in proc.stderr
     assert "(io-latency): the local backend cannot delay disk I/O" in proc.stderr
     assert "(time-skew)" in proc.stderr and "--backend k8s or --backend sim" in proc.stderr
 
 
+@pytest.mark.real  # needs the gosvc and stress-ng binaries
 def test_local_dry_run_prints_the_plan(tmp_path: Path) -> None:
     require_binaries()
-    proc = run_rlctl(
+    proc = invoke_rlctl(
         "chaos", "run", str(SCENARIOS / "local-three-faults.yaml"), "--backend", "local", "--dry-run",
         "-c", "static", "-c", "hpa-tuned", "--run-id", "plan-1",
     )  # fmt: skip
@@ -133,11 +135,11 @@ def test_cli_input_errors_exit_2(tmp_path: Path) -> None:
         (["-c", "bogus"], "controller 'bogus': unknown controller"),
     ]
     for args, msg in cases:  # each fails before any fault: bad input is exit code 2
-        proc = run_rlctl("chaos", "run", scenario, *args)
+        proc = invoke_rlctl("chaos", "run", scenario, *args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert msg in proc.stderr, (args, proc.stderr)
     bad = write_scenario(tmp_path / "bad.yaml", name="bad", duration_s=60, faults=[{"kind": "nope"}])
-    proc = run_rlctl("chaos", "run", str(bad))
+    proc = invoke_rlctl("chaos", "run", str(bad))
     assert proc.returncode == 2 and "ConfigError" in proc.stderr
 
 
@@ -154,7 +156,7 @@ def test_oracle_is_refused_off_the_simulator() -> None:
 def test_sim_backend_runs_a_ppo_artifact(tmp_path: Path) -> None:
     policy = tiny_ppo_artifact(tmp_path / "art")
     out = tmp_path / "ppo.json"
-    proc = run_rlctl(
+    proc = invoke_rlctl(
         "chaos", "run", str(SCENARIOS / "pod-churn.yaml"), "-c", f"ppo:{policy}", "-c", "threshold", "--json", str(out)
     )
     assert proc.returncode == 0, proc.stderr
@@ -166,6 +168,7 @@ def test_sim_backend_runs_a_ppo_artifact(tmp_path: Path) -> None:
     assert r["actions"] == len({a["t_s"] for a in r["knob_changes"]})
 
 
+@pytest.mark.real  # gosvc
 @pytest.mark.slow
 def test_k8s_backend_injects_through_chaos_mesh_and_scales_the_deployment(tmp_path: Path) -> None:
     """Against the fake API server: chaos objects created and deleted on time, the Deployment scaled."""
@@ -192,7 +195,7 @@ def test_k8s_backend_injects_through_chaos_mesh_and_scales_the_deployment(tmp_pa
             api.add_deployment("rlctl-demo", "gosvc", 5)
             kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
             out = tmp_path / "k8s.json"
-            proc = run_rlctl(
+            proc = invoke_rlctl(
                 "chaos", "run", str(scenario), "--backend", "k8s", "-n", "rlctl-demo", "--kubeconfig", str(kubeconfig),
                 "--url", f"http://{addr}", "--metrics-url", f"http://{addr}/metrics", "--deployment", "gosvc",
                 "-c", "static", "-c", "hpa-0.1", "--interval", "2", "--json", str(out), "--run-id", "k8s-1",
@@ -217,7 +220,7 @@ def test_k8s_backend_injects_through_chaos_mesh_and_scales_the_deployment(tmp_pa
         assert all(i["injected_s"] is not None and i["reverted_s"] is not None for i in r["injections"])
         assert 10 <= len(r["series"]["t_s"]) <= 13
     sim = tmp_path / "sim.json"
-    assert run_rlctl("chaos", "run", str(scenario), "-c", "static", "-c", "hpa-0.1", "--json", str(sim)).returncode == 0
+    assert invoke_rlctl("chaos", "run", str(scenario), "-c", "static", "-c", "hpa-0.1", "--json", str(sim)).returncode == 0
     assert report_shape(json.loads(sim.read_text())) == report_shape(report)
 
 
@@ -232,6 +235,6 @@ def test_guarded_policy_resolves_by_name_and_runs_on_the_simulator(tmp_path: Pat
     ctrl, facts = resolve_controller("ppo+guard:default", ControllerContext("sim", s))
     assert isinstance(ctrl, SLOGuard) and ctrl.name == "ppo+guard:default" and "guard" in facts
     out = tmp_path / "g.json"
-    proc = run_rlctl("chaos", "run", str(SCENARIOS / "pod-churn.yaml"), "-c", "ppo+guard:default", "--json", str(out))
+    proc = invoke_rlctl("chaos", "run", str(SCENARIOS / "pod-churn.yaml"), "-c", "ppo+guard:default", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["controllers"] == ["ppo+guard:default"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_rlctl
+from conftest import REPO, invoke_rlctl
 
 from rlctl.contract import KnobBounds, Knobs
 from rlctl.dsl import (
@@ -199,9 +199,9 @@ def test_dsl_does_not_import_the_simulator() -> None:
 
 
 def test_cli_check_and_compile(tmp_path: Path) -> None:
-    proc = run_rlctl("boundary", "check", str(EXAMPLE))
+    proc = invoke_rlctl("boundary", "check", str(EXAMPLE))
     assert proc.returncode == 0 and f"ok: {EXAMPLE}" in proc.stdout
-    proc = run_rlctl("boundary", "compile", str(EXAMPLE), "--out", str(tmp_path / "c"))
+    proc = invoke_rlctl("boundary", "compile", str(EXAMPLE), "--out", str(tmp_path / "c"))
     assert proc.returncode == 0, proc.stderr
     hpa = yaml.safe_load((tmp_path / "c" / "k8s" / "hpa.yaml").read_text())
     assert hpa["kind"] == "HorizontalPodAutoscaler" and hpa["apiVersion"] == "autoscaling/v2"
@@ -211,7 +211,7 @@ def test_cli_check_and_compile(tmp_path: Path) -> None:
 def test_cli_check_reports_errors_with_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("service: Shop_1\nslo: ['p99_ms <= 8']\n")
-    proc = run_rlctl("boundary", "check", str(bad))
+    proc = invoke_rlctl("boundary", "check", str(bad))
     assert proc.returncode == 2
     assert f"ConfigError: invalid boundary file:\n  {bad}:1: service: 'Shop_1' is not a DNS-1123 label" in proc.stderr
 

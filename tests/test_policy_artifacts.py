@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_rlctl
+from conftest import invoke_rlctl
 
 from envs.sim import RewardWeights
 from envs.vec import GoServiceVecEnv
@@ -207,7 +207,7 @@ def test_tampered_artifact_is_refused_by_the_loader(tmp_path: Path, case: str) -
 @pytest.mark.parametrize("case", sorted(TAMPERS))
 def test_tampered_artifact_is_refused_by_rlctl_eval_in_one_line(tmp_path: Path, case: str) -> None:
     folder = _tampered(tmp_path, case)
-    r = run_rlctl("eval", "--policy", str(folder), "--suite", "smoke", "--seeds", "1")
+    r = invoke_rlctl("eval", "--policy", str(folder), "--suite", "smoke", "--seeds", "1")
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     (line,) = r.stderr.strip().splitlines()
@@ -216,10 +216,10 @@ def test_tampered_artifact_is_refused_by_rlctl_eval_in_one_line(tmp_path: Path, 
 
 def test_tampered_artifact_is_refused_by_rlctl_serve_and_control(tmp_path: Path) -> None:
     folder = _tampered(tmp_path, "feature-window-0")
-    served = run_rlctl("serve", "--policy", str(folder), "--port", "1")
+    served = invoke_rlctl("serve", "--policy", str(folder), "--port", "1")
     assert served.returncode == 2 and "Traceback" not in served.stderr, served.stderr
     assert served.stderr.strip().splitlines()[-1].startswith(f"ArtifactError: {folder}/manifest.json: field features")
-    controlled = run_rlctl("control", "--service", "svc", "--policy", str(folder), "--redis", "none", "--metrics",
+    controlled = invoke_rlctl("control", "--service", "svc", "--policy", str(folder), "--redis", "none", "--metrics",
                            "http://127.0.0.1:9/metrics", "--metrics-port", "0", "--max-steps", "1")  # fmt: skip
     assert controlled.returncode == 2 and "Traceback" not in controlled.stderr, controlled.stderr
     last = controlled.stderr.strip().splitlines()[-1]
@@ -255,7 +255,7 @@ def test_a_zip_stable_baselines3_cannot_load_is_an_artifact_error(tmp_path: Path
     with pytest.raises(ArtifactError, match=r"model\.zip: stable-baselines3 cannot load it \(") as err:
         PPOController(folder)
     assert FIX in str(err.value) and "\n" not in str(err.value)
-    r = run_rlctl("eval", "--policy", str(folder), "--suite", "smoke", "--seeds", "1")
+    r = invoke_rlctl("eval", "--policy", str(folder), "--suite", "smoke", "--seeds", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("ArtifactError: ")
 
@@ -290,6 +290,7 @@ def test_missing_artifact_says_how_to_make_one(tmp_path: Path) -> None:
         load_artifact(tmp_path)
 
 
+@pytest.mark.slow  # trains the tiny policy twice
 def test_same_seed_same_training_same_policy(tmp_path: Path) -> None:
     a = train(TINY, tmp_path / "a", log_dir=tmp_path / "la")
     b = train(TINY, tmp_path / "b", log_dir=tmp_path / "lb")
@@ -305,6 +306,7 @@ def test_same_seed_same_training_same_policy(tmp_path: Path) -> None:
     assert c.steps == a.steps
 
 
+@pytest.mark.slow  # trains a policy, then evaluates it with two baselines and two seeds
 def test_eval_cli_writes_the_documented_json(artifact: Path, tmp_path: Path) -> None:
     suite = tmp_path / "s.yaml"
     suite.write_text(
@@ -313,7 +315,7 @@ def test_eval_cli_writes_the_documented_json(artifact: Path, tmp_path: Path) -> 
     )
     out = tmp_path / "e.json"
     args = ["--baseline", "hpa-tuned", "--baseline", "static", "--suite", str(suite), "--seeds", "2"]
-    r = run_rlctl(
+    r = invoke_rlctl(
         "eval", "--policy", str(artifact), "--safety", *args, "--json", str(out), "--report", str(tmp_path / "rep")
     )
     assert r.returncode == 0, r.stderr
@@ -332,7 +334,7 @@ def test_eval_cli_writes_the_documented_json(artifact: Path, tmp_path: Path) -> 
 
 
 def test_eval_without_anything_to_evaluate_exits_2() -> None:
-    r = run_rlctl("eval", "--suite", "smoke")
+    r = invoke_rlctl("eval", "--suite", "smoke")
     assert r.returncode == 2 and "nothing to evaluate" in r.stderr
 
 

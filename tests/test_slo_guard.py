@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import run_rlctl
+from conftest import invoke_rlctl
 
 from envs.profile import ServiceProfile
 from envs.sim import EnvConfig, nominal_capacity_qps
@@ -130,6 +130,7 @@ def test_bad_guard_settings_are_refused() -> None:
         GuardConfig(floor_s=-1)
 
 
+@pytest.mark.slow  # the policy with and without the guard over a long simulated scenario
 def test_guard_cuts_the_policys_misses_under_cpu_stress() -> None:
     profile = ServiceProfile()
     scenario = [s for s in validation_suite(profile) if s.name == "fault-stress"]
@@ -141,10 +142,10 @@ def test_guard_cuts_the_policys_misses_under_cpu_stress() -> None:
 
 
 def test_eval_guard_needs_a_policy() -> None:
-    result = run_rlctl("eval", "--guard", "--baseline", "hpa")
+    result = invoke_rlctl("eval", "--guard", "--baseline", "hpa")
     assert result.returncode == 2
     assert "--guard wraps the policy" in result.stderr
-    result = run_rlctl("eval", "--safety", "--baseline", "hpa")
+    result = invoke_rlctl("eval", "--safety", "--baseline", "hpa")
     assert result.returncode == 2
     assert "--safety wraps the policy" in result.stderr
 
@@ -238,6 +239,6 @@ def test_baselines_run_under_the_guard_for_a_fair_comparison() -> None:
 
 
 def test_eval_refuses_a_guard_around_the_oracle() -> None:
-    result = run_rlctl("eval", "--baseline", "oracle+guard", "--suite", "smoke", "--seeds", "1")
+    result = invoke_rlctl("eval", "--baseline", "oracle+guard", "--suite", "smoke", "--seeds", "1")
     assert result.returncode == 2
     assert "'oracle+guard'" in result.stderr and "hpa-0.6+guard" in result.stderr

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_rlctl
+from conftest import invoke_rlctl
 
 from envs.profile import ServiceProfile
 from envs.surface import (
@@ -165,7 +165,7 @@ def test_plot_writes_a_png(sim_surface: Surface, tmp_path: Path) -> None:
 
 
 def test_cli_surface_from_simulator_and_from_telemetry(tmp_path: Path) -> None:
-    proc = run_rlctl("boundary", "surface", "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png"),
+    proc = invoke_rlctl("boundary", "surface", "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png"),
                      "--seeds", "20")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     surf = Surface.load(tmp_path / "s.json")
@@ -173,7 +173,7 @@ def test_cli_surface_from_simulator_and_from_telemetry(tmp_path: Path) -> None:
     assert (tmp_path / "s.png").stat().st_size > 1000
     samples = [_sample(q, 1.0, p99=2.0 + q / 100.0) for q in np.linspace(100, 1500, 200)]
     samples_to_jsonl(samples, tmp_path / "t.jsonl")
-    proc = run_rlctl("boundary", "surface", "--json", str(tmp_path / "t.json"), "--from-telemetry",
+    proc = invoke_rlctl("boundary", "surface", "--json", str(tmp_path / "t.json"), "--from-telemetry",
                      str(tmp_path / "t.jsonl"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert Surface.load(tmp_path / "t.json").meta["source"] == "telemetry"
