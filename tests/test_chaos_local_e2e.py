@@ -23,7 +23,7 @@ from policies.base import Controller
 from rlctl.contract import COL, KNOB_COL, KnobBounds
 from rlctl.harness.journal import marked_pids
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.real, pytest.mark.slow]  # gosvc, stress-ng, cgroups, rlctl processes
 
 SLO_MS = 150.0
 

@@ -33,6 +33,8 @@ from chaos_local_support import (
 from chaos.local import cleanup
 from rlctl import cgroups
 
+pytestmark = pytest.mark.real  # gosvc, stress-ng, cgroups, signals to an rlctl process
+
 
 def _scenario(tmp_path: Path) -> Path:
     return write_scenario(

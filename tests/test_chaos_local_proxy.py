@@ -20,6 +20,8 @@ from rlctl.contract import Knobs
 from rlctl.errors import ChaosError
 from rlctl.harness.journal import Journal, proc_state
 
+pytestmark = pytest.mark.real  # gosvc proxy and replicas in cgroups
+
 
 def _get(url: str, timeout_s: float = 2.0) -> tuple[float, int | str]:
     start = time.monotonic()

@@ -22,6 +22,8 @@ from online_support import gosvc
 from rlctl.online.loop import ControllerMetrics
 from rlctl.online.procs import GoService
 
+pytestmark = pytest.mark.real  # promtool, gosvc
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 #: Families gosvc writes only where its cpu cgroup is readable.

@@ -32,6 +32,8 @@ from rlctl.online.safety import SafetyConfig
 from rlctl.online.store import AuditRecord, StoreUnavailable, TelemetryStore
 from rlctl.telemetry.scrape import Scraper
 
+pytestmark = pytest.mark.real  # redis-server, gosvc
+
 INTERVAL = 0.5
 
 

@@ -30,6 +30,8 @@ from rlctl.online.serve_config import APP_NAME, serve_config, write_serve_config
 from rlctl.online.store import TelemetryStore
 from rlctl.telemetry.scrape import Scraper
 
+pytestmark = pytest.mark.real  # Ray Serve, redis-server, gosvc
+
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
