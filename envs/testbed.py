@@ -63,7 +63,7 @@ from rlctl.errors import ConfigError, TelemetryError
 from rlctl.harness import admin
 from rlctl.harness import cgroup as harness_cgroup
 from rlctl.harness.cgroup import Cgroup
-from rlctl.harness.process import Managed, spawn
+from rlctl.harness.process import Managed, find_gosvc, spawn
 from rlctl.harness.process import run as harness_run
 
 logger = logging.getLogger(__name__)
@@ -563,9 +563,7 @@ class TestBed:
     def __init__(self, serve_flags: Sequence[str] = TESTBED_SERVE_FLAGS, *, binary: str | None = None,
                  cgroup_quota_cores: float | None = None, nice: int = 0,
                  start_timeout_s: float = 15.0) -> None:  # fmt: skip
-        from rlctl.boundary.probe import resolve_loadgen
-
-        self.binary = resolve_loadgen(binary)
+        self.binary = find_gosvc(binary, option="--loadgen")
         self.serve_flags = list(serve_flags)
         self.cgroup_quota_cores = cgroup_quota_cores
         self.nice = nice
