@@ -220,7 +220,9 @@ def test_k8s_backend_injects_through_chaos_mesh_and_scales_the_deployment(tmp_pa
         assert all(i["injected_s"] is not None and i["reverted_s"] is not None for i in r["injections"])
         assert 10 <= len(r["series"]["t_s"]) <= 13
     sim = tmp_path / "sim.json"
-    assert invoke_rlctl("chaos", "run", str(scenario), "-c", "static", "-c", "hpa-0.1", "--json", str(sim)).returncode == 0
+    assert (
+        invoke_rlctl("chaos", "run", str(scenario), "-c", "static", "-c", "hpa-0.1", "--json", str(sim)).returncode == 0
+    )
     assert report_shape(json.loads(sim.read_text())) == report_shape(report)
 
 
@@ -235,6 +237,8 @@ def test_guarded_policy_resolves_by_name_and_runs_on_the_simulator(tmp_path: Pat
     ctrl, facts = resolve_controller("ppo+guard:default", ControllerContext("sim", s))
     assert isinstance(ctrl, SLOGuard) and ctrl.name == "ppo+guard:default" and "guard" in facts
     out = tmp_path / "g.json"
-    proc = invoke_rlctl("chaos", "run", str(SCENARIOS / "pod-churn.yaml"), "-c", "ppo+guard:default", "--json", str(out))
+    proc = invoke_rlctl(
+        "chaos", "run", str(SCENARIOS / "pod-churn.yaml"), "-c", "ppo+guard:default", "--json", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["controllers"] == ["ppo+guard:default"]
