@@ -98,10 +98,10 @@ def run(
     """Run SCENARIO once per --controller on a backend and report them side by side."""
     from rich.console import Console
 
-    from chaos.local.journal import check_run_id
     from chaos.runner import ControllerContext, check_controller_names
     from chaos.spec import load_scenario
     from rlctl.contract import KnobBounds, Knobs
+    from rlctl.harness.journal import check_run_id
 
     if backend not in ("sim", "local", "k8s"):
         raise ConfigError(f"--backend {backend!r}: choose sim, local or k8s")
