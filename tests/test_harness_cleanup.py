@@ -31,6 +31,8 @@ from chaos_local_support import GOSVC, REAPER, RLCTL, require_cgroups, write_sce
 from rlctl.harness.journal import cleanup, marked_pids, proc_start_time, proc_state
 from rlctl.online.procs import GoService
 
+pytestmark = pytest.mark.real  # gosvc, redis-server, cgroups, rlctl processes killed with SIGKILL
+
 PY = sys.executable
 
 
