@@ -40,6 +40,7 @@ from chaos.local.proxy import FaultProxy
 from rlctl import cgroups
 from rlctl.contract import Knobs
 from rlctl.errors import ActuatorError, ChaosError
+from rlctl.harness import cgroup as harness_cgroup
 from rlctl.harness.admin import AdminClient, to_admin
 from rlctl.harness.journal import Entry, Journal, proc_state
 from rlctl.harness.process import Managed, read_json_line, spawn
@@ -130,8 +131,7 @@ class ReplicaManager:
         # Shared by concurrent runs: whichever run ends last and finds it empty removes it.
         self.journal.record("cgroup", path=str(parent), only_if_empty=True)
         self.base = parent / self.journal.run_id
-        self.journal.record("cgroup", path=str(self.base))
-        self.cgroups.create(self.base.relative_to(self.cgroups.root))
+        harness_cgroup.create(self.cgroups, self.base.relative_to(self.cgroups.root), journal=self.journal)
         log.info("replica cgroups under %s (%s)", self.base, self.cgroups)
 
     def _cgroup_for(self, name: str) -> Path | None:
