@@ -47,8 +47,8 @@ pytest: install
 
 test: install lint typecheck pytest
 
-# The tests that start nothing real (no redis-server, gosvc, Ray, stress-ng, promtool, kubectl,
-# cgroups, rlctl subprocess) and are not slow; markers in tests/conftest.py. Under two minutes.
+# The tests that start nothing real (no redis-server, gosvc, Ray, stress-ng, promtool, no host
+# cgroups, no rlctl subprocess) and are not slow; markers in tests/conftest.py. Under two minutes.
 test-fast: $(VENV)/.installed
 	$(BIN)/pytest -q -m "not real and not slow" $(PYTEST_ARGS)
 

@@ -3,8 +3,8 @@
 Markers (registered here, in ``pytest_configure``):
 
 - ``real``: the test starts something real: a server or a long-lived process (redis-server,
-  the gosvc test-bed, Ray, stress-ng, promtool, kubectl, cgroups), or ``rlctl`` as a
-  subprocess because it needs one (signals, the console script itself, a clean interpreter).
+  the gosvc test-bed, Ray, stress-ng, promtool), touches the host's cgroups, or runs ``rlctl``
+  as a subprocess because it needs one (signals, the console script itself, its real stdout).
 - ``slow``: pure but long (training, a whole evaluation suite, long simulations).
 
 ``make test-fast`` runs ``pytest -m "not real and not slow"``; ``make test`` runs everything.
@@ -39,14 +39,14 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 MARKERS = {
-    "real": "starts a real server or process (redis-server, gosvc, Ray, stress-ng, promtool, kubectl, "
-    "cgroups, an rlctl subprocess); deselected by `make test-fast`",
+    "real": "starts a real server or process (redis-server, gosvc, Ray, stress-ng, promtool), touches the "
+    "host's cgroups, or runs an rlctl subprocess; deselected by `make test-fast`",
     "slow": "pure but long-running (training, whole suites, long simulations); deselected by `make test-fast`",
 }
 
 #: Executables a test may start only when marked ``real`` (checked when ``real`` is deselected).
 REAL_EXECUTABLES = frozenset(
-    {"redis-server", "gosvc", "stress-ng", "prometheus", "promtool", "kubectl", "rlctl", "raylet", "gcs_server"}
+    {"redis-server", "gosvc", "stress-ng", "prometheus", "promtool", "rlctl", "raylet", "gcs_server"}
 )
 
 

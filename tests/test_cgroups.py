@@ -72,6 +72,7 @@ def _require_v1() -> cgroups.Cgroups:
     return found
 
 
+@pytest.mark.real  # the host's cgroups
 def test_v1_real_quota_process_throttling_and_removal() -> None:
     """A 0.1-core group on the real v1 cpu controller throttles a spinning process; remove evacuates it."""
     hierarchy = _require_v1()
@@ -109,6 +110,7 @@ def test_v1_real_quota_process_throttling_and_removal() -> None:
     assert not group.exists()
 
 
+@pytest.mark.real  # the host's cgroups
 def test_v1_real_cpuset_twin_pins_the_process_and_is_removed() -> None:
     """v1 cpusets live in a second hierarchy: the twin gets cpus and mems before the task joins."""
     hierarchy = _require_v1()
@@ -211,6 +213,7 @@ def _inside_cgroup2_mount(mnt: Path) -> dict[str, object]:
     return seen
 
 
+@pytest.mark.real  # the host's cgroups
 def test_v2_real_mount_in_a_private_namespace(tmp_path: Path) -> None:
     """A real cgroup2 mount (private mount namespace): groups, leaves, subtree control, removal."""
     unshare = shutil.which("unshare")
@@ -371,6 +374,7 @@ def test_no_writable_hierarchy_v2_without_cpu_names_what_it_offers(tmp_path: Pat
         cgroups.detect(tmp_path)
 
 
+@pytest.mark.real  # the host's cgroups
 def test_no_writable_hierarchy_for_an_unprivileged_user_on_the_real_v1_controller() -> None:
     """The real v1 controller, seen by uid 65534: not writable, so the one error (exit 2 via ConfigError)."""
     # The venv's interpreter may sit in root's home: use the system's, which any user can run

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chaos_local_support import require_cgroups
+from conftest import invoke_rlctl
 
 from chaos.local import cleanup
 from chaos.local.faults import check_local, select_replicas
@@ -99,6 +100,7 @@ def test_process_spawned_before_its_pid_was_journaled_is_found_by_its_marker(sta
             proc.wait()
 
 
+@pytest.mark.real  # the host's cgroups
 def test_quota_and_cgroup_are_restored_and_removed(state: Path) -> None:
     hierarchy = require_cgroups()
     parent = hierarchy.root / f"rlctl-test-{os.getpid()}"
@@ -190,13 +192,7 @@ def test_selectors_pick_like_chaos_mesh() -> None:
 
 
 def test_cli_cleanup_local_reports_nothing_to_revert_on_a_clean_state(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    rlctl = Path(sys.executable).parent / "rlctl"
-    env = {**os.environ, "RLCTL_STATE_DIR": str(tmp_path)}
-    r = subprocess.run([str(rlctl), "chaos", "cleanup", "--backend", "local", "--all", "--json", "-"],
-                       capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    env = {"RLCTL_STATE_DIR": str(tmp_path)}
+    r = invoke_rlctl("chaos", "cleanup", "--backend", "local", "--all", "--json", "-", env=env)
     assert r.returncode == 0, r.stderr
     assert '"reverted": []' in r.stdout

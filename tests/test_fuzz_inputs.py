@@ -199,6 +199,7 @@ SCENARIO_COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=hostile_scenarios(), command=st.sampled_from(sorted(SCENARIO_COMMANDS)))
+@pytest.mark.slow  # hundreds of generated scenarios through six commands
 def test_hostile_scenarios_are_refused_by_every_command(
     tmp_path_factory: Any, case: tuple[str, bytes], command: str
 ) -> None:
@@ -305,6 +306,7 @@ def test_the_untouched_artifact_verifies() -> None:
         b"name: x\nduration_s: 60\nfaults: [{kind: pod-kill, start_s: 61, duration_s: 1}]\n",
     ],
 )
+@pytest.mark.real  # rlctl processes: logging and interpreter start-up
 def test_a_real_process_refuses_in_one_line(tmp_path: Path, content: bytes) -> None:
     scenario = tmp_path / "s.yaml"
     scenario.write_bytes(content)
@@ -323,6 +325,7 @@ def test_the_unmutated_scenario_is_accepted(tmp_path: Path, command: str) -> Non
     assert code == 0, err
 
 
+@pytest.mark.slow  # counts every class, the slow one's too
 def test_zz_report_counts() -> None:
     # Named to run last in this module: the generated cases per input class, all refused cleanly.
     total = sum(COUNTS.values())

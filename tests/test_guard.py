@@ -79,6 +79,7 @@ def test_cli_table_and_check_failed(tmp_path: Path) -> None:
     assert "FAIL" in bad.output and "-30.0%" in bad.output
 
 
+@pytest.mark.real  # the installed console script itself
 def test_exit_codes_through_the_console_script(tmp_path: Path) -> None:
     base, near, far = (report(tmp_path / f"{n}.json", k) for n, k in (("a", 1000), ("b", 900), ("c", 500)))
 

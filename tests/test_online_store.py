@@ -64,6 +64,7 @@ def test_audit_record_round_trip() -> None:
     assert AuditRecord.from_fields(fields) == rec
 
 
+@pytest.mark.real  # redis-server
 def test_group_read_ack_and_restart_rereads_only_unacknowledged(redis: RedisServer) -> None:
     store = TelemetryStore(redis.url, consumer="c1")
     ids = store.add_many([sample(float(t)) for t in range(5)])
@@ -81,6 +82,7 @@ def test_group_read_ack_and_restart_rereads_only_unacknowledged(redis: RedisServ
     assert store.length("svc") == 6  # acknowledged telemetry stays in the stream
 
 
+@pytest.mark.real  # redis-server
 def test_another_consumer_claims_entries_left_pending_too_long(redis: RedisServer) -> None:
     crashed = TelemetryStore(redis.url, consumer="crashed")
     ids = crashed.add_many([sample(1.0), sample(2.0)])
@@ -91,6 +93,7 @@ def test_another_consumer_claims_entries_left_pending_too_long(redis: RedisServe
     assert [e.id for e in got] == ids
 
 
+@pytest.mark.real  # redis-server
 def test_maxlen_trims_approximately_and_trimmed_pending_entries_read_as_errors(redis: RedisServer) -> None:
     store = TelemetryStore(redis.url, maxlen=100)
     store.add_many([sample(float(t)) for t in range(1000)])
@@ -104,6 +107,7 @@ def test_maxlen_trims_approximately_and_trimmed_pending_entries_read_as_errors(r
     assert [(e.id, e.sample, e.error) for e in again] == [(first, None, "entry was trimmed from the stream")]
 
 
+@pytest.mark.real  # redis-server
 def test_undecodable_entry_is_reported_not_raised(redis: RedisServer) -> None:
     store = TelemetryStore(redis.url)
     store.ensure_group("svc")
@@ -112,6 +116,7 @@ def test_undecodable_entry_is_reported_not_raised(redis: RedisServer) -> None:
     assert entry.id == bad and entry.sample is None and "p99_ms='slow' is not a number" in (entry.error or "")
 
 
+@pytest.mark.real  # redis-server
 def test_killswitch_global_and_per_service(redis: RedisServer) -> None:
     store = TelemetryStore(redis.url)
     assert store.killswitch("a") is None
@@ -134,6 +139,7 @@ def test_unreachable_redis_raises_store_unavailable_quickly() -> None:
         store.add(sample(1.0))
 
 
+@pytest.mark.real  # redis-server
 def test_collector_buffers_while_redis_is_down_and_flushes_in_order(tmp_path: Path) -> None:
     server = RedisServer(appendonly=True, directory=tmp_path / "r")
     server.start()
@@ -163,6 +169,7 @@ def test_collector_reports_scrape_failures() -> None:
     assert sample_ is None and err == "scrape: scrape http://x/metrics: connection refused"
 
 
+@pytest.mark.real  # redis-server
 def test_bench_redis_reports_the_ingest_rate() -> None:
     from rlctl.online.bench import bench_redis
 

@@ -45,6 +45,7 @@ def test_bad_seeds_are_refused_before_ray_starts(tmp_path: Path) -> None:
         train_on_ray(TINY, tmp_path / "out", ray_address="local", log_dir=tmp_path, seeds=[1, 1])
 
 
+@pytest.mark.real  # Ray
 @pytest.mark.slow
 def test_two_trials_on_local_ray_install_the_best_artifact(tmp_path: Path) -> None:
     import ray

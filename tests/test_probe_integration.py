@@ -204,6 +204,7 @@ def gosvc(tmp_path: Path) -> Iterator[GoService]:
         yield svc
 
 
+@pytest.mark.real  # gosvc, the load generator, rlctl processes
 @pytest.mark.slow
 def test_probe_finds_the_knee_of_the_real_test_bed(gosvc: GoService, tmp_path: Path) -> None:
     out, png = tmp_path / "probe.json", tmp_path / "probe.png"
