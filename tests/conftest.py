@@ -113,10 +113,10 @@ def _no_real_processes(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     popen_init = subprocess.Popen.__init__
 
     def watched(self: Any, args: Any, *a: Any, **kw: Any) -> None:
-        # Any word of the command line: the harness starts its children as `bash -c GATE ... -- ARGV`.
+        # The program, and the one after a `--`: the harness starts children as `bash -c GATE ... -- ARGV`.
         argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
-        names = {os.path.basename(os.fsdecode(a)) for a in argv if isinstance(a, (str, bytes, os.PathLike))}
-        started.extend(names & REAL_EXECUTABLES)
+        programs = argv[:1] + [argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "--"]
+        started.extend(name for p in programs if (name := os.path.basename(os.fsdecode(p))) in REAL_EXECUTABLES)
         popen_init(self, args, *a, **kw)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", watched)

@@ -81,6 +81,7 @@ def test_pooled_comparison_takes_medians_so_one_drifted_repeat_does_not_decide()
     assert not pooled_comparison({"knee_qps": 800.0}, probes, per_repeat)["knee_within_10pct"]
 
 
+@pytest.mark.real  # gosvc
 def test_one_calibration_is_measured_and_every_service_of_the_run_gets_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -92,6 +92,7 @@ def test_k8s_scale_actuator_against_the_fake_api_server() -> None:
             K8sScaleActuator(api.api_client(), "gosvc")
 
 
+@pytest.mark.real  # gosvc replicas
 def test_process_replica_actuator_starts_and_stops_real_processes(tmp_path: Path) -> None:
     stopped: list[str] = []
     with ProcessReplicaActuator(["--cpu-us", "10"], token_file=token_file(tmp_path),
@@ -112,6 +113,7 @@ def test_process_replica_actuator_starts_and_stops_real_processes(tmp_path: Path
     assert replicas.get_replicas() == 0
 
 
+@pytest.mark.real  # gosvc replicas
 def test_actuators_apply_scales_and_sets_every_replica(tmp_path: Path) -> None:
     tok = token_file(tmp_path)
     with ProcessReplicaActuator(["--cpu-us", "10", "--gomaxprocs", "1"], token_file=tok) as replicas:
