@@ -24,6 +24,8 @@ from policies.base import Controller, FloatArray
 from policies.evaluate import (
     OracleController,
     ReactiveOracle,
+    capacity_user,
+    measure_capacity,
     oracle_extra,
     planned_extra,
     prepare_oracle,
@@ -113,6 +115,8 @@ class SimBackend:
             rec.batch = batch
             if isinstance(planner, OracleController):
                 prepare_oracle(planner, batch)
+            elif capacity_user(controller) is not None:  # the capacity rule, a residual policy
+                measure_capacity(controller, batch)
 
         plan: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if isinstance(controller, OracleController) and not isinstance(controller, ReactiveOracle):

@@ -281,7 +281,7 @@ def _reactive_oracle(controller: Controller) -> ReactiveOracle | None:
     return inner if isinstance(inner, ReactiveOracle) else None
 
 
-def _capacity_user(controller: Controller) -> Any:
+def capacity_user(controller: Controller) -> Any:
     """The controller (or the one it wraps under the guard) that needs each service's capacity."""
     for c in (controller, getattr(controller, "inner", None)):
         if c is not None and getattr(c, "needs_capacity", False):
@@ -293,7 +293,7 @@ def measure_capacity(controller: Controller, batch: ServiceBatch) -> None:
     """Give a capacity rule each service's per-replica capacity at its SLO, measured off the model
     at the initial knobs (what ``rlctl probe`` gives it on a real replica)."""
     cfg = batch.config
-    _capacity_user(controller).set_capacity(slo_capacity_qps(batch.prof, batch.knobs, cfg.slo_p99_ms, cfg.dt_s))
+    capacity_user(controller).set_capacity(slo_capacity_qps(batch.prof, batch.knobs, cfg.slo_p99_ms, cfg.dt_s))
 
 
 def _miss_spans(missed: npt.NDArray[np.bool_], gap: int, lead: int) -> npt.NDArray[np.bool_]:
@@ -495,7 +495,7 @@ def evaluate(
                 results = rollout(ctrl, group, seeds, config, profile, prepare=plan)
             elif isinstance(ctrl, OracleController):
                 results = oracle_rollout(ctrl, group, seeds, config, profile)
-            elif _capacity_user(ctrl) is not None:
+            elif capacity_user(ctrl) is not None:
                 results = rollout(ctrl, group, seeds, config, profile, prepare=measure_capacity)
             else:
                 results = rollout(ctrl, group, seeds, config, profile)

@@ -118,3 +118,21 @@ class PPOController(ModelController):
         trained = self.artifact.manifest.get("config") or {}
         rule = RuleConfig(headroom=float(trained.get("residual_headroom", 1.0))) if trained.get("residual") else None
         super().__init__(model, self.artifact.features.slo_p99_ms, name or f"ppo:{self.artifact.name}", rule=rule)
+
+
+def trained_with_guard(controller: Any) -> bool:
+    """Whether ``controller`` is a policy whose artifact was trained with the SLO guard inside its environment."""
+    artifact = getattr(controller, "artifact", None)
+    return bool(artifact is not None and (artifact.manifest.get("config") or {}).get("guard"))
+
+
+def load_policy(policy: str | Path = "default", name: str | None = None, device: str = "cpu") -> Controller:
+    """The controller an artifact ships as: the policy, under the SLO guard if it was trained
+    under it (the guard is then part of what was trained and judged, not an option), named
+    ``ppo:NAME`` either way."""
+    from policies.guard import GuardConfig, SLOGuard
+
+    ppo = PPOController(policy, name=name, device=device)
+    if not trained_with_guard(ppo):
+        return ppo
+    return SLOGuard(ppo, GuardConfig(slo_p99_ms=ppo.slo_p99_ms), name=ppo.name)

@@ -13,7 +13,8 @@ either works in each of them or is refused with the same message. The grammar
     threshold, static        the seed's threshold rule; fixed knobs
     oracle                   the hindsight lower bound (knows the simulator's future load and faults)
     oracle-reactive[-<h>]    the oracle's capacity model without foresight, headroom h in [1, 4]
-    NAME+guard               hpa, hpa-<target>, threshold, static, oracle-reactive under the SLO guard
+    capacity[-<h>]           replicas = ceil(load x h / each replica's measured capacity) (policies/residual.py)
+    NAME+guard               hpa, hpa-<target>, threshold, static, oracle-reactive, capacity under the SLO guard
 
 :func:`parse` turns a name into a :class:`ControllerSpec`; :func:`parse_all` also refuses
 duplicates. :func:`check_runs` is where a name cannot run (the oracles plan with the
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from policies.base import Controller
 from policies.baselines import HPAConfig, HPAController, StaticController, ThresholdController
 from policies.guard import GuardConfig, SLOGuard
+from policies.residual import CapacityRule, RuleConfig
 from rlctl.contract import KnobBounds
 from rlctl.errors import ConfigError
 
@@ -43,7 +45,7 @@ if TYPE_CHECKING:  # types only: the CLI imports this module for its help texts,
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
 
-Kind = Literal["ppo", "hpa", "hpa-tuned", "threshold", "static", "oracle", "oracle-reactive"]
+Kind = Literal["ppo", "hpa", "hpa-tuned", "threshold", "static", "oracle", "oracle-reactive", "capacity"]
 #: Where a controller runs: the simulator (eval, simulate, chaos run --backend sim), a live chaos
 #: backend, or ``rlctl control``'s loop.
 Where = Literal["sim", "local", "k8s", "control"]
@@ -51,20 +53,20 @@ Where = Literal["sim", "local", "k8s", "control"]
 #: Every controller name, for help texts.
 NAMES: tuple[str, ...] = (
     "ppo:default", "ppo:PATH", "ppo+guard:default", "ppo+guard:PATH", "hpa", "hpa-tuned", "hpa-<target>",
-    "threshold", "static", "oracle", "oracle-reactive[-<headroom>]", "NAME+guard",
+    "threshold", "static", "oracle", "oracle-reactive[-<headroom>]", "capacity[-<headroom>]", "NAME+guard",
 )  # fmt: skip
 #: The grammar, as every refusal of a name ends.
 GRAMMAR = (
     "use ppo:default, ppo:PATH (an artifact folder), ppo+guard:default|PATH, hpa, hpa-tuned, hpa-<target> "
-    "(a CPU target in (0, 1.5], e.g. hpa-0.6), threshold, static, oracle or oracle-reactive[-<headroom>] "
-    "(a headroom in [1, 4], e.g. oracle-reactive-1.3); hpa, hpa-<target>, threshold, static and "
-    "oracle-reactive also as NAME+guard, under the SLO guard (e.g. hpa-0.6+guard)"
+    "(a CPU target in (0, 1.5], e.g. hpa-0.6), threshold, static, oracle, oracle-reactive[-<headroom>] or "
+    "capacity[-<headroom>] (a headroom in [1, 4], e.g. oracle-reactive-1.3); hpa, hpa-<target>, threshold, "
+    "static, oracle-reactive and capacity also as NAME+guard, under the SLO guard (e.g. hpa-0.6+guard)"
 )
 #: One line for a CLI option's help.
 HELP = (
     "ppo:default, ppo:PATH, ppo+guard:default|PATH, hpa, hpa-tuned, hpa-<target> (e.g. hpa-0.6), threshold, "
-    "static, oracle and oracle-reactive[-<headroom>] (the simulator only); NAME+guard runs hpa, hpa-<target>, "
-    "threshold, static or oracle-reactive under the SLO guard (e.g. hpa-0.6+guard)."
+    "static, oracle, oracle-reactive[-<headroom>] and capacity[-<headroom>] (the simulator only); NAME+guard runs "
+    "hpa, hpa-<target>, threshold, static, oracle-reactive or capacity under the SLO guard (e.g. hpa-0.6+guard)."
 )
 #: Where the simulator-only controllers run.
 SIM_ONLY = "rlctl eval, rlctl simulate, rlctl chaos run --backend sim"
@@ -93,7 +95,7 @@ class ControllerSpec:
     @property
     def sim_only(self) -> bool:
         """The oracles plan with the simulator's model of the service."""
-        return self.kind in ("oracle", "oracle-reactive")
+        return self.kind in ("oracle", "oracle-reactive", "capacity")
 
 
 def refuse(name: str, why: str) -> ConfigError:
@@ -141,6 +143,12 @@ def parse(name: str, *, bare_is_policy: bool = False) -> ControllerSpec:
         if not 1.0 <= headroom <= 4.0:
             raise refuse(name, "the headroom after oracle-reactive- must be a number in [1, 4]")
         return ControllerSpec(name, "oracle-reactive", param=headroom)
+    if name == "capacity" or name.startswith("capacity-"):
+        rest = name.removeprefix("capacity").removeprefix("-")
+        headroom = _number(rest) if rest else 1.0
+        if not 1.0 <= headroom <= 4.0:
+            raise refuse(name, "the headroom after capacity- must be a number in [1, 4]")
+        return ControllerSpec(name, "capacity", param=headroom)
     if bare_is_policy and (name == "default" or "/" in name or os.path.exists(name)):
         return ControllerSpec(f"ppo:{name}", "ppo", artifact=name)
     raise refuse(name, "unknown controller")
@@ -159,7 +167,12 @@ def parse_all(names: Sequence[str]) -> list[ControllerSpec]:
 def check_runs(spec: ControllerSpec, where: Where) -> None:
     """Refuse ``spec`` where it cannot run, in the same words whoever asks."""
     if spec.sim_only and where != "sim":
-        knows = "the simulator's future load and faults" if spec.kind == "oracle" else "the simulator's capacity model"
+        knows = {
+            "oracle": "the simulator's future load and faults",
+            "oracle-reactive": "the simulator's capacity model",
+            "capacity": "each replica's capacity measured off the simulator's model (a live capacity input is "
+            "not wired yet)",
+        }[spec.kind]
         raise ConfigError(f"controller {spec.name!r} plans with {knows}; it runs in the simulator only: {SIM_ONLY}")
     if where != "control" or spec.kind in ("ppo", "hpa"):
         return
@@ -202,11 +215,17 @@ def build(name: str | ControllerSpec, ctx: Context) -> tuple[Controller, dict[st
     if spec.kind == "ppo":
         # Local: a policy loads with torch and SB3 (the serve/train extras) and pydantic's manifest
         # models; the CLI imports this module for its help texts and must stay fast.
-        from policies.ppo import PPOController
+        from policies.ppo import PPOController, load_policy, trained_with_guard
 
         assert spec.artifact is not None
-        ppo = PPOController(spec.artifact, name=spec.name)
-        facts: dict[str, Any] = {"artifact": str(ppo.artifact.path)}
+        ppo = load_policy(spec.artifact, name=spec.name)
+        loaded = ppo if isinstance(ppo, PPOController) else getattr(ppo, "inner", None)
+        assert isinstance(loaded, PPOController)
+        facts: dict[str, Any] = {"artifact": str(loaded.artifact.path)}
+        if trained_with_guard(loaded):
+            if spec.guard:
+                raise refuse(spec.name, "this policy was trained under the SLO guard and always runs under it")
+            return ppo, {**facts, "guard": "trained with it (policies/guard.py defaults)"}
         if not spec.guard:
             return ppo, facts
         return _guarded(ppo, spec, ctx), {**facts, "guard": "policies/guard.py defaults"}
@@ -255,6 +274,9 @@ def _baseline(spec: ControllerSpec, ctx: Context) -> tuple[Controller, dict[str,
     # The oracles live with the evaluation that runs them; evaluate resolves names through this module.
     from policies.evaluate import OracleController, ReactiveOracle, oracle_runtimes
 
+    if spec.kind == "capacity":
+        assert spec.param is not None
+        return CapacityRule(RuleConfig(headroom=spec.param), name=base), {"capacity": "measured off the model"}
     if spec.kind == "oracle":
         return OracleController(runtimes=oracle_runtimes(config)), {}
     assert spec.kind == "oracle-reactive" and spec.param is not None

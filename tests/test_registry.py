@@ -39,8 +39,10 @@ NAMES = {
     "oracle": False,
     "oracle-reactive": False,
     "oracle-reactive-1.3+guard": False,
+    "capacity": False,
+    "capacity-1.2+guard": False,
 }
-BAD = ["magic", "hpa-2", "hpa-x", "hpa-tuned+guard", "oracle+guard", "oracle-reactive-9", "ppo:", "ppo+guard:",
+BAD = ["magic", "hpa-2", "hpa-x", "hpa-tuned+guard", "oracle+guard", "oracle-reactive-9", "capacity-0.5", "ppo:", "ppo+guard:",
        "hpa+guard+guard", ""]  # fmt: skip
 
 

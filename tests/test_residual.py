@@ -125,7 +125,7 @@ def test_eval_measures_each_service_capacity_for_the_rule() -> None:
     from policies.suites import validation_suite
 
     suite = [s for s in validation_suite(ServiceProfile(), BOUNDS.max_replicas, CFG.episode_s) if s.kind == "steady"]
-    report, runs = evaluate([CapacityRule()], suite[:1], [0], CFG, ServiceProfile())
+    report, _ = evaluate([CapacityRule()], suite[:1], [0], CFG, ServiceProfile())
     scores = report["scenarios"][suite[0].name]["controllers"]["capacity"]
     assert scores["replica_seconds"] > 0
     assert np.isfinite(scores["slo_violation_s"])

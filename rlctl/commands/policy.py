@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("eval")(eval_cmd)
     bench_app.command("train")(bench_train)
+    bench_app.command("seeds")(bench_seeds)
 
 
 def train(
@@ -87,7 +88,7 @@ def _parse_controllers(
     """The policy (and its variants under the guard and the safety layer), then the baselines
     (names, checked against :mod:`policies.registry`; :func:`policies.evaluate.evaluate` builds them)."""
     from policies.guard import SLOGuard
-    from policies.ppo import PPOController
+    from policies.ppo import PPOController, load_policy, trained_with_guard
 
     for spec in registry.parse_all(baselines):
         registry.check_runs(spec, "sim")
@@ -97,7 +98,11 @@ def _parse_controllers(
     out: list[Any] = []
     if policy:
         # Each variant gets its own controller: they keep per-service state.
-        variants: list[Callable[[], Any]] = [lambda: PPOController(policy)]
+        variants: list[Callable[[], Any]] = [lambda: load_policy(policy)]
+        if guard and trained_with_guard(PPOController(policy)):
+            raise ConfigError(
+                f"--guard: the policy {policy!r} was trained under the SLO guard and always runs under it; drop --guard"
+            )
         if guard:
             variants.append(lambda: SLOGuard(PPOController(policy)))
         out.extend(make() for make in variants)
@@ -281,3 +286,35 @@ def bench_train(
                 "best_gap": result.best_gap,
             }
         )
+
+
+def bench_seeds(
+    policies: Annotated[
+        list[Path], typer.Argument(help="Artifact folders, one per training seed (or folders holding them).")
+    ],
+    suite: Annotated[str, typer.Option(help="validation, train, smoke, or a scenario YAML/folder.")] = "validation",
+    trace: Annotated[Path | None, typer.Option(help="Judge on a trace file instead of a suite.")] = None,
+    trace_interval: Annotated[float, typer.Option(min=0.001, max=86_400.0, help="Seconds per trace value.")] = 60.0,
+    scale_peak: Annotated[str, typer.Option(help="Peak req/s of the scaled trace, or 'auto'.")] = "auto",
+    seeds: Annotated[int, typer.Option(min=1, max=1000, help="Evaluation seeds per scenario.")] = 3,
+    json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
+) -> None:
+    """A policy judged over training seeds: IQM and 95 % bootstrap CI of each ratio to hpa-tuned."""
+    from envs.profile import ServiceProfile
+    from envs.sim import EnvConfig
+    from policies.ppo import load_policy
+    from policies.seeds import artifact_paths, judge
+    from policies.suites import get_suite, trace_scenarios
+    from rlctl.output import JsonOut
+
+    config, profile = EnvConfig(), ServiceProfile()
+    if trace is not None:
+        scenarios = trace_scenarios(trace, profile, config, trace_interval, scale_peak, 12.0)
+    else:
+        scenarios = get_suite(suite, profile, config.bounds.max_replicas)
+    paths = artifact_paths(policies)
+    controllers = [load_policy(p, name=f"ppo:{p.name}") for p in paths]
+    with JsonOut(json_out) as out:
+        report = judge(controllers, scenarios, list(range(seeds)), config, profile)
+        report["artifacts"] = [str(p) for p in paths]
+        out.write(report)

@@ -398,12 +398,15 @@ class HttpPolicy:
 # ----------------------------------------------------------------------------- placeholder
 
 
-def placeholder_artifact(out_dir: str | Path, *, seed: int = 0, net_arch: Sequence[int] = (128, 128)) -> Path:
+def placeholder_artifact(
+    out_dir: str | Path, *, seed: int = 0, net_arch: Sequence[int] = (128, 128), config: dict[str, Any] | None = None
+) -> Path:
     """An *untrained* PPO policy with the shipped architecture, saved as a verified artifact.
 
     For benchmarks and drills when no trained policy exists: it has the right input and
     output shapes and inference cost, and decides nothing useful. Built from the
-    contract's spaces alone, so it does not need the simulator.
+    contract's spaces alone, so it does not need the simulator. ``config`` is recorded as the
+    training config (e.g. ``{"residual": True, "guard": True}`` for a residual policy's shape).
     """
     import tempfile
 
@@ -429,6 +432,6 @@ def placeholder_artifact(out_dir: str | Path, *, seed: int = 0, net_arch: Sequen
     with tempfile.TemporaryDirectory() as tmp:
         zip_path = Path(tmp) / "model.zip"
         model.save(zip_path)
-        save_artifact(Path(out_dir), zip_path, name="placeholder-untrained", env_version="none", config={},
+        save_artifact(Path(out_dir), zip_path, name="placeholder-untrained", env_version="none", config=config or {},
                       seed=seed, bounds=KnobBounds(), features=FeatureSpec())  # fmt: skip
     return Path(out_dir)
