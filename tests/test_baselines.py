@@ -171,6 +171,7 @@ def test_oracle_meets_the_slo_when_the_load_steps_down() -> None:
     assert reps[:59].min() > reps[-1]  # it did scale down, after the load fell
 
 
+@pytest.mark.slow  # the hindsight oracle's search over long simulations
 def test_oracle_adds_the_fewest_replicas_that_cover_a_failed_fans_throttling() -> None:
     """Planned at a warm, unthrottled CPU, the oracle's first plan misses while a failed fan
     throttles the clock; the passes over its own rollout add replicas there, no more than needed."""
@@ -203,6 +204,7 @@ def test_oracle_miss_spans_fill_short_gaps_and_start_early() -> None:
     assert np.flatnonzero(spans).tolist() == [8, 9, 10, 11, 12, 13, 28, 29, 30]
 
 
+@pytest.mark.slow  # the hindsight oracle's search over long simulations
 def test_oracle_adds_no_replicas_where_none_would_meet_the_slo() -> None:
     """A 30 ms network delay puts every replica count over an 8 ms SLO: the oracle keeps the
     replicas the load needs instead of paying for the most."""
@@ -220,6 +222,7 @@ def test_oracle_adds_no_replicas_where_none_would_meet_the_slo() -> None:
     assert run.series["replicas"].max() == 1.0
 
 
+@pytest.mark.slow  # the hindsight oracle's search over long simulations
 def test_oracle_picks_the_best_static_runtime_knobs_per_service_in_hindsight() -> None:
     """Go's defaults (GOGC 100, small pools) spend CPU on GC that GOGC 800 does not: on a steady
     load the oracle's pick needs no more replicas and fewer cores than the defaults, misses no more, and says
@@ -248,6 +251,7 @@ def test_oracle_picks_the_best_static_runtime_knobs_per_service_in_hindsight() -
     assert sum(p.scores["core_seconds"] for p in picked) < sum(d.scores["core_seconds"] for d in defaults)
 
 
+@pytest.mark.slow  # the hindsight oracle's search over long simulations
 def test_reactive_oracle_pays_a_replica_start_on_a_burst_that_the_oracle_does_not() -> None:
     """The reactive oracle has the oracle's capacity model but sees a load only after it came:
     on a fourfold step it misses for about one replica start (30 s) where the clairvoyant oracle

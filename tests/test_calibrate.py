@@ -65,6 +65,7 @@ def test_fit_recovers_known_parameters_exactly_without_noise() -> None:
     assert result.quality["n_points"] == len(SETTINGS) * len(FRACTIONS)
 
 
+@pytest.mark.slow  # a multi-start fit
 def test_fit_recovers_capacity_parameters_under_noise() -> None:
     """10 % log-normal noise on every point: service time and contention stay within a few per cent."""
     result = fit_profile(synthetic(noise=0.10, seed=3))
@@ -74,6 +75,7 @@ def test_fit_recovers_capacity_parameters_under_noise() -> None:
     assert result.stderr_rel["s_cpu_ms"] is not None and result.stderr_rel["s_cpu_ms"] < 0.1
 
 
+@pytest.mark.slow  # a multi-start fit
 def test_fit_is_deterministic() -> None:
     data = synthetic(noise=0.1, seed=5)
     a, b = fit_profile(data), fit_profile(data)
@@ -144,6 +146,7 @@ def test_holdout_report_of_the_true_profile_is_perfect() -> None:
                               "knee_met": True}  # fmt: skip
 
 
+@pytest.mark.slow  # a multi-start fit
 def test_profile_yaml_round_trips_through_serviceprofile_load(tmp_path: Path) -> None:
     data = synthetic(noise=0.05)
     result = fit_profile(data)
@@ -173,6 +176,7 @@ def _probe_report(tmp_path: Path, setting: Setting, profile: ServiceProfile = TR
     return path
 
 
+@pytest.mark.slow  # a multi-start fit
 def test_fit_from_probe_reports(tmp_path: Path) -> None:
     data = load_probe_report(_probe_report(tmp_path, Setting(1, 100, 1024)))
     data = data.merge(load_probe_report(_probe_report(tmp_path, Setting(2, 100, 1024))))
@@ -212,6 +216,7 @@ def test_parse_loadgen_lines_and_saturation() -> None:
     assert saturated(dataclasses.replace(step, p99s=[500.0], p50s=[50.0]), base, 25.0)  # the median rose too
 
 
+@pytest.mark.slow  # a multi-start fit
 def test_calibration_report_is_strict_json() -> None:
     data = synthetic(noise=0.05)
     report = calibration_report(fit_profile(data), data, slo_p99_ms=8.0)
@@ -220,6 +225,7 @@ def test_calibration_report_is_strict_json() -> None:
     assert len(report["fit_knees"]) == len(SETTINGS)
 
 
+@pytest.mark.slow  # a multi-start fit
 def test_cli_fits_saved_data_and_writes_profile_and_report(tmp_path: Path) -> None:
     fit = synthetic(noise=0.05)
     hold = synthetic(role="holdout_curve", settings=(Setting(2, 50, 1024),))

@@ -149,6 +149,7 @@ def test_strict_validation_would_catch_a_misspelt_field() -> None:
         kubernetes_validate.validate(svc, kubernetes_validate.latest_version(), strict=True)
 
 
+@pytest.mark.slow  # the KubeRay CRD is a large schema
 @needs_kubectl
 @pytest.mark.parametrize("name", sorted(BUILDS))
 def test_rayservice_validates_against_the_kuberay_crd(name: str) -> None:
@@ -202,6 +203,7 @@ def test_the_controller_reaches_the_policy_through_the_serve_service() -> None:
     assert args[args.index("--policy-url") + 1] == f"http://{rs['metadata']['name']}-serve-svc:{port}"
 
 
+@pytest.mark.slow  # renders every example in a fresh interpreter
 def test_chaos_examples_are_what_rlctl_chaos_render_prints_now() -> None:
     proc = subprocess.run(
         [sys.executable, str(K8S / "generate.py"), "--check"], capture_output=True, text=True, timeout=300

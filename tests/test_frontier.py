@@ -163,9 +163,9 @@ def _run(argv: list[str]) -> int:
     ("baseline_point", "code"),
     [
         ((0.5, 4000.0), 1),  # fewer misses and fewer replica-s: dominated
-        ((1.0, 4000.0), 0),  # the same misses, cheaper: a tie, not dominated
-        ((0.5, 5000.0), 0),  # fewer misses at the same cost: a tie
-        ((0.5, 6000.0), 0),  # a trade-off
+        pytest.param((1.0, 4000.0), 0, marks=pytest.mark.slow),  # the same misses, cheaper: a tie, not dominated
+        pytest.param((0.5, 5000.0), 0, marks=pytest.mark.slow),  # fewer misses at the same cost: a tie
+        pytest.param((0.5, 6000.0), 0, marks=pytest.mark.slow),  # a trade-off
     ],
 )
 def test_eval_frontier_exits_1_when_dominated_and_0_when_not(

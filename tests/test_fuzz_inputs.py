@@ -215,6 +215,7 @@ def test_hostile_scenarios_are_refused_by_every_command(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=hostile_traces())
+@pytest.mark.slow  # hundreds of generated inputs
 def test_hostile_traces_are_refused_by_eval(tmp_path_factory: Any, case: tuple[str, bytes, str]) -> None:
     kind, content, suffix = case
     folder = tmp_path_factory.mktemp("fuzz")
@@ -267,6 +268,7 @@ def hostile_manifests(draw: st.DrawFn) -> tuple[str, Callable[[dict[str, Any]], 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=hostile_manifests())
+@pytest.mark.slow  # hundreds of generated inputs
 def test_hostile_manifests_are_refused_before_anything_loads(
     tmp_path_factory: Any, case: tuple[str, Callable[[dict[str, Any]], None], bool]
 ) -> None:

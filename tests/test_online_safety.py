@@ -89,6 +89,7 @@ def assert_step_ok(before: np.ndarray, after: np.ndarray, cfg: SafetyConfig) -> 
 
 @settings(max_examples=400, deadline=None)
 @given(data=st.data(), bounds=random_bounds())
+@pytest.mark.slow  # hundreds of generated cases
 def test_any_target_from_legal_knobs_stays_in_bounds_and_within_one_step(
     data: st.DataObject, bounds: KnobBounds
 ) -> None:
@@ -114,6 +115,7 @@ def test_any_current_and_target_end_in_bounds_one_step_from_the_clamped_current(
 
 @settings(max_examples=300, deadline=None)
 @given(rows=st.lists(st.lists(wild_float, min_size=N_TELEMETRY, max_size=N_TELEMETRY), max_size=6), now=any_float)
+@pytest.mark.slow  # hundreds of generated cases
 def test_check_telemetry_never_raises_and_names_a_cause(rows: list, now: float) -> None:
     window = np.array(rows, dtype=np.float64).reshape(-1, N_TELEMETRY)
     verdict = SafetyLayer(SafetyConfig(), 1.0).check_telemetry(window, now)

@@ -111,8 +111,8 @@ SHARED = {
 @pytest.mark.parametrize(
     ("scenario", "guard"),
     [
-        ("pod-churn", True),
-        ("network-degradation", True),
+        pytest.param("pod-churn", True, marks=pytest.mark.slow),  # two policies and three baselines, twice
+        pytest.param("network-degradation", True, marks=pytest.mark.slow),
         # Its file states a 250 ms SLO; both commands score against it (eval used to take its default 8 ms).
         # Not ppo+guard: rlctl eval's guard keeps the default SLO, chaos run's takes the scenario's.
         ("local-three-faults", False),

@@ -219,7 +219,8 @@ def _scenarios() -> list[Scenario]:
     return [*drawn, churn]
 
 
-@pytest.mark.parametrize("index", range(7))
+#: The first scenario in the fast run; all seven in the full one (each a whole episode twice).
+@pytest.mark.parametrize("index", [0, *(pytest.param(i, marks=pytest.mark.slow) for i in range(1, 7))])
 def test_single_service_episode_equals_a_batch_of_one(index: int) -> None:
     scenario = _scenarios()[index]
     profile = randomize(ServiceProfile(), np.random.default_rng(index), 0.5)
