@@ -158,6 +158,7 @@ def test_rayservice_validates_against_the_kuberay_crd(name: str) -> None:
     assert errors == []
 
 
+@pytest.mark.slow  # the KubeRay CRD is a large schema
 def test_the_kuberay_check_rejects_an_unknown_field() -> None:
     rs = copy.deepcopy(deploy.rayservice())
     assert list(rayservice_validator().iter_errors(rs)) == []
