@@ -84,7 +84,7 @@ def test_apply_never_leaves_bounds(knobs: list[float], action: list[int]) -> Non
 def test_rung_lookup_tables_give_the_searched_rung(knobs: list[float], action: list[int], bounds: KnobBounds) -> None:
     """The lookup tables behind ``apply_array`` pick the same rung as searching the ladder,
     off-ladder and out-of-range values included (ties go to the lower rung)."""
-    import rlctl.contract as contract
+    import rlctl.contract.knobs as contract
 
     got = apply_array(np.array(knobs), np.array(action), bounds)
     searched = contract._rung_tables
