@@ -52,9 +52,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rlctl.contract import ENV_VERSION, KNOB_FIELDS, SCHEMA_HASH, SCHEMA_VERSION, FeatureSpec, KnobBounds
+from rlctl.contract import (
+    ACTION_NVEC,
+    ENV_VERSION,
+    KNOB_FIELDS,
+    N_FEATURES,
+    SCHEMA_HASH,
+    SCHEMA_VERSION,
+    FeatureSpec,
+    KnobBounds,
+)
 from rlctl.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -153,11 +163,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def _wire_limit(knob: str) -> int:
-    """The largest value ``POST /act`` accepts for ``knob`` (:class:`rlctl.online.policy.KnobsModel`)."""
-    from rlctl.online.policy import KnobsModel
+#: The largest value ``POST /act`` accepts per integer knob: the ``le`` bounds of the wire format
+#: (:class:`rlctl.online.policy.KnobsModel`). Stated here, below the online path that serves it, so
+#: the artifact's bounds check does not import upward; ``tests/test_layers.py`` keeps the two equal.
+KNOB_WIRE_MAX: dict[str, int] = {
+    "replicas": 100_000,
+    "gomaxprocs": 1024,
+    "gogc": 100_000,
+    "gomemlimit_mib": 2**40,
+    "object_pool_size": 1_000_000,
+    "conn_pool_size": 10_000,
+}
 
-    return int(next(m.le for m in KnobsModel.model_fields[knob].metadata if getattr(m, "le", None) is not None))
+
+def _wire_limit(knob: str) -> int:
+    """The largest value ``POST /act`` accepts for ``knob``."""
+    return KNOB_WIRE_MAX[knob]
 
 
 class BoundsModel(_Strict):
@@ -422,10 +443,7 @@ class Artifact:
         Its spaces must be the contract's, so a model of another shape is refused here, not at
         the first decision.
         """
-        import numpy as np
-        from stable_baselines3 import PPO
-
-        from rlctl.contract import ACTION_NVEC, N_FEATURES
+        from stable_baselines3 import PPO  # local: SB3 and torch are the serve/train extras, heavy
 
         try:
             model = PPO.load(self.model_path, device=device)

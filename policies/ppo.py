@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from policies.artifact import Artifact, load_artifact
 from policies.base import Controller, FloatArray
+from policies.guard import GuardConfig, SLOGuard
 from policies.residual import RuleConfig, RuleState, residual_target
 from rlctl.contract import ACTION_NVEC, NOOP_ACTION, KnobBounds, apply_array, featurize
 from rlctl.errors import ConfigError
@@ -130,8 +131,6 @@ def load_policy(policy: str | Path = "default", name: str | None = None, device:
     """The controller an artifact ships as: the policy, under the SLO guard if it was trained
     under it (the guard is then part of what was trained and judged, not an option), named
     ``ppo:NAME`` either way."""
-    from policies.guard import GuardConfig, SLOGuard
-
     ppo = PPOController(policy, name=name, device=device)
     if not trained_with_guard(ppo):
         return ppo

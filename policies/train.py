@@ -28,11 +28,13 @@ from envs.go_service import ENV_VERSION
 from envs.profile import ServiceProfile
 from envs.scenarios import random_scenario
 from envs.sim import EnvConfig, RewardWeights, ServiceBatch, nominal_capacity_qps, slo_capacity_qps
+from envs.vec import GoServiceVecEnv
 from policies.artifact import Artifact, load_artifact, save_artifact
 from policies.base import Controller, FloatArray
 from policies.evaluate import evaluate
 from policies.guard import GuardConfig, SLOGuard
 from policies.ppo import ModelController
+from policies.pretrain import PretrainConfig, behaviour_clone, collect
 from policies.residual import RuleConfig, RuleState, residual_target
 from policies.suites import train_suite, validation_suite
 from rlctl.contract import NOOP_ACTION, FeatureSpec, KnobBounds
@@ -305,10 +307,8 @@ def train(
     name: str = "default",
 ) -> TrainResult:
     """Train PPO; write the best policy (by :func:`gap_score`) to ``out_dir``."""
-    import torch
+    import torch  # local: torch and SB3 are the train extra, heavy
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-
-    from envs.vec import GoServiceVecEnv
 
     torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
@@ -334,8 +334,6 @@ def train(
     if cfg.init_policy:
         start_from(model, cfg.init_policy)
     elif cfg.pretrain_episodes > 0 and not cfg.residual:
-        from policies.pretrain import PretrainConfig, behaviour_clone, collect
-
         demos = collect(vec, cfg.pretrain_episodes, cfg.reward_scale, cfg.gamma)
         pretrain_stats = behaviour_clone(model, demos, PretrainConfig(epochs=cfg.pretrain_epochs), seed=cfg.seed)
         vec.seed(cfg.seed + 1)

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from policies import registry
+from rlctl.commands.groups import bench_app
 from rlctl.errors import ConfigError
 from rlctl.output import JSON_HELP, STDOUT_PATH
 
@@ -32,7 +33,6 @@ class Switch(StrEnum):
 
 
 def register(app: typer.Typer) -> None:
-    from rlctl.commands.core import bench_app
 
     app.command("control")(control)
     app.command("serve")(serve)

@@ -9,9 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from policies import registry
+from rlctl.commands.groups import bench_app
 from rlctl.output import JSON_HELP, STDOUT_PATH
-
-bench_app = typer.Typer(help="Benchmarks; each prints one JSON object.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:

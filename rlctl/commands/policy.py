@@ -9,12 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from policies import registry
+from rlctl.commands.groups import bench_app
 from rlctl.errors import ConfigError
 from rlctl.output import JSON_HELP, STDOUT_PATH
 
 
 def register(app: typer.Typer) -> None:
-    from rlctl.commands.core import bench_app
 
     app.command("train")(train)
     app.command("eval")(eval_cmd)

@@ -28,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from policies.artifact import save_artifact
+from policies.ppo import PPOController, action_probabilities, decode
 from policies.residual import residual_target, rule_span, window_replicas
 from rlctl.contract import (
     ACTION_NVEC,
@@ -229,9 +231,7 @@ class PolicyModel:
     """
 
     def __init__(self, policy: str | Path = "default", *, device: str = "cpu", torch_threads: int = 1) -> None:
-        import torch
-
-        from policies.ppo import PPOController
+        import torch  # local: torch is the serve extra, heavy
 
         torch.set_num_threads(torch_threads)
         self.policy_ref = str(policy)
@@ -271,8 +271,6 @@ class PolicyModel:
         feedback, each service's accumulator passed in ``carries`` and returned in its
         :class:`Decision` (SB3's per-dimension mode would keep every knob for ever).
         """
-        from policies.ppo import action_probabilities, decode
-
         obs = self.featurize(windows)
         acc = np.zeros((len(obs), CARRY_LEN))
         for i, c in enumerate(carries or []):
@@ -410,12 +408,10 @@ def placeholder_artifact(
     """
     import tempfile
 
-    import gymnasium as gym
+    import gymnasium as gym  # local: an untrained placeholder needs SB3 and gymnasium (heavy), serving does not
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from policies.artifact import save_artifact
 
     class _Spaces(gym.Env[Any, Any]):
         observation_space = gym.spaces.Box(FEATURE_LOW, FEATURE_HIGH, shape=(N_FEATURES,), dtype=np.float32)
