@@ -19,7 +19,7 @@ characters (57 for a Schedule and 51 for a Workflow, which append a suffix to wh
 
 What Chaos Mesh cannot express is kept as annotations: a Schedule starts at creation and
 repeats until deleted, so its start offset and count are ``rlctl.io/start-offset`` and
-``rlctl.io/repeat-count``; the k8s backend (:mod:`chaos.k8s`) does not use Schedules or
+``rlctl.io/repeat-count``; the k8s backend (:mod:`chaos.backends.k8s.inject`) does not use Schedules or
 Workflows at all, it creates one plain object per :class:`~chaos.spec.FaultWindow` on time.
 """
 

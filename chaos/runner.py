@@ -41,7 +41,7 @@ from envs.profile import ServiceProfile
 from envs.sim import EnvConfig
 from policies import registry
 from policies.base import Controller
-from policies.evaluate import tuned_hpa
+from policies.oracle import tuned_hpa
 from rlctl.contract import KnobBounds, Knobs
 from rlctl.errors import ConfigError
 from rlctl.scoring import STEADY_MARGIN_S, score_run
@@ -140,7 +140,7 @@ def run_experiment(
     """Run ``scenario`` on ``backend`` once per controller; returns the records and controller facts.
 
     ``wrap`` turns each resolved controller into the one that runs (e.g. the online path of
-    :mod:`chaos.online`); a wrapper's ``summary()`` lands in the record's ``extra.online``.
+    :mod:`chaos.backends.online`); a wrapper's ``summary()`` lands in the record's ``extra.online``.
     """
     backend.check(scenario)
     resolved = [(spec, *resolve_controller(spec, context)) for spec in check_controller_names(controllers)]

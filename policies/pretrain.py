@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from envs.sim import ServiceBatch
-from policies.evaluate import OracleController, prepare_oracle
+from policies.oracle import OracleController, prepare_oracle
 from rlctl.contract import KNOB_COL, NOOP_ACTION, apply_array
 
 log = logging.getLogger(__name__)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from policies.base import Controller
 from policies.baselines import HPAConfig, HPAController, StaticController, ThresholdController
 from policies.guard import GuardConfig, SLOGuard
+from policies.ppo import PPOController, load_policy, trained_with_guard
 from policies.residual import CapacityRule, RuleConfig
 from rlctl.contract import KnobBounds
 from rlctl.errors import ConfigError
@@ -213,10 +214,6 @@ def build(name: str | ControllerSpec, ctx: Context) -> tuple[Controller, dict[st
     spec = parse(name) if isinstance(name, str) else name
     check_runs(spec, ctx.where)
     if spec.kind == "ppo":
-        # Local: a policy loads with torch and SB3 (the serve/train extras) and pydantic's manifest
-        # models; the CLI imports this module for its help texts and must stay fast.
-        from policies.ppo import PPOController, load_policy, trained_with_guard
-
         assert spec.artifact is not None
         ppo = load_policy(spec.artifact, name=spec.name)
         loaded = ppo if isinstance(ppo, PPOController) else getattr(ppo, "inner", None)
@@ -271,8 +268,9 @@ def _baseline(spec: ControllerSpec, ctx: Context) -> tuple[Controller, dict[str,
             return StaticController(config.initial_knobs, name="static"), {"knobs": config.initial_knobs.to_dict()}
         quota = round(profile.cpu_quota_cores)
         return StaticController(dataclasses.replace(config.initial_knobs, gomaxprocs=quota)), {}
-    # The oracles live with the evaluation that runs them; evaluate resolves names through this module.
-    from policies.evaluate import OracleController, ReactiveOracle, oracle_runtimes
+    # Local: the oracles run the simulator, whose package imports gymnasium (heavy); the CLI imports
+    # this module for its help texts, and the production path builds controllers without a simulator.
+    from policies.oracle import OracleController, ReactiveOracle, oracle_runtimes
 
     if spec.kind == "capacity":
         assert spec.param is not None
@@ -300,6 +298,15 @@ class ControlPlan:
     guard: GuardConfig | None = None
 
 
+def _trained_with_guard(spec: ControllerSpec) -> bool:
+    """A policy trained under the SLO guard runs under it in control too (it is part of what was trained)."""
+    if spec.kind != "ppo" or spec.artifact is None:
+        return False
+    from policies.artifact import load_artifact  # reads and verifies the manifest; no torch
+
+    return bool((load_artifact(spec.artifact).manifest.get("config") or {}).get("guard"))
+
+
 def control_plan(
     value: str | None, *, interval_s: float, bounds: KnobBounds, slo_p99_ms: float, guard: bool = False
 ) -> ControlPlan:
@@ -312,7 +319,7 @@ def control_plan(
     spec = parse(value, bare_is_policy=True) if value is not None else None
     if spec is not None:
         check_runs(spec, "control")
-    guarded = guard or (spec is not None and spec.guard)
+    guarded = guard or (spec is not None and spec.guard) or (spec is not None and _trained_with_guard(spec))
     cfg = GuardConfig(slo_p99_ms=slo_p99_ms) if guarded else None
     if spec is not None and spec.kind == "ppo":
         return ControlPlan(spec, policy=spec.artifact, guard=cfg)

@@ -7,7 +7,7 @@ from typing import Any
 
 from chaos.spec import Scenario, file_stem
 from envs.sim import EnvConfig
-from policies.evaluate import RunResult
+from policies.rollout import RunResult
 from rlctl.report import plot_timelines, write_atomic
 
 COLUMNS = (

@@ -159,7 +159,8 @@ def test_oracle_meets_the_slo_when_the_load_steps_down() -> None:
     from chaos.spec import LoadSpec, Scenario
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import OracleController, prepare_oracle, rollout
+    from policies.oracle import OracleController, prepare_oracle
+    from policies.rollout import rollout
 
     profile = ServiceProfile()
     load = LoadSpec(kind="step", base_qps=9000, step_qps=1000, at_s=300, noise=False)
@@ -177,7 +178,8 @@ def test_oracle_adds_the_fewest_replicas_that_cover_a_failed_fans_throttling() -
     throttles the clock; the passes over its own rollout add replicas there, no more than needed."""
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import OracleController, oracle_rollout, prepare_oracle, rollout
+    from policies.oracle import OracleController, oracle_rollout, prepare_oracle
+    from policies.rollout import rollout
     from policies.suites import validation_suite
 
     profile = ServiceProfile()
@@ -196,7 +198,7 @@ def test_oracle_adds_the_fewest_replicas_that_cover_a_failed_fans_throttling() -
 
 
 def test_oracle_miss_spans_fill_short_gaps_and_start_early() -> None:
-    from policies.evaluate import _miss_spans
+    from policies.oracle import _miss_spans
 
     missed = np.zeros(40, dtype=bool)
     missed[[10, 13, 30]] = True
@@ -211,7 +213,7 @@ def test_oracle_adds_no_replicas_where_none_would_meet_the_slo() -> None:
     from chaos.spec import FaultKind, FaultSpec, LoadSpec, Scenario
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import OracleController, oracle_rollout
+    from policies.oracle import OracleController, oracle_rollout
 
     delay = FaultSpec(kind=FaultKind.NETWORK_DELAY, start_s=300, duration_s=120, params={"latency_ms": 30.0})
     scenario = Scenario(name="delay", duration_s=900, load=LoadSpec(kind="constant", qps=400, noise=False),
@@ -230,7 +232,7 @@ def test_oracle_picks_the_best_static_runtime_knobs_per_service_in_hindsight() -
     from chaos.spec import LoadSpec, Scenario
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import OracleController, oracle_rollout, oracle_runtimes
+    from policies.oracle import OracleController, oracle_rollout, oracle_runtimes
     from policies.registry import make_baseline
 
     profile = ServiceProfile()
@@ -259,8 +261,9 @@ def test_reactive_oracle_pays_a_replica_start_on_a_burst_that_the_oracle_does_no
     from chaos.spec import LoadSpec, Scenario
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import ReactiveOracle, oracle_rollout, prepare_oracle, rollout
+    from policies.oracle import ReactiveOracle, oracle_rollout, prepare_oracle
     from policies.registry import make_baseline
+    from policies.rollout import rollout
 
     profile = ServiceProfile()
     config = EnvConfig(episode_s=600, initial_knobs=Knobs(replicas=4))
@@ -297,7 +300,8 @@ def test_reactive_oracle_scales_down_only_after_its_stabilisation_window() -> No
     from chaos.spec import LoadSpec, Scenario
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig
-    from policies.evaluate import ReactiveOracle, oracle_runtimes, prepare_oracle, rollout
+    from policies.oracle import ReactiveOracle, oracle_runtimes, prepare_oracle
+    from policies.rollout import rollout
 
     profile = ServiceProfile()
     config = EnvConfig(episode_s=900, initial_knobs=Knobs(replicas=8))

@@ -408,7 +408,7 @@ def test_no_writable_hierarchy_for_an_unprivileged_user_on_the_real_v1_controlle
 
 def test_replica_manager_setup_raises_the_one_error(tmp_path: Path) -> None:
     """The chaos backend's replica manager passes its root through and names its own way out."""
-    from chaos.local.replicas import ReplicaManager
+    from chaos.backends.local.replicas import ReplicaManager
     from rlctl.contract import Knobs
 
     mgr = ReplicaManager("gosvc", None, None, Knobs(), quota_cores=0.5, cgroup_root=tmp_path)  # type: ignore[arg-type]

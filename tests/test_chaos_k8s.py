@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fakek8s import FakeKubeAPI
 
-from chaos.k8s import ChaosMeshBackend
+from chaos.backends.k8s.inject import ChaosMeshBackend
 from chaos.spec import Scenario, scenario_from_dict
 from rlctl.errors import ActuatorError, ChaosError
 from rlctl.k8s_scale import MERGE_PATCH, DeploymentScaler
@@ -257,7 +257,7 @@ def test_simulator_only_faults_are_refused(fake: FakeKubeAPI, client: Any) -> No
 
 
 def test_dry_run_makes_no_request(fake: FakeKubeAPI, client: Any, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="chaos.k8s")
+    caplog.set_level("INFO", logger="chaos.backends.k8s.inject")
     started = time.monotonic()
     records = backend(client, dry_run=True).run(scenario(delay(), delay(start_s=5, duration_s=3)), run_id="r1")
     assert time.monotonic() - started < 1.0  # nothing waits

@@ -17,7 +17,7 @@ import pytest
 from chaos_local_support import report_shape, require_binaries, require_cgroups, tiny_ppo_artifact, write_scenario
 from conftest import run_rlctl
 
-from chaos.local import LocalBackend, LocalConfig
+from chaos.backends.local import LocalBackend, LocalConfig
 from chaos.spec import load_scenario
 from policies.base import Controller
 from rlctl.contract import COL, KNOB_COL, KnobBounds

@@ -30,7 +30,7 @@ from chaos_local_support import (
     write_scenario,
 )
 
-from chaos.local import cleanup
+from chaos.backends.local import cleanup
 from rlctl import cgroups
 
 pytestmark = pytest.mark.real  # gosvc, stress-ng, cgroups, signals to an rlctl process

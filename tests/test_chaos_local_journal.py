@@ -13,9 +13,9 @@ import pytest
 from chaos_local_support import require_cgroups
 from conftest import invoke_rlctl
 
-from chaos.local import cleanup
-from chaos.local.faults import check_local, select_replicas
-from chaos.local.replicas import Replica
+from chaos.backends.local import cleanup
+from chaos.backends.local.faults import check_local, select_replicas
+from chaos.backends.local.replicas import Replica
 from chaos.spec import Selector, scenario_from_dict
 from rlctl import cgroups
 from rlctl.errors import ChaosError, ConfigError

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from chaos_local_support import GOSVC, require_binaries, require_cgroups
 
-from chaos.local import cleanup
-from chaos.local.proxy import FaultProxy
-from chaos.local.replicas import ReplicaManager
+from chaos.backends.local import cleanup
+from chaos.backends.local.proxy import FaultProxy
+from chaos.backends.local.replicas import ReplicaManager
 from rlctl import cgroups
 from rlctl.contract import Knobs
 from rlctl.errors import ChaosError

@@ -16,7 +16,7 @@ import pytest
 from conftest import invoke_rlctl
 from online_support import redis_server
 
-from chaos.online import (
+from chaos.backends.online import (
     LOCAL_KNOBS,
     BackendActuators,
     OnlineController,
@@ -25,7 +25,7 @@ from chaos.online import (
     audit_trail,
     served_policies,
 )
-from chaos.real import render_summary, summarize
+from chaos.local_suite import render_summary, summarize
 from chaos.record import SERIES_KEYS, RunRecord
 from chaos.runner import score
 from chaos.spec import scenario_from_dict
@@ -197,7 +197,7 @@ def test_online_flag_is_refused_on_the_simulator(tmp_path: Path) -> None:
 
 
 def test_simulator_predicts_the_real_suite_with_the_test_bed_profile() -> None:
-    from chaos.real import simulate
+    from chaos.local_suite import simulate
 
     pred = simulate(["quick-flash"], ["static", "hpa-tuned"])["real-quick-flash"]
     # Two 0.25-core replicas cannot carry a 600 QPS flash crowd; the HPA adds replicas and violates less.

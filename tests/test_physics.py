@@ -148,7 +148,7 @@ def test_sub_core_quota_throttles_only_when_a_period_holds_more_work_than_the_qu
 
 
 def test_sub_core_quota_does_not_stretch_a_request_at_low_load() -> None:
-    from chaos.real import PROFILE
+    from chaos.local_suite import PROFILE
 
     prof = ServiceProfile.load(PROFILE)
     one = Knobs(replicas=1, gomaxprocs=1)

@@ -13,8 +13,8 @@ from chaos.spec import load_scenario
 from envs.profile import ServiceProfile
 from envs.sim import EnvConfig
 from policies import registry
-from policies.evaluate import OracleController, ReactiveOracle
 from policies.guard import SLOGuard
+from policies.oracle import OracleController, ReactiveOracle
 from rlctl.cli import main
 from rlctl.commands.policy import _parse_controllers
 from rlctl.contract import KnobBounds

@@ -11,9 +11,10 @@ from envs.sim import EnvConfig, nominal_capacity_qps
 from envs.vec import GoServiceVecEnv
 from policies.base import Controller, FloatArray
 from policies.baselines import HPAController
-from policies.evaluate import make_baseline, rollout
 from policies.guard import GuardConfig, SLOGuard
 from policies.ppo import PPOController
+from policies.registry import make_baseline
+from policies.rollout import rollout
 from policies.suites import validation_suite
 from rlctl.contract import COL, KNOB_COL, N_TELEMETRY, NOOP_ACTION, KnobBounds, Knobs
 from rlctl.errors import ConfigError

@@ -119,7 +119,7 @@ def _cleanup(
     timeout_s: float,
 ) -> None:
     if backend == "local":
-        from chaos.local import cleanup as local_cleanup
+        from chaos.backends.local import cleanup as local_cleanup
 
         reverted = local_cleanup(run_id, all_runs)
         if out.dest is not None:
@@ -135,7 +135,7 @@ def _cleanup(
         raise ConfigError("pass exactly one of --run-id ID (one run's objects) or --all (every run's)")
     if not namespace:
         raise ConfigError("pass --namespace NS (repeatable): cleanup touches only the namespaces you name")
-    from chaos.k8s import ChaosMeshBackend
+    from chaos.backends.k8s.inject import ChaosMeshBackend
 
     chaos = ChaosMeshBackend(
         namespace, kubeconfig=kubeconfig, context=context, dry_run=dry_run, delete_timeout_s=timeout_s

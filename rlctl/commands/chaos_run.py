@@ -121,7 +121,7 @@ def run(
 
     chosen: Any
     if backend == "sim":
-        from chaos.sim import SimBackend, SimConfig
+        from chaos.backends.sim import SimBackend, SimConfig
 
         chosen = SimBackend(SimConfig(seed=seed))
         ctx = ControllerContext("sim", spec, seed=seed)
@@ -130,7 +130,7 @@ def run(
         knobs = Knobs(replicas=initial_replicas, gomaxprocs=1)
         ctx = ControllerContext(backend, spec, bounds=bounds, initial_knobs=knobs, seed=seed)
         if backend == "local":
-            from chaos.local import LocalBackend, LocalConfig
+            from chaos.backends.local import LocalBackend, LocalConfig
 
             chosen = LocalBackend(
                 LocalConfig(
@@ -149,7 +149,7 @@ def run(
                 )
             )
         else:
-            from chaos.k8s_run import K8sConfig, K8sRunBackend
+            from chaos.backends.k8s.backend import K8sConfig, K8sRunBackend
 
             chosen = K8sRunBackend(
                 K8sConfig(
@@ -236,7 +236,7 @@ def _execute(
             bar = stack.enter_context(progress_bar("chaos run", total=len(controllers) * duration, console=console))
             wrap = None
             if online:
-                from chaos.online import OnlinePath, served_policies
+                from chaos.backends.online import OnlinePath, served_policies
 
                 policies = served_policies(controllers)
                 console.print("starting redis-server" + (" and Ray Serve" if policies else "") + " for the online path")

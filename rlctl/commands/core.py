@@ -60,7 +60,7 @@ def _static_day(out: Path) -> None:
     from envs.profile import ServiceProfile
     from envs.sim import EnvConfig, nominal_capacity_qps
     from policies.baselines import StaticController
-    from policies.evaluate import rollout
+    from policies.rollout import rollout
     from rlctl.contract import Knobs
     from rlctl.report import plot_timelines, write_atomic
 

@@ -1,4 +1,4 @@
-"""``rlctl validate-real``: the policy against a tuned HPA on real Go processes (see :mod:`chaos.real`).
+"""``rlctl validate-real``: the policy against a tuned HPA on real Go processes (see :mod:`chaos.local_suite`).
 
     rlctl validate-real --quick                      # one 3-minute run of the policy, online path
     rlctl validate-real --out deploy/results/real    # the suite: 4 scenarios x 2 repeats x controllers
@@ -65,7 +65,7 @@ def validate_real(
     """Run the real test-bed suite (or --quick) and write per-run reports and a summary."""
     from rich.console import Console
 
-    from chaos.real import QUICK, SUITE, RealConfig, rebuild_summary, render_summary, run_suite
+    from chaos.local_suite import QUICK, SUITE, RealConfig, rebuild_summary, render_summary, run_suite
     from rlctl.output import JsonOut
 
     if rebuild:

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaos.local.proxy import FaultProxy
+from chaos.backends.local.proxy import FaultProxy
 from rlctl import cgroups
 from rlctl.contract import Knobs
 from rlctl.errors import ActuatorError, ChaosError

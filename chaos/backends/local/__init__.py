@@ -1,9 +1,9 @@
 """The local chaos backend: real faults on this host against the Go test-bed.
 
-- :mod:`chaos.local.backend`: :class:`LocalBackend` runs a scenario under a controller.
-- :mod:`chaos.local.proxy`: ``gosvc proxy``, the balancer that injects network faults.
-- :mod:`chaos.local.replicas`: ``gosvc serve`` replicas in CPU cgroups (v1 or v2, :mod:`rlctl.cgroups`).
-- :mod:`chaos.local.faults`: what each fault kind does here (stress-ng, signals, proxy).
+- :mod:`chaos.backends.local.backend`: :class:`LocalBackend` runs a scenario under a controller.
+- :mod:`chaos.backends.local.proxy`: ``gosvc proxy``, the balancer that injects network faults.
+- :mod:`chaos.backends.local.replicas`: ``gosvc serve`` replicas in CPU cgroups (v1 or v2, :mod:`rlctl.cgroups`).
+- :mod:`chaos.backends.local.faults`: what each fault kind does here (stress-ng, signals, proxy).
 - the journal, process start and stop, and :func:`cleanup`, which reverts a crashed run
   (``rlctl chaos cleanup --backend local``), are the test-bed harness's: :mod:`rlctl.harness`.
 """
@@ -18,7 +18,7 @@ __all__ = ["LocalBackend", "LocalConfig", "cleanup"]
 def __getattr__(name: str) -> Any:
     # The backend imports the live loop, which imports the journal: load it on first use.
     if name in ("LocalBackend", "LocalConfig"):
-        from chaos.local import backend
+        from chaos.backends.local import backend
 
         return getattr(backend, name)
-    raise AttributeError(f"module 'chaos.local' has no attribute {name!r}")
+    raise AttributeError(f"module 'chaos.backends.local' has no attribute {name!r}")

@@ -8,12 +8,12 @@ One run sets up, on loopback only::
                                         │
                    controller.decide ──> replica manager (scale) + /admin/knobs (runtime knobs)
 
-The loop itself is :class:`chaos.live.LiveRun`; here are the plant (proxy and replicas) and
-the fault windows, injected and reverted on schedule by :class:`~chaos.local.faults.LocalFaults`.
+The loop itself is :class:`chaos.backends.live.LiveRun`; here are the plant (proxy and replicas) and
+the fault windows, injected and reverted on schedule by :class:`~chaos.backends.local.faults.LocalFaults`.
 
 Reverting is not optional: SIGINT and SIGTERM raise ``KeyboardInterrupt`` in the loop, and the
 teardown stops the load, reverts every fault, stops every process, removes the cgroups and
-finally replays the on-disk journal (what :func:`chaos.local.cleanup` does after a crash) to
+finally replays the on-disk journal (what :func:`chaos.backends.local.cleanup` does after a crash) to
 catch anything an interrupted injection left half-done, with signals held off while it runs.
 A run killed with SIGKILL leaves its journal for ``rlctl chaos cleanup --backend local``.
 """
@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chaos.live import LiveConfig, LiveRun, execute, signals_deferred, signals_raise
-from chaos.local.faults import Injection, LocalFaults, check_local
-from chaos.local.proxy import FaultProxy
-from chaos.local.replicas import ReplicaManager, detect_cgroups
+from chaos.backends.live import LiveConfig, LiveRun, execute, signals_deferred, signals_raise
+from chaos.backends.local.faults import Injection, LocalFaults, check_local
+from chaos.backends.local.proxy import FaultProxy
+from chaos.backends.local.replicas import ReplicaManager, detect_cgroups
 from chaos.record import RunRecord, fault_label
 from chaos.spec import FaultWindow, Scenario
 from policies.base import Controller
@@ -48,7 +48,7 @@ _HOST_KNOBS = ("prefetch", "turbo")
 
 @dataclass(frozen=True)
 class LocalConfig(LiveConfig):
-    """How the local backend runs a scenario (the loop's settings are :class:`~chaos.live.LiveConfig`'s)."""
+    """How the local backend runs a scenario (the loop's settings are :class:`~chaos.backends.live.LiveConfig`'s)."""
 
     stress_ng: str | None = None
     """stress-ng binary (default: PATH, else /usr/bin/stress-ng)."""

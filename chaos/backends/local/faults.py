@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from chaos.local.proxy import FaultProxy
-from chaos.local.replicas import Replica, ReplicaManager
+from chaos.backends.local.proxy import FaultProxy
+from chaos.backends.local.replicas import Replica, ReplicaManager
 from chaos.spec import FaultKind, FaultWindow, Scenario, Selector
 from rlctl.errors import ChaosError
 from rlctl.harness.journal import Journal

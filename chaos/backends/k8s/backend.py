@@ -1,8 +1,8 @@
 """The k8s backend of ``rlctl chaos run``: Chaos Mesh injects, the live loop controls.
 
-Fault injection is delegated to :class:`chaos.k8s.ChaosMeshBackend`, which creates each fault
+Fault injection is delegated to :class:`chaos.backends.k8s.inject.ChaosMeshBackend`, which creates each fault
 window's chaos object on time, waits for ``AllInjected``, holds it and deletes it; it runs in
-a thread next to the live loop of :mod:`chaos.live`. The loop sends the scenario's load to the
+a thread next to the live loop of :mod:`chaos.backends.live`. The loop sends the scenario's load to the
 service (``--url``, reachable from here: an ingress, a NodePort or ``kubectl port-forward``),
 scrapes ``--metrics-url`` (repeatable: one per pod, or the service's) and scales the
 Deployment (``--deployment [NAMESPACE/]NAME``) through its ``scale`` subresource. Runtime
@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chaos.live import LiveConfig, LiveRun, execute
+from chaos.backends.k8s.inject import ChaosMeshBackend
+from chaos.backends.live import LiveConfig, LiveRun, execute
 from chaos.record import RunRecord, fault_label
 from chaos.spec import Scenario
 from policies.base import Controller
@@ -30,13 +31,15 @@ from rlctl.contract import Knobs, TelemetrySample
 from rlctl.errors import ActuatorError, ChaosError, ConfigError
 from rlctl.harness.journal import Journal, revert_journal
 from rlctl.harness.process import find_gosvc
+from rlctl.k8s_scale import DeploymentScaler, kube_api_client
+from rlctl.telemetry.scrape import Scraper
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class K8sConfig(LiveConfig):
-    """How the k8s backend runs a scenario (the loop's settings are :class:`~chaos.live.LiveConfig`'s)."""
+    """How the k8s backend runs a scenario (the loop's settings are :class:`~chaos.backends.live.LiveConfig`'s)."""
 
     namespaces: tuple[str, ...] = ()
     """The allow-list: the only namespaces chaos objects are created in or select pods from."""
@@ -68,10 +71,6 @@ class K8sRunBackend:
         self.config = config
 
     def mesh(self) -> Any:
-        try:
-            from chaos.k8s import ChaosMeshBackend
-        except ModuleNotFoundError as exc:
-            raise ChaosError(f"the k8s backend needs chaos.k8s, which cannot be imported ({exc})") from None
         cfg = self.config
         return ChaosMeshBackend(
             cfg.namespaces,
@@ -141,12 +140,8 @@ class _K8sRun(LiveRun):
         self._error: BaseException | None = None
 
     def start_plant(self) -> str:
-        from rlctl.telemetry.scrape import Scraper
-
         dep = self.owner.deployment()
         if dep is not None and not self.cfg.dry_run:
-            from rlctl.k8s_scale import DeploymentScaler, kube_api_client
-
             api = self.cfg.api_client or kube_api_client(self.cfg.kubeconfig, self.cfg.context)
             self.scaler = DeploymentScaler(api, dep[0], dep[1])
             self.scaler.set(self.knobs.replicas)  # every controller starts from the same replicas

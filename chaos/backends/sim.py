@@ -21,7 +21,7 @@ from chaos.spec import Scenario
 from envs.profile import ServiceProfile
 from envs.sim import EnvConfig
 from policies.base import Controller, FloatArray
-from policies.evaluate import (
+from policies.oracle import (
     OracleController,
     ReactiveOracle,
     capacity_user,
@@ -29,8 +29,8 @@ from policies.evaluate import (
     oracle_extra,
     planned_extra,
     prepare_oracle,
-    rollout,
 )
+from policies.rollout import rollout
 from rlctl.contract import COL, KnobBounds, Knobs, TelemetrySample
 from rlctl.errors import ConfigError
 

@@ -135,8 +135,8 @@ def run_suite(
     """Run the suite, writing each run's report under ``out`` and the summary after each scenario."""
     import contextlib
 
-    from chaos.local import LocalBackend, LocalConfig
-    from chaos.online import OnlinePath, audit_trail, served_policies
+    from chaos.backends.local import LocalBackend, LocalConfig
+    from chaos.backends.online import OnlinePath, audit_trail, served_policies
     from chaos.runner import ControllerContext, build_report, check_controller_names, run_experiment, write_report
     from chaos.spec import load_scenario
     from rlctl.contract import KnobBounds, Knobs
@@ -413,8 +413,8 @@ def simulate(
     The simulator runs the test-bed's profile (``envs/profiles/testbed-real.yaml``) with the
     suite's bounds and starting knobs; the controllers decide in-process (the sim backend).
     """
+    from chaos.backends.sim import SimBackend, SimConfig
     from chaos.runner import ControllerContext, resolve_controller, score
-    from chaos.sim import SimBackend, SimConfig
     from chaos.spec import load_scenario
     from envs.profile import ServiceProfile
     from rlctl.contract import KnobBounds, Knobs

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from chaos import mesh
+from chaos.schema import validate_manifest
 from chaos.spec import FaultWindow, Scenario
 from rlctl.errors import ChaosError
-from rlctl.k8s_scale import api_message
+from rlctl.k8s_scale import api_message, kube_api_client
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,7 @@ class ChaosMeshBackend:
     def custom_api(self) -> Any:
         """The ``CustomObjectsApi``, created on first use (so a dry run needs no kubeconfig)."""
         if self._custom is None:
-            from kubernetes import client
-
-            from rlctl.k8s_scale import kube_api_client
+            from kubernetes import client  # local: the kubernetes client is the serve extra, heavy
 
             if self._api_client is None:
                 self._api_client = kube_api_client(self._kubeconfig, self._context)
@@ -235,8 +234,6 @@ class ChaosMeshBackend:
         for _, manifest in planned:
             self.check_manifest(manifest)
             if self.validate:
-                from chaos.schema import validate_manifest
-
                 validate_manifest(manifest)
         return planned
 
