@@ -29,8 +29,8 @@ from envs.calibrate import (
     simulate_points,
 )
 from envs.profile import ServiceProfile
-from envs.testbed import Baseline, parse_loadgen, saturated
 from rlctl.errors import ConfigError
+from rlctl.harness.testbed import Baseline, parse_loadgen, saturated
 
 TRUE = ServiceProfile(s_cpu_ms=0.8, s_mem_ms=0.24, cs2=0.6, rtt_ms=0.9, rtt_std_ms=0.8, usl_sigma=0.1,
                       gc_assist_ms=2.0, cpu_quota_cores=2.0, cores_free=2.0)  # fmt: skip
@@ -265,7 +265,7 @@ def test_real_calibration_smoke_against_gosvc() -> None:
 
     if not REPO_GOSVC.is_file():
         pytest.fail(f"{REPO_GOSVC} is missing: build it with `bash deploy/gosvc/build.sh --build-only`")
-    from envs.testbed import TESTBED_SERVE_FLAGS, TestBed, measure, measure_config_for
+    from rlctl.harness.testbed import TESTBED_SERVE_FLAGS, TestBed, measure, measure_config_for
 
     with TestBed(TESTBED_SERVE_FLAGS) as bed:
         cfg = measure_config_for(bed, step_s=1.0, interval_s=0.25, repeats=1, fractions=(0.3, 0.55, 0.75, 0.9, 1.05),
@@ -288,7 +288,7 @@ def test_testbed_runs_in_a_quota_cgroup_and_removes_it() -> None:
 
     if not REPO_GOSVC.is_file():
         pytest.fail(f"{REPO_GOSVC} is missing: build it with `bash deploy/gosvc/build.sh --build-only`")
-    from envs.testbed import TestBed, _service_quota
+    from rlctl.harness.testbed import TestBed, _service_quota
 
     with TestBed(["--cpu-us", "100"], cgroup_quota_cores=0.5) as bed:
         assert bed.cgroup is not None and bed.cgroup.is_dir()

@@ -239,7 +239,7 @@ def _measure(
     import shlex
     import signal
 
-    from envs.testbed import MeasureConfig, TestBed, measure, measure_config_for, read_token
+    from rlctl.harness.testbed import MeasureConfig, TestBed, measure, measure_config_for, read_token
     from rlctl.boundary.probe import resolve_loadgen, resolve_urls
     from rlctl.errors import ConfigError
 

@@ -28,6 +28,10 @@ client, :mod:`rlctl.harness.admin`). :class:`TestBed` starts a private ``gosvc s
 stops it and removes the group. It, the group and every load-generator step go through the
 test-bed harness (:mod:`rlctl.harness`): journaled before they start, so ``rlctl chaos
 cleanup --backend local`` reverts a calibration killed mid-run.
+
+Live measurement, so it lives with the harness, not in the simulator's package (it was
+``envs/testbed.py``); it writes its steps as :mod:`envs.calibrate`'s records, the one crossing
+the layer contract allows between live measurement and the simulator (``.importlinter``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from rlctl.harness import cgroup as harness_cgroup
 from rlctl.harness.cgroup import Cgroup
 from rlctl.harness.process import Managed, find_gosvc, spawn
 from rlctl.harness.process import run as harness_run
+from rlctl.telemetry.scrape import Scraper, counter_delta
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +162,6 @@ def set_knobs(admin_url: str, token: str, body: dict[str, int], *, timeout_s: fl
 
 
 def _snapshot(metrics_url: str) -> Any:
-    from rlctl.telemetry.scrape import Scraper
-
     try:
         return Scraper(metrics_url).snapshot()
     except TelemetryError as exc:
@@ -168,8 +171,6 @@ def _snapshot(metrics_url: str) -> Any:
 
 def server_stats(before: Any, after: Any) -> ServerStats:
     """Counter increases between two :class:`~rlctl.telemetry.scrape.MetricsSnapshot` (NaN if absent)."""
-    from rlctl.telemetry.scrape import counter_delta
-
     if before is None or after is None:
         return ServerStats()
 
