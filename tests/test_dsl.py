@@ -1,4 +1,4 @@
-"""The boundary DSL: validation errors with line numbers, compiled env/safety/Kubernetes outputs, the CLI."""
+"""Limits files (the DSL): validation errors with line numbers, compiled env/safety/Kubernetes outputs, the CLI."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from rlctl.dsl import (
 )
 from rlctl.errors import ConfigError
 
-EXAMPLE = REPO / "rlctl" / "examples" / "gosvc.boundary.yaml"
+EXAMPLE = REPO / "rlctl" / "examples" / "gosvc.limits.yaml"
 
 MINIMAL = """\
 service: shop
@@ -139,7 +139,7 @@ def test_errors_name_file_line_field_and_fix() -> None:
         "  turbo: maybe\n"
     )
     lines = msg.splitlines()
-    assert lines[0] == "invalid boundary file:"
+    assert lines[0] == "invalid limits file:"
     assert lines[1:] == [
         "  svc.yaml:4: slo.1: unknown metric 'eror_rate' in 'eror_rate <= 0.001'; did you mean 'error_rate'?",
         "  svc.yaml:6: bounds.replicas: [8.0, 1.0] is not [min, max] with min <= max; write e.g. [1, 8]",
@@ -158,7 +158,7 @@ def test_missing_fields_and_missing_p99_objective() -> None:
 def test_knob_values_that_need_kubernetes_name_their_line(tmp_path: Path) -> None:
     msg = _load(tmp_path, MINIMAL + "runtime:\n  gogc: [50, 400]\n  gomaxprocs: quota\n")
     assert msg == (
-        "invalid boundary file:\n  svc.yaml:6: runtime.gomaxprocs: 'quota' needs kubernetes.cpu_limit; "
+        "invalid limits file:\n  svc.yaml:6: runtime.gomaxprocs: 'quota' needs kubernetes.cpu_limit; "
         "add it or give a number"
     )
     msg = _load(tmp_path, MINIMAL + "runtime:\n  gomemlimit: 0.9 * memory_limit\n")
@@ -199,21 +199,37 @@ def test_dsl_does_not_import_the_simulator() -> None:
 
 
 def test_cli_check_and_compile(tmp_path: Path) -> None:
-    proc = invoke_rlctl("boundary", "check", str(EXAMPLE))
+    proc = invoke_rlctl("limits", "check", str(EXAMPLE))
     assert proc.returncode == 0 and f"ok: {EXAMPLE}" in proc.stdout
-    proc = invoke_rlctl("boundary", "compile", str(EXAMPLE), "--out", str(tmp_path / "c"))
+    proc = invoke_rlctl("limits", "compile", str(EXAMPLE), "--out", str(tmp_path / "c"))
     assert proc.returncode == 0, proc.stderr
     hpa = yaml.safe_load((tmp_path / "c" / "k8s" / "hpa.yaml").read_text())
     assert hpa["kind"] == "HorizontalPodAutoscaler" and hpa["apiVersion"] == "autoscaling/v2"
     assert json.loads((tmp_path / "c" / "env.json").read_text())["env_config"]["slo_p99_ms"] == 8.0
 
 
+def test_the_old_group_name_boundary_still_works_with_a_note(tmp_path: Path) -> None:
+    proc = invoke_rlctl("boundary", "compile", str(EXAMPLE), "--out", str(tmp_path / "c"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[0] == "note: 'rlctl boundary' is deprecated; use 'rlctl limits' (same arguments)"
+    assert (tmp_path / "c" / "safety.json").exists()
+    top = invoke_rlctl("--help")
+    assert "limits" in top.stdout and "boundary files" not in top.stdout.lower()
+
+
+def test_the_python_names_before_limits_are_the_same_objects() -> None:
+    import rlctl.dsl as dsl
+
+    assert dsl.load_boundary is dsl.load_limits and dsl.compile_boundary is dsl.compile_limits
+    assert dsl.BoundarySpec is dsl.LimitsSpec
+
+
 def test_cli_check_reports_errors_with_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("service: Shop_1\nslo: ['p99_ms <= 8']\n")
-    proc = invoke_rlctl("boundary", "check", str(bad))
+    proc = invoke_rlctl("limits", "check", str(bad))
     assert proc.returncode == 2
-    assert f"ConfigError: invalid boundary file:\n  {bad}:1: service: 'Shop_1' is not a DNS-1123 label" in proc.stderr
+    assert f"ConfigError: invalid limits file:\n  {bad}:1: service: 'Shop_1' is not a DNS-1123 label" in proc.stderr
 
 
 def test_memory_limit_caps_gomemlimit_when_not_given() -> None:

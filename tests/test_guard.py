@@ -1,4 +1,4 @@
-"""``rlctl guard``: the verdict, the table, and exit codes 0 / 1 / 2."""
+"""``rlctl knee-gate`` (was ``rlctl guard``): the verdict, the table, exit codes 0 / 1 / 2, the old name."""
 
 from __future__ import annotations
 
@@ -70,13 +70,27 @@ def test_max_shift_must_be_a_fraction(tmp_path: Path) -> None:
 def test_cli_table_and_check_failed(tmp_path: Path) -> None:
     runner = CliRunner()
     base, new = report(tmp_path / "a.json", 1000), report(tmp_path / "b.json", 700)
-    ok = runner.invoke(app, ["guard", str(base), str(base)])
+    ok = runner.invoke(app, ["knee-gate", str(base), str(base)])
     assert ok.exit_code == 0, ok.output
     assert "PASS" in ok.output and "knee (kneedle), qps" in ok.output
-    bad = runner.invoke(app, ["guard", str(base), str(new), "--max-shift", "0.15"])
+    bad = runner.invoke(app, ["knee-gate", str(base), str(new), "--max-shift", "0.15"])
     assert isinstance(bad.exception, CheckFailed)
     assert "moved down 30.0%" in str(bad.exception)
     assert "FAIL" in bad.output and "-30.0%" in bad.output
+    assert "rlctl knee-gate" in ok.output
+
+
+def test_the_old_name_guard_still_works_with_a_note(tmp_path: Path) -> None:
+    runner = CliRunner()
+    base, new = report(tmp_path / "a.json", 1000), report(tmp_path / "b.json", 700)
+    ok = runner.invoke(app, ["guard", str(base), str(base)])
+    assert ok.exit_code == 0, ok.output
+    assert ok.stderr.strip() == "note: 'rlctl guard' is deprecated; use 'rlctl knee-gate' (same arguments)"
+    assert "PASS" in ok.stdout
+    bad = runner.invoke(app, ["guard", str(base), str(new)])
+    assert isinstance(bad.exception, CheckFailed)
+    top = runner.invoke(app, ["--help"])
+    assert "knee-gate" in top.output and " guard " not in top.output
 
 
 @pytest.mark.real  # the installed console script itself
@@ -84,7 +98,7 @@ def test_exit_codes_through_the_console_script(tmp_path: Path) -> None:
     base, near, far = (report(tmp_path / f"{n}.json", k) for n, k in (("a", 1000), ("b", 900), ("c", 500)))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(RLCTL), "guard", *args], capture_output=True, text=True, timeout=60)
+        return subprocess.run([str(RLCTL), "knee-gate", *args], capture_output=True, text=True, timeout=60)
 
     assert run(str(base), str(near)).returncode == 0
     failed = run(str(base), str(far))

@@ -262,14 +262,14 @@ def test_probe_finds_the_knee_of_the_real_test_bed(gosvc: GoService, tmp_path: P
     assert set(report["boundary_event"]["profiles"]) == {"goroutine", "heap"}, report["boundary_event"]
     assert all(Path(p).exists() for p in report["boundary_event"]["profiles"].values())
 
-    # The guard on synthetic shifts of this report: 10 % down passes, 20 % down fails.
+    # The knee gate on synthetic shifts of this report: 10 % down passes, 20 % down fails.
     def shifted(factor: float) -> Path:
         path = tmp_path / f"shift-{factor}.json"
         path.write_text(json.dumps({**report, "knee_qps": report["knee_qps"] * factor}))
         return path
 
     def guard(new: Path) -> int:
-        return subprocess.run([str(RLCTL), "guard", str(out), str(new)], capture_output=True, timeout=60).returncode
+        return subprocess.run([str(RLCTL), "knee-gate", str(out), str(new)], capture_output=True, timeout=60).returncode
 
     assert guard(shifted(0.9)) == 0
     assert guard(shifted(0.8)) == 1

@@ -1,4 +1,8 @@
-"""``rlctl probe`` and ``rlctl guard``: find a live service's boundary and guard it in CI."""
+"""``rlctl probe`` and ``rlctl knee-gate``: find a live service's boundary (its knee) and gate CI on it.
+
+``rlctl knee-gate`` was ``rlctl guard``; the old name still works, hidden, with a note on stderr
+("guard" is the SLO guard around a controller: ``policies/guard.py``, ``--guard``, ``ppo+guard``).
+"""
 
 from __future__ import annotations
 
@@ -96,24 +100,42 @@ def register(app: typer.Typer) -> None:
             f"by {report['stopped_by']}; report {json_out}"
         )
 
-    @app.command("guard")
-    def guard(
-        base: Path = typer.Argument(..., help="Baseline probe report (JSON)."),
-        new: Path = typer.Argument(..., help="New probe report (JSON)."),
-        max_shift: float = typer.Option(
-            0.15, min=0.0, max=1.0, help="Largest allowed downward knee shift, as a fraction."
-        ),
-    ) -> None:
-        """Exit 1 when the knee in NEW moved down by more than --max-shift from BASE."""
-        from rich.console import Console
+    app.command("knee-gate")(knee_gate)
+    app.command("guard", hidden=True, help="Deprecated name of 'rlctl knee-gate'.")(_guard_alias)
 
-        from rlctl.boundary.guard import compare, render_table
-        from rlctl.errors import CheckFailed
 
-        result = compare(base, new, max_shift=max_shift)
-        Console().print(render_table(result))
-        if not result.passed:
-            raise CheckFailed(result.message())
+def knee_gate(
+    base: Path = typer.Argument(..., help="Baseline probe report (JSON)."),
+    new: Path = typer.Argument(..., help="New probe report (JSON)."),
+    max_shift: float = typer.Option(0.15, min=0.0, max=1.0, help="Largest allowed downward knee shift, as a fraction."),
+) -> None:
+    """CI gate: exit 1 when the knee in NEW moved down by more than --max-shift from BASE."""
+    from rich.console import Console
+
+    from rlctl.boundary.guard import compare, render_table
+    from rlctl.errors import CheckFailed
+
+    result = compare(base, new, max_shift=max_shift)
+    table = render_table(result)
+    table.title = "rlctl knee-gate: performance boundary"
+    Console().print(table)
+    if not result.passed:
+        raise CheckFailed(result.message())
+
+
+def _guard_alias(
+    base: Path = typer.Argument(..., help="Baseline probe report (JSON)."),
+    new: Path = typer.Argument(..., help="New probe report (JSON)."),
+    max_shift: float = typer.Option(0.15, min=0.0, max=1.0, help="Largest allowed downward knee shift, as a fraction."),
+) -> None:
+    """Deprecated name of ``rlctl knee-gate``: a note on stderr, then the same check."""
+    deprecated("rlctl guard", "rlctl knee-gate")
+    knee_gate(base, new, max_shift=max_shift)
+
+
+def deprecated(old: str, new: str) -> None:
+    """The one-line note an old command name prints to stderr before it runs as the new one."""
+    typer.echo(f"note: '{old}' is deprecated; use '{new}' (same arguments)", err=True)
 
 
 def _probe_with_bar(config: Any, run_probe: Any) -> Any:

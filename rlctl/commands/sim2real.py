@@ -1,12 +1,15 @@
-"""Closing the sim-to-real gap: ``rlctl calibrate`` and the ``rlctl boundary`` group.
+"""Closing the sim-to-real gap: ``rlctl calibrate`` and the ``rlctl limits`` group.
 
 - ``rlctl calibrate``: measure a real service at several knob settings (or read probe
   reports / saved data), fit the simulator's :class:`~envs.profile.ServiceProfile`, score it
   on held-out settings, write the profile YAML and a JSON report.
-- ``rlctl boundary check SERVICE.yaml``: validate a boundary file (errors name the line).
-- ``rlctl boundary compile SERVICE.yaml --out DIR``: the environment's reward and bounds,
+- ``rlctl limits check SERVICE.yaml``: validate a limits file (errors name the line).
+- ``rlctl limits compile SERVICE.yaml --out DIR``: the environment's reward and bounds,
   the controller's safety bounds and Kubernetes objects.
-- ``rlctl boundary surface``: the degradation-probability surface as JSON and a heatmap.
+- ``rlctl limits surface``: the degradation-probability surface as JSON and a heatmap.
+
+``rlctl limits`` was ``rlctl boundary`` (the boundary is the critical point ``rlctl probe``
+finds); the old group name still works, hidden, with a note on stderr.
 
 Heavy imports (numpy, scipy, the simulator, pydantic) happen inside the commands.
 """
@@ -19,23 +22,35 @@ from typing import Any
 
 import typer
 
+from rlctl.commands.boundary import deprecated
 from rlctl.contract import DEFAULT_SLO_P99_MS
 from rlctl.output import JSON_HELP
 
-boundary_app = typer.Typer(
-    name="boundary",
-    help="Boundary files (SLOs, knob bounds, costs) and the degradation-probability surface.",
+limits_app = typer.Typer(
+    name="limits",
+    help="Limits files (a service's SLOs, knob bounds, step limits, costs) and the degradation-probability surface.",
     no_args_is_help=True,
 )
 
+#: The group's old name, hidden: a note on stderr, then the same commands.
+boundary_alias_app = typer.Typer(name="boundary", help="Deprecated name of 'rlctl limits'.", no_args_is_help=True)
+
+
+@boundary_alias_app.callback()
+def _boundary_alias() -> None:
+    """Deprecated name of ``rlctl limits``."""
+    deprecated("rlctl boundary", "rlctl limits")
+
 
 def register(app: typer.Typer) -> None:
-    """Add ``calibrate`` and the ``boundary`` group to ``app``."""
+    """Add ``calibrate``, the ``limits`` group and its hidden old name ``boundary`` to ``app``."""
     app.command("calibrate")(calibrate)
-    app.add_typer(boundary_app, name="boundary")
-    boundary_app.command("check")(check)
-    boundary_app.command("compile")(compile_cmd)
-    boundary_app.command("surface")(surface)
+    app.add_typer(limits_app, name="limits")
+    app.add_typer(boundary_alias_app, name="boundary", hidden=True)
+    for group in (limits_app, boundary_alias_app):
+        group.command("check")(check)
+        group.command("compile")(compile_cmd)
+        group.command("surface")(surface)
 
 
 def _console() -> Any:
@@ -323,16 +338,16 @@ def _print_calibration(report: dict[str, Any], json_out: Path | str | None, prof
     console.print(f"report {json_out}, profile {profile_out}")
 
 
-# ------------------------------------------------------------------------------ boundary files
+# ------------------------------------------------------------------------------ limits files
 
 
-def check(spec_file: Path = typer.Argument(..., help="Boundary YAML file of one service.")) -> None:
-    """Validate a boundary file; errors name the line, the field and the fix (exit 2)."""
+def check(spec_file: Path = typer.Argument(..., help="Limits YAML file of one service.")) -> None:
+    """Validate a limits file; errors name the line, the field and the fix (exit 2)."""
     from rich.table import Table
 
-    from rlctl.dsl import load_boundary, resolve
+    from rlctl.dsl import load_limits, resolve
 
-    spec = load_boundary(spec_file)
+    spec = load_limits(spec_file)
     r = resolve(spec)
     table = Table(title=f"{spec_file}: service {spec.service}", title_justify="left")
     table.add_column("knob")
@@ -356,21 +371,21 @@ def _role(knob: str, r: Any) -> str:
 
 
 def compile_cmd(
-    spec_file: Path = typer.Argument(..., help="Boundary YAML file of one service."),
+    spec_file: Path = typer.Argument(..., help="Limits YAML file of one service."),
     out: Path | None = typer.Option(
-        None, "--out", help="Folder for env.json, safety.json and k8s/*.yaml (default: out/boundary/SERVICE)."
+        None, "--out", help="Folder for env.json, safety.json and k8s/*.yaml (default: out/limits/SERVICE)."
     ),
     validate: bool = typer.Option(
         True, "--validate/--no-validate", help="Check the HPA and PDB with kubernetes-validate."
     ),
 ) -> None:
-    """Compile a boundary file into the env's reward and bounds, safety bounds and Kubernetes objects."""
-    from rlctl.dsl import compile_boundary, load_boundary, validate_kubernetes, write_compiled
+    """Compile a limits file into the env's reward and bounds, safety bounds and Kubernetes objects."""
+    from rlctl.dsl import compile_limits, load_limits, validate_kubernetes, write_compiled
 
-    spec = load_boundary(spec_file)
-    compiled = compile_boundary(spec, source=str(spec_file), text=spec_file.read_text())
+    spec = load_limits(spec_file)
+    compiled = compile_limits(spec, source=str(spec_file), text=spec_file.read_text())
     checks = validate_kubernetes(compiled["kubernetes"]) if validate else {}
-    target = out if out is not None else Path("out/boundary") / spec.service
+    target = out if out is not None else Path("out/limits") / spec.service
     for path in write_compiled(compiled, target):
         note = checks.get(path.stem, "")
         typer.echo(f"wrote {path}" + (f"  [{note}]" if note else ""))

@@ -1,4 +1,6 @@
-"""The boundary DSL: one YAML file per service says what "healthy" means and what rlctl may touch.
+"""Limits files (rlctl's DSL): one YAML file per service says what "healthy" means and what rlctl may
+touch; ``rlctl limits check|compile``. "Limits", not "boundary": the boundary is the service's
+critical point, which ``rlctl probe`` finds (:mod:`rlctl.boundary`).
 
 A file holds the service's SLOs, the bounds of every knob and which knobs may move at all,
 the per-interval step limits, the cost weights of the reward, and the mapping from the
@@ -19,8 +21,8 @@ rounded down (the automaxprocs rule); ``F * memory_limit`` is a fraction of the 
 limit. Kernel knobs are ``allow`` / ``deny`` (the controller may or may not toggle them)
 or ``on`` / ``off`` (pinned).
 
-:func:`load_boundary` validates a file with pydantic; every error names the file, the
-line (from the YAML node marks), the field and the fix. :func:`compile_boundary` turns a
+:func:`load_limits` validates a file with pydantic; every error names the file, the
+line (from the YAML node marks), the field and the fix. :func:`compile_limits` turns a
 spec into
 
 - the environment's reward and constraints (``env.json``: the fields of
@@ -36,7 +38,7 @@ imports :mod:`envs.sim` only when called).
 
 The package is split by concern: :mod:`~rlctl.dsl.schema` (objectives, quantities, the pydantic
 models), :mod:`~rlctl.dsl.parse` (YAML to a validated spec with line numbers),
-:mod:`~rlctl.dsl.resolve` (spec to contract types, :func:`load_boundary`) and
+:mod:`~rlctl.dsl.resolve` (spec to contract types, :func:`load_limits`) and
 :mod:`~rlctl.dsl.compiler` (the artefacts, written and read back). Every public name is
 re-exported here.
 """
@@ -44,7 +46,7 @@ re-exported here.
 from __future__ import annotations
 
 from rlctl.dsl.compiler import (
-    compile_boundary,
+    compile_limits,
     env_config,
     kubernetes_objects,
     load_safety_config,
@@ -52,7 +54,7 @@ from rlctl.dsl.compiler import (
     write_compiled,
 )
 from rlctl.dsl.parse import spec_from_text
-from rlctl.dsl.resolve import Resolved, load_boundary, resolve
+from rlctl.dsl.resolve import Resolved, load_limits, resolve
 from rlctl.dsl.schema import (
     ENV_SCHEMA,
     OPS,
@@ -60,7 +62,6 @@ from rlctl.dsl.schema import (
     SAFETY_SCHEMA,
     Actions,
     Allow,
-    BoundarySpec,
     Bounds,
     Cooldowns,
     Cost,
@@ -68,6 +69,7 @@ from rlctl.dsl.schema import (
     KernelSetting,
     KnobValue,
     Kubernetes,
+    LimitsSpec,
     MaxStep,
     Objective,
     Range,
@@ -93,6 +95,7 @@ __all__ = [
     "KernelSetting",
     "KnobValue",
     "Kubernetes",
+    "LimitsSpec",
     "MaxStep",
     "Objective",
     "Range",
@@ -101,9 +104,11 @@ __all__ = [
     "SloText",
     "Step",
     "compile_boundary",
+    "compile_limits",
     "env_config",
     "kubernetes_objects",
     "load_boundary",
+    "load_limits",
     "load_safety_config",
     "parse_objective",
     "parse_quantity",
@@ -112,3 +117,8 @@ __all__ = [
     "validate_kubernetes",
     "write_compiled",
 ]
+
+# The names before "limits" replaced "boundary" for the file format; kept for callers.
+BoundarySpec = LimitsSpec
+load_boundary = load_limits
+compile_boundary = compile_limits

@@ -24,14 +24,14 @@ from rlctl.dsl.resolve import (
 from rlctl.dsl.schema import (
     ENV_SCHEMA,
     SAFETY_SCHEMA,
-    BoundarySpec,
+    LimitsSpec,
     _fmt_quantity,
     _set,
 )
 from rlctl.errors import ConfigError
 
 
-def compile_boundary(spec: BoundarySpec, *, source: str = "<boundary>", text: str | None = None) -> dict[str, Any]:
+def compile_limits(spec: LimitsSpec, *, source: str = "<limits>", text: str | None = None) -> dict[str, Any]:
     """Every artefact of ``spec`` as JSON-able dicts: ``env``, ``safety`` and ``kubernetes`` (name -> object)."""
     r = _resolve(spec, source=source, text=text)
     objectives = [str(o) for o in spec.objectives()]
@@ -72,7 +72,7 @@ def _bounds_dict(b: KnobBounds) -> dict[str, Any]:
     return d
 
 
-def kubernetes_objects(spec: BoundarySpec, r: Resolved) -> dict[str, dict[str, Any]]:
+def kubernetes_objects(spec: LimitsSpec, r: Resolved) -> dict[str, dict[str, Any]]:
     """HPA, PDB and Deployment patch for ``spec.kubernetes`` (empty without that section)."""
     k = spec.kubernetes
     if k is None:
@@ -178,9 +178,9 @@ def load_safety_config(path: str | Path) -> Any:
     try:
         data = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read safety bounds ({exc}); write it with `rlctl boundary compile`") from None
+        raise ConfigError(f"{p}: cannot read safety bounds ({exc}); write it with `rlctl limits compile`") from None
     if data.get("schema") != SAFETY_SCHEMA:
-        raise ConfigError(f"{p}: schema {data.get('schema')!r} is not {SAFETY_SCHEMA!r}; recompile the boundary file")
+        raise ConfigError(f"{p}: schema {data.get('schema')!r} is not {SAFETY_SCHEMA!r}; recompile the limits file")
     if data.get("schema_hash") != SCHEMA_HASH:
         raise ConfigError(f"{p}: compiled for contract {data.get('schema_hash')}, this is {SCHEMA_HASH}; recompile it")
     cfg = dict(data["safety"])

@@ -1,4 +1,4 @@
-"""Reading a limits file's YAML into a validated :class:`~rlctl.dsl.schema.BoundarySpec`, every
+"""Reading a limits file's YAML into a validated :class:`~rlctl.dsl.schema.LimitsSpec`, every
 error as ``file:line: field: fix`` (the line from the YAML node marks). Part of :mod:`rlctl.dsl`.
 """
 
@@ -12,12 +12,12 @@ from pydantic import ValidationError
 
 from rlctl.dsl.schema import (
     Actions,
-    BoundarySpec,
     Bounds,
     Cooldowns,
     Cost,
     Kernel,
     Kubernetes,
+    LimitsSpec,
     MaxStep,
     Runtime,
 )
@@ -63,11 +63,11 @@ def _yaml_loc(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], bool]:
     return kept, len(kept) != len(loc)
 
 
-def spec_from_text(text: str, *, source: str = "<boundary>") -> BoundarySpec:
-    """Validate boundary YAML ``text``; :class:`ConfigError` lists every problem as ``source:line: field: fix``."""
+def spec_from_text(text: str, *, source: str = "<limits>") -> LimitsSpec:
+    """Validate limits YAML ``text``; :class:`ConfigError` lists every problem as ``source:line: field: fix``."""
     import yaml
 
-    data = load_yaml(text, source=source, what="boundary file")  # bounded; file:line errors
+    data = load_yaml(text, source=source, what="limits file")  # bounded; file:line errors
     try:
         root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
@@ -75,9 +75,9 @@ def spec_from_text(text: str, *, source: str = "<boundary>") -> BoundarySpec:
         where = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{source}{where}: not valid YAML: {getattr(exc, 'problem', exc)}; fix the syntax") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: a boundary file is a mapping with at least 'service' and 'slo' keys")
+        raise ConfigError(f"{source}:1: a limits file is a mapping with at least 'service' and 'slo' keys")
     try:
-        return BoundarySpec.model_validate(data)
+        return LimitsSpec.model_validate(data)
     except ValidationError as exc:
         problems: dict[str, tuple[int, str]] = {}
         for err in exc.errors():
@@ -88,7 +88,7 @@ def spec_from_text(text: str, *, source: str = "<boundary>") -> BoundarySpec:
             fix = _UNION_FIX if union else _fix(err, msg)
             problems.setdefault(field, (line or 1, f"{source}:{line or 1}: {field}: {fix}"))
         ordered = [text for _, text in sorted(problems.values(), key=lambda p: p[0])]
-        raise ConfigError("invalid boundary file:\n  " + "\n  ".join(ordered)) from None
+        raise ConfigError("invalid limits file:\n  " + "\n  ".join(ordered)) from None
 
 
 _UNION_FIX = "expected a number, a word such as 'quota' or a range [lo, hi]; e.g. gogc: [50, 400]"
@@ -102,7 +102,7 @@ def _fix(err: Any, msg: str) -> str:
     if kind == "extra_forbidden":
         field = str(err["loc"][-1])
         close = difflib.get_close_matches(field, _ALL_FIELDS, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "remove it (see rlctl/dsl.py for the fields)"
+        hint = f"did you mean {close[0]!r}?" if close else "remove it (see rlctl/dsl/schema.py for the fields)"
         return f"unknown field {field!r}; {hint}"
     if kind == "greater_than_equal" and err["loc"] and err["loc"][0] == "max_step":
         return f"{err.get('input')!r} must be at least 1, or the knob could never move (deny it instead)"
@@ -118,7 +118,7 @@ def _fix(err: Any, msg: str) -> str:
 _ALL_FIELDS = sorted(
     {
         f
-        for m in (BoundarySpec, Bounds, MaxStep, Cooldowns, Actions, Cost, Runtime, Kernel, Kubernetes)
+        for m in (LimitsSpec, Bounds, MaxStep, Cooldowns, Actions, Cost, Runtime, Kernel, Kubernetes)
         for f in m.model_fields
     }
 )

@@ -1,6 +1,6 @@
 """Resolving a validated spec to contract types (:class:`Resolved`: bounds, allowed knobs, pinned
 and initial values, step limits, container environment), with the semantic checks that need the
-whole file, and :func:`load_boundary`, which reads, validates and resolves a file. Part of
+whole file, and :func:`load_limits`, which reads, validates and resolves a file. Part of
 :mod:`rlctl.dsl`.
 """
 
@@ -26,7 +26,7 @@ from rlctl.dsl.parse import (
 from rlctl.dsl.schema import (
     _MEM_EXPR_RE,
     RANGE_KNOBS,
-    BoundarySpec,
+    LimitsSpec,
     _set,
     parse_quantity,
 )
@@ -53,10 +53,10 @@ def _err(source: str, text: str | None, loc: tuple[Any, ...], msg: str) -> Confi
         import yaml
 
         line = _node_line(yaml.compose(text, Loader=yaml.SafeLoader), loc) or 1
-    return ConfigError(f"invalid boundary file:\n  {source}:{line}: {'.'.join(map(str, loc))}: {msg}")
+    return ConfigError(f"invalid limits file:\n  {source}:{line}: {'.'.join(map(str, loc))}: {msg}")
 
 
-def _resolve_value(spec: BoundarySpec, knob: str, raw: Any, *, source: str, text: str | None) -> float:
+def _resolve_value(spec: LimitsSpec, knob: str, raw: Any, *, source: str, text: str | None) -> float:
     """One knob value: a number, ``quota``, a memory quantity or ``F * memory_limit`` (gomemlimit in MiB)."""
     field = "gomemlimit" if knob == "gomemlimit_mib" else knob
     loc = ("runtime", field)
@@ -90,7 +90,7 @@ def _resolve_value(spec: BoundarySpec, knob: str, raw: Any, *, source: str, text
     return float(raw)
 
 
-def _resolve(spec: BoundarySpec, *, source: str = "<boundary>", text: str | None = None) -> Resolved:
+def _resolve(spec: LimitsSpec, *, source: str = "<limits>", text: str | None = None) -> Resolved:
     defaults = KnobBounds()
     lo: dict[str, float] = {k: getattr(defaults, f"min_{k}") for k in RANGE_KNOBS}
     hi: dict[str, float] = {k: getattr(defaults, f"max_{k}") for k in RANGE_KNOBS}
@@ -153,7 +153,7 @@ def _resolve(spec: BoundarySpec, *, source: str = "<boundary>", text: str | None
     return Resolved(bounds, initial, pinned, max_step, _container_env(initial, pinned, bounds))
 
 
-def _initial_knobs(spec: BoundarySpec, bounds: KnobBounds, pinned: dict[str, float]) -> Knobs:
+def _initial_knobs(spec: LimitsSpec, bounds: KnobBounds, pinned: dict[str, float]) -> Knobs:
     """Start from the contract's defaults, pinned values first, all inside the bounds."""
     d = Knobs()
     raw = dataclasses.replace(
@@ -171,7 +171,7 @@ def _initial_knobs(spec: BoundarySpec, bounds: KnobBounds, pinned: dict[str, flo
     return dataclasses.replace(knobs, **changes)
 
 
-def _max_step(spec: BoundarySpec, source: str, text: str | None) -> dict[str, int]:
+def _max_step(spec: LimitsSpec, source: str, text: str | None) -> dict[str, int]:
     given = _set(spec.max_step)
     steps = {"replicas": 2, "gomaxprocs": 1, "rungs": 1, **given}
     ladder_steps = {steps[k] for k in LADDERS if k in given}
@@ -191,15 +191,15 @@ def _container_env(initial: Knobs, pinned: dict[str, float], bounds: KnobBounds)
     return env
 
 
-def resolve(spec: BoundarySpec) -> Resolved:
+def resolve(spec: LimitsSpec) -> Resolved:
     """Bounds, allowed knobs, pinned and initial values of a validated spec."""
     return _resolve(spec)
 
 
-def load_boundary(path: str | Path) -> BoundarySpec:
-    """Read and validate a boundary YAML file."""
+def load_limits(path: str | Path) -> LimitsSpec:
+    """Read and validate a limits YAML file."""
     p = Path(path)
-    text = read_text(p, what="boundary file")
+    text = read_text(p, what="limits file")
     spec = spec_from_text(text, source=str(p))
     _resolve(spec, source=str(p), text=text)  # semantic checks that need the whole spec
     return spec

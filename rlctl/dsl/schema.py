@@ -1,5 +1,5 @@
 """The limits file's schema: the SLO objectives (:func:`parse_objective`), Kubernetes quantities
-(:func:`parse_quantity`) and the pydantic models of one service's file (:class:`BoundarySpec`).
+(:func:`parse_quantity`) and the pydantic models of one service's file (:class:`LimitsSpec`).
 Part of :mod:`rlctl.dsl`.
 """
 
@@ -241,8 +241,8 @@ def _set(model: BaseModel) -> dict[str, Any]:
     return {k: v for k, v in model.model_dump().items() if v is not None}
 
 
-class BoundarySpec(_Strict):
-    """One service's boundary file, validated."""
+class LimitsSpec(_Strict):
+    """One service's limits file, validated."""
 
     service: str
     slo: list[SloText] = Field(min_length=1)
@@ -272,7 +272,7 @@ class BoundarySpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _cross(self) -> BoundarySpec:
+    def _cross(self) -> LimitsSpec:
         for knob in ("gogc", "gomaxprocs", "object_pool_size", "conn_pool_size"):
             if getattr(self.bounds, knob) is not None and getattr(self.runtime, knob) is not None:
                 raise ValueError(f"{knob} is set in both bounds and runtime; keep one (runtime.{knob})")
