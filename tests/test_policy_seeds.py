@@ -14,7 +14,7 @@ from policies.guard import SLOGuard
 from policies.ppo import PPOController, load_policy
 from policies.seeds import artifact_paths, iqm, iqm_interval, judge
 from policies.suites import get_suite
-from rlctl.contract import COL, KNOB_COL, N_TELEMETRY, KnobBounds, clamp_array
+from rlctl.contract import COL, KNOB_COL, N_TELEMETRY, KnobBounds, Knobs, clamp_array
 from rlctl.errors import ConfigError
 from rlctl.online.policy import ActRequest, PolicyModel, PolicyUnavailable, placeholder_artifact
 
@@ -70,7 +70,7 @@ def test_the_online_residual_policy_needs_a_capacity_and_stays_within_two_of_the
 
 @pytest.mark.parametrize("bad", [0.0, -5.0, float("nan"), float("inf"), 1e9])
 def test_a_request_capacity_must_be_a_finite_positive_rate(bad: float) -> None:
-    body = {"service": "s", "window": [[0.0] * N_TELEMETRY], "knobs": {}, "capacity_qps": bad}
+    body = {"service": "s", "window": [[0.0] * N_TELEMETRY], "knobs": Knobs().to_dict(), "capacity_qps": bad}
     with pytest.raises(ValidationError, match="capacity_qps"):
         ActRequest.model_validate(body)
 

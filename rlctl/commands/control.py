@@ -80,6 +80,10 @@ def _status_table(status: dict[str, Any]) -> Any:
     return table
 
 
+#: Samples a residual policy's request carries over HTTP: its capacity rule looks back 300 s (5 s samples).
+RESIDUAL_WINDOW = 60
+
+
 def control(
     service: Annotated[str, typer.Option(help="Service name (Redis streams rlctl:telemetry:<service>).")],
     metrics: Annotated[
@@ -112,6 +116,15 @@ def control(
     slo_p99_ms: Annotated[
         float, typer.Option(min=0.001, max=600_000.0, help="P99 objective in ms (the guard's SLO).")
     ] = 8.0,
+    capacity_qps: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            max=1e7,
+            help="Requests/s one replica serves within 90 % of the SLO (from rlctl probe); a residual policy "
+            "(trained with residual: true) scales from it.",
+        ),
+    ] = None,
     stale_action: Annotated[StaleAction, typer.Option(help="On stale/missing telemetry.")] = StaleAction.hold,
     min_replicas: Annotated[int, typer.Option(min=1)] = 1,
     max_replicas: Annotated[int, typer.Option(min=1)] = 16,
@@ -209,11 +222,14 @@ def control(
     if policy_url:
         from rlctl.online.policy import HttpPolicy
 
-        client = HttpPolicy(policy_url, timeout_s=config.effective_policy_timeout_s)
+        window = max(config.window, RESIDUAL_WINDOW) if capacity_qps is not None else None
+        client = HttpPolicy(
+            policy_url, timeout_s=config.effective_policy_timeout_s, capacity_qps=capacity_qps, window=window
+        )
     elif plan.policy is not None:
         from rlctl.online.policy import InProcessPolicy
 
-        client = InProcessPolicy(plan.policy)
+        client = InProcessPolicy(plan.policy, capacity_qps=capacity_qps)
     else:
         what = f"{plan.spec.name}:" if plan.spec is not None else "No policy given:"
         _console().print(f"[yellow]{what} the HPA rule is the controller.[/]")

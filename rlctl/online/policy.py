@@ -48,7 +48,7 @@ from rlctl.contract import (
     apply_array,
     featurize,
 )
-from rlctl.errors import RlctlError
+from rlctl.errors import ConfigError, RlctlError
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -324,15 +324,23 @@ class PolicyModel:
 class InProcessPolicy:
     """The policy loaded into the control loop's own process (no server)."""
 
-    def __init__(self, policy: str | Path = "default") -> None:
+    def __init__(self, policy: str | Path = "default", *, capacity_qps: float | None = None) -> None:
+        """``capacity_qps``: requests/s one replica serves within 90 % of the SLO (``rlctl probe``),
+        which a residual policy needs (:class:`ConfigError` here if it is missing, not at the first decision)."""
         self.model = PolicyModel(policy)
         self.name = self.model.name
         self.window = self.model.window
         self.carry: dict[str, list[float] | None] = {}
+        if self.model.rule is not None and capacity_qps is None:
+            raise ConfigError(
+                f"policy {policy!s} is a residual policy over the capacity rule: give each replica's capacity with "
+                "--capacity-qps (requests/s one replica serves within 90 % of the SLO, from rlctl probe)"
+            )
+        self.capacity_qps = capacity_qps
 
     def act(self, service: str, window: npt.ArrayLike, knobs: npt.ArrayLike) -> Decision:
         knob_row = np.asarray(knobs, dtype=np.float64)[None]
-        decision = self.model.decide([window], knob_row, [self.carry.get(service)])[0]
+        decision = self.model.decide([window], knob_row, [self.carry.get(service)], [self.capacity_qps])[0]
         self.carry[service] = decision.carry
         return decision
 
@@ -345,16 +353,23 @@ class HttpPolicy:
         interval so a dead or slow server means a fallback in the same interval.
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 1.0) -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float = 1.0, capacity_qps: float | None = None, window: int | None = None
+    ) -> None:
+        """``capacity_qps`` is sent with each request (a residual policy needs it); ``window``: samples
+        per request (None: the loop's; a residual policy's rule looks back 300 s, 60 samples at 5 s)."""
         self.url = url if url.rstrip("/").endswith("/act") else url.rstrip("/") + "/act"
         self.timeout_s = timeout_s
+        self.capacity_qps = capacity_qps
         self.name = f"http:{self.url}"
-        self.window: int | None = None
+        self.window: int | None = window
         self.carry: dict[str, list[float]] = {}
         """Each service's decoder accumulator, sent back with its next request."""
 
     def act(self, service: str, window: npt.ArrayLike, knobs: npt.ArrayLike) -> Decision:
         payload: dict[str, Any] = {"service": service, "window": window_payload(window), "knobs": knobs_dict(knobs)}
+        if self.capacity_qps is not None:
+            payload["capacity_qps"] = self.capacity_qps
         if self.carry.get(service):
             payload["carry"] = self.carry[service]
         body = json.dumps(payload)

@@ -34,7 +34,14 @@ from ray.serve import Application
 
 from rlctl.contract import SCHEMA_HASH, SCHEMA_VERSION
 from rlctl.errors import ConfigError
-from rlctl.online.policy import ActManyRequest, ActManyResponse, ActRequest, ActResponse, PolicyModel
+from rlctl.online.policy import (
+    ActManyRequest,
+    ActManyResponse,
+    ActRequest,
+    ActResponse,
+    PolicyModel,
+    PolicyUnavailable,
+)
 from rlctl.online.serve_config import DEPLOYMENT_NAME
 
 log = logging.getLogger(__name__)
@@ -94,7 +101,15 @@ class PolicyServer:
         if model is None:
             raise HTTPException(status_code=503, detail="no policy loaded")
         knobs = np.stack([r.knobs.to_array() for r in requests])
-        decisions = model.decide([r.window_array() for r in requests], knobs, [r.carry for r in requests])
+        try:
+            decisions = model.decide(
+                [r.window_array() for r in requests],
+                knobs,
+                [r.carry for r in requests],
+                [r.capacity_qps for r in requests],
+            )
+        except PolicyUnavailable as exc:  # a residual policy asked without capacity_qps: the request's fault
+            raise HTTPException(status_code=422, detail=str(exc)) from None
         self.batches += 1
         self.decisions += len(requests)
         return [d.response(r.service) for d, r in zip(decisions, requests, strict=True)]
