@@ -42,7 +42,23 @@ from typing import Any
 
 import numpy as np
 
+from chaos.backends.local import LocalBackend, LocalConfig
+from chaos.backends.online import OnlinePath, audit_trail, served_policies
+from chaos.backends.sim import SimBackend, SimConfig
+from chaos.runner import (
+    ControllerContext,
+    build_report,
+    check_controller_names,
+    resolve_controller,
+    run_experiment,
+    score,
+    write_report,
+)
+from chaos.spec import load_scenario
+from envs.profile import ServiceProfile
+from rlctl.contract import KnobBounds, Knobs
 from rlctl.errors import ConfigError
+from rlctl.report import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +150,6 @@ def run_suite(
 ) -> dict[str, Any]:
     """Run the suite, writing each run's report under ``out`` and the summary after each scenario."""
     import contextlib
-
-    from chaos.backends.local import LocalBackend, LocalConfig
-    from chaos.backends.online import OnlinePath, audit_trail, served_policies
-    from chaos.runner import ControllerContext, build_report, check_controller_names, run_experiment, write_report
-    from chaos.spec import load_scenario
-    from rlctl.contract import KnobBounds, Knobs
 
     controllers = check_controller_names(list(cfg.controllers))
     if cfg.repeats < 1:
@@ -397,7 +407,6 @@ def plot_summary(summary: dict[str, Any], path: Path) -> Path:
 
 
 def write_summary(summary: dict[str, Any], out: Path) -> dict[str, str]:
-    from rlctl.report import write_atomic
 
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     write_atomic(out / "summary.md", render_summary(summary))
@@ -413,11 +422,6 @@ def simulate(
     The simulator runs the test-bed's profile (``envs/profiles/testbed-real.yaml``) with the
     suite's bounds and starting knobs; the controllers decide in-process (the sim backend).
     """
-    from chaos.backends.sim import SimBackend, SimConfig
-    from chaos.runner import ControllerContext, resolve_controller, score
-    from chaos.spec import load_scenario
-    from envs.profile import ServiceProfile
-    from rlctl.contract import KnobBounds, Knobs
 
     cfg = RealConfig()
     prof = ServiceProfile.load(profile or PROFILE)

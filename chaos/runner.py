@@ -42,8 +42,10 @@ from envs.sim import EnvConfig
 from policies import registry
 from policies.base import Controller
 from policies.oracle import tuned_hpa
+from rlctl.boundary import BoundaryDetector, DetectorConfig
 from rlctl.contract import KnobBounds, Knobs
 from rlctl.errors import ConfigError
+from rlctl.report import plot_timelines, write_atomic
 from rlctl.scoring import STEADY_MARGIN_S, score_run
 
 log = logging.getLogger(__name__)
@@ -164,7 +166,6 @@ def run_experiment(
 
 def detect_boundaries(record: RunRecord) -> list[dict[str, Any]]:
     """Boundary events of the run's telemetry (the online detector, default rule)."""
-    from rlctl.boundary import BoundaryDetector, DetectorConfig
 
     detector = BoundaryDetector(DetectorConfig(interval_s=record.interval_s))
     events = []
@@ -342,7 +343,6 @@ def render_markdown(report: dict[str, Any], *, png_name: str | None = "timelines
 
 def plot(report: dict[str, Any], path: Path) -> Path:
     """``timelines.png``: load, P99 against the SLO, replicas and runtime knobs; faults shaded."""
-    from rlctl.report import plot_timelines
 
     runs = {}
     for n in report["controllers"]:
@@ -364,7 +364,6 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
 def write_report(report: dict[str, Any], report_dir: Path | None, json_path: Path | None) -> dict[str, str]:
     """Write the JSON, Markdown and PNG; returns what was written where."""
-    from rlctl.report import write_atomic
 
     files: dict[str, str] = {}
     if report_dir is not None:

@@ -42,6 +42,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from rlctl.contract import DEFAULT_SLO_P99_MS
 from rlctl.errors import ConfigError
+from rlctl.inputs import load_yaml_file
 
 
 def _not_bool(value: Any) -> Any:
@@ -437,7 +438,6 @@ def load_scenario(path: str | Path) -> Scenario:
 
     A trace that is not there is an error naming the file here, before anything runs.
     """
-    from rlctl.inputs import load_yaml_file
 
     p = Path(path)
     data = load_yaml_file(p, what="scenario file")

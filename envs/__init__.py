@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name == "GoServiceVecEnv":
-        from envs.vec import GoServiceVecEnv
+        from envs.vec import GoServiceVecEnv  # local: gymnasium.make's entry point; the vector env is heavy
 
         return GoServiceVecEnv
     raise AttributeError(name)

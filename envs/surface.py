@@ -36,6 +36,7 @@ from envs.model.faults import E, neutral_effects
 from envs.model.service import ServiceState, step_services
 from envs.profile import ServiceProfile, randomize, stack_profiles
 from envs.sim import nominal_capacity_qps
+from rlctl.boundary.detector import BoundaryDetector
 from rlctl.contract import COL, DEFAULT_SLO_P99_MS, Knobs, TelemetrySample
 from rlctl.errors import ConfigError
 from rlctl.surface_trigger import X_AXIS, Y_AXIS, Surface, sample_coordinates
@@ -201,7 +202,6 @@ def degradation_labels(samples: Sequence[TelemetrySample], *, slo_p99_ms: float,
     slo = np.array([s.p99_ms > slo_p99_ms for s in samples], dtype=np.float64)
     if mode == "slo":
         return slo
-    from rlctl.boundary.detector import BoundaryDetector
 
     det = BoundaryDetector()
     fired = []

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlctl.report import write_atomic
+
 #: CPU targets of the ``hpa-<t>`` grid: 0.3-0.9 in steps of 0.1. ``hpa-tuned`` sweeps a 0.025
 #: grid, but here every target is a full rollout per suite (and again under the guard): a 0.1
 #: step keeps ``rlctl eval --frontier`` to 22 more controllers (validation, 3 seeds: 270 s of CPU, 2026-12-05).
@@ -265,7 +267,6 @@ def write_frontier_report(
     baselines: Iterable[str],
 ) -> list[Path]:
     """``frontier.md`` and ``frontier-<kind>.png`` per kind (and the total) in ``out_dir``."""
-    from rlctl.report import write_atomic
 
     out = Path(out_dir)
     names = list(baselines)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from policies.artifact import load_artifact
 from policies.base import Controller
 from policies.baselines import HPAConfig, HPAController, StaticController, ThresholdController
 from policies.guard import GuardConfig, SLOGuard
@@ -270,7 +271,11 @@ def _baseline(spec: ControllerSpec, ctx: Context) -> tuple[Controller, dict[str,
         return StaticController(dataclasses.replace(config.initial_knobs, gomaxprocs=quota)), {}
     # Local: the oracles run the simulator, whose package imports gymnasium (heavy); the CLI imports
     # this module for its help texts, and the production path builds controllers without a simulator.
-    from policies.oracle import OracleController, ReactiveOracle, oracle_runtimes
+    from policies.oracle import (  # local: the oracles run the simulator (gymnasium, heavy)
+        OracleController,
+        ReactiveOracle,
+        oracle_runtimes,
+    )
 
     if spec.kind == "capacity":
         assert spec.param is not None
@@ -302,7 +307,6 @@ def _trained_with_guard(spec: ControllerSpec) -> bool:
     """A policy trained under the SLO guard runs under it in control too (it is part of what was trained)."""
     if spec.kind != "ppo" or spec.artifact is None:
         return False
-    from policies.artifact import load_artifact  # reads and verifies the manifest; no torch
 
     return bool((load_artifact(spec.artifact).manifest.get("config") or {}).get("guard"))
 

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chaos.spec import FaultKind, FaultSequence, FaultSpec, LoadSpec, Repeat, Scenario
+from chaos.spec import FaultKind, FaultSequence, FaultSpec, LoadSpec, Repeat, Scenario, load_scenario
+from envs.loads import read_trace
 from envs.profile import ServiceProfile
 from envs.scenarios import default_trace_path
 from envs.sim import nominal_capacity_qps
@@ -156,7 +157,6 @@ def get_suite(name: str, profile: ServiceProfile, max_replicas: int = 16, durati
     """A built-in suite by name, or the scenarios of a YAML file or folder of YAML files."""
     if name in SUITES:
         return SUITES[name](profile, max_replicas, duration_s)
-    from chaos.spec import load_scenario
 
     p = Path(name)
     if p.is_dir():
@@ -183,7 +183,6 @@ def trace_scenarios(
     (75% of ``max_replicas`` x one replica's nominal capacity). The trace is replayed
     ``time_scale`` times faster (one hour covers ``time_scale`` hours of the trace).
     """
-    from envs.loads import read_trace
 
     max_replicas = config.bounds.max_replicas
     if scale_peak == "auto":

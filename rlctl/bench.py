@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rlctl.contract import ACTION_NVEC
+
 
 def _rate(step: Callable[[], int], seconds: float) -> float:
     """Units per second of ``step`` (which returns how many units it did), after a warm-up."""
@@ -29,9 +31,8 @@ def bench_env(batch: int = 256, seconds: float = 6.0, seed: int = 0, rounds: int
     import gymnasium as gym
     import numpy as np
 
-    import envs
-    from envs.vec import GoServiceVecEnv
-    from rlctl.contract import ACTION_NVEC
+    import envs  # local: the simulator's package imports gymnasium, heavy
+    from envs.vec import GoServiceVecEnv  # local: the simulator's package imports gymnasium, heavy
 
     env = gym.make(envs.ENV_ID)
     env.reset(seed=seed)

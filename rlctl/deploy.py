@@ -21,6 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rlctl.online.serve_config import serve_config
+
 #: The Ray version of the image (``deploy/docker/rlctl.Dockerfile``'s ``RAY_VERSION``) and of
 #: the RayService's ``rayVersion``: KubeRay and Ray must agree on it.
 RAY_VERSION = "2.60.0"
@@ -59,7 +61,6 @@ _RAY_POD_LABELS = {"app.kubernetes.io/part-of": "rlctl", "rlctl.io/redis-client"
 
 def policy_serve_config() -> dict[str, Any]:
     """The Serve config the RayService runs: the project's generator with the cluster's settings."""
-    from rlctl.online.serve_config import serve_config
 
     return serve_config(POLICY_PATH, num_replicas=None, autoscaling=dict(AUTOSCALING), num_cpus=REPLICA_CPUS)
 

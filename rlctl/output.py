@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from rlctl.report import write_atomic
+
 #: The ``--json`` value that means stdout.
 STDOUT = "-"
 
@@ -71,7 +73,6 @@ class JsonOut:
             return None
         if self.dest is None:
             return None
-        from rlctl.report import write_atomic
 
         return write_atomic(self.dest, text)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from rlctl.errors import ConfigError
+
 Array = npt.NDArray[np.float64]
 
 
@@ -74,7 +76,6 @@ def write_atomic(path: str | Path, text: str) -> Path:
     Missing parent folders are created; a path that cannot be written is a :class:`ConfigError`
     naming it (a user's ``--output``/``--json`` value), with the temporary file removed.
     """
-    from rlctl.errors import ConfigError
 
     out = Path(path)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -42,8 +42,8 @@ NAMES = {
     "capacity": False,
     "capacity-1.2+guard": False,
 }
-BAD = ["magic", "hpa-2", "hpa-x", "hpa-tuned+guard", "oracle+guard", "oracle-reactive-9", "capacity-0.5", "ppo:", "ppo+guard:",
-       "hpa+guard+guard", ""]  # fmt: skip
+BAD = ["magic", "hpa-2", "hpa-x", "hpa-tuned+guard", "oracle+guard", "oracle-reactive-9", "capacity-0.5", "ppo:",
+       "ppo+guard:", "hpa+guard+guard", ""]  # fmt: skip
 
 
 def _control(name: str) -> registry.ControlPlan:

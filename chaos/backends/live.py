@@ -39,6 +39,7 @@ import numpy as np
 
 from chaos.record import RunRecord
 from chaos.spec import Scenario
+from envs.loads import load_qps
 from policies.base import Controller
 from rlctl.contract import DEFAULT_WINDOW, KNOB_FIELDS, KnobBounds, Knobs, TelemetrySample, clamp_array
 from rlctl.errors import ChaosError
@@ -119,7 +120,6 @@ class LiveRun:
     def __init__(
         self, cfg: LiveConfig, scenario: Scenario, controller: Controller, journal: Journal, gosvc: str
     ) -> None:
-        from envs.loads import load_qps
 
         self.cfg = cfg
         self.scenario = scenario

@@ -39,7 +39,11 @@ from policies.base import Controller, FloatArray
 from policies.guard import GuardConfig, SLOGuard
 from rlctl.contract import COL, KNOB_FIELDS, KnobBounds, TelemetrySample
 from rlctl.errors import ConfigError
-from rlctl.online.policy import Decision
+from rlctl.online.loop import ControlConfig, ControlLoop
+from rlctl.online.policy import Decision, HttpPolicy
+from rlctl.online.procs import RedisServer, free_port
+from rlctl.online.safety import SafetyConfig
+from rlctl.online.store import TelemetryStore
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +119,13 @@ class OnlinePath:
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> OnlinePath:
-        from rlctl.online.procs import RedisServer, free_port
 
         try:
             self.redis = RedisServer().start()
             self._stack.callback(self.redis.cleanup)
             self.store_url = self.redis.url
             if self.policies:
-                from rlctl.online.serve import LocalServe
+                from rlctl.online.serve import LocalServe  # local: Ray Serve (the serve extra) is heavy
 
                 t = time.monotonic()
                 self.serve = LocalServe(self.policies[0], port=self.serve_port or free_port(), num_cpus=self.num_cpus)
@@ -148,7 +151,6 @@ class OnlinePath:
         if parsed.kind == "ppo":
             if self.serve is None:
                 raise ConfigError(f"--controller {spec}: Ray Serve is not running for this experiment")
-            from rlctl.online.policy import HttpPolicy
 
             policy = HttpPolicy(self.serve.url, timeout_s=min(0.4 * interval_s, 2.0))
             if parsed.guard:
@@ -196,9 +198,6 @@ class OnlineController(Controller):
         self.decide_ms: list[float] = []
 
     def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None:
-        from rlctl.online.loop import ControlConfig, ControlLoop
-        from rlctl.online.safety import SafetyConfig
-        from rlctl.online.store import TelemetryStore
 
         super().reset(n, bounds, interval_s)
         if n != 1:
@@ -251,8 +250,6 @@ class OnlineController(Controller):
 def audit_trail(redis_url: str, service: str, out: Path) -> int:
     """Copy one run's audit stream into ``out`` (JSON lines, oldest first); returns the records written."""
     import json
-
-    from rlctl.online.store import TelemetryStore
 
     records = TelemetryStore(redis_url).audit_records(service)
     tmp = out.with_name(out.name + ".tmp")

@@ -254,9 +254,9 @@ def _measure(
     import shlex
     import signal
 
-    from rlctl.harness.testbed import MeasureConfig, TestBed, measure, measure_config_for, read_token
     from rlctl.boundary.probe import resolve_loadgen, resolve_urls
     from rlctl.errors import ConfigError
+    from rlctl.harness.testbed import MeasureConfig, TestBed, measure, measure_config_for, read_token
 
     signal.signal(signal.SIGTERM, _interrupt)
     import time

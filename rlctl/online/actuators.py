@@ -35,6 +35,9 @@ from rlctl.harness.admin import MIB as MIB
 from rlctl.harness.admin import RUNTIME_KNOBS as RUNTIME_KNOBS
 from rlctl.harness.admin import TOKEN_ENV as TOKEN_ENV
 from rlctl.harness.admin import admin_request, from_admin, read_token, to_admin
+from rlctl.k8s_scale import DeploymentScaler, kube_api_client
+from rlctl.online.procs import GoService, gosvc_binary
+from rlctl.telemetry import sensors
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +122,6 @@ class K8sScaleActuator:
     """
 
     def __init__(self, api_client: Any, deployment: str, *, request_timeout_s: float = 5.0) -> None:
-        from rlctl.k8s_scale import DeploymentScaler
 
         namespace, sep, name = deployment.partition("/")
         if not sep or not namespace or not name:
@@ -130,7 +132,6 @@ class K8sScaleActuator:
     def from_kubeconfig(
         cls, deployment: str, *, kubeconfig: str | Path | None = None, context: str | None = None
     ) -> K8sScaleActuator:
-        from rlctl.k8s_scale import kube_api_client
 
         return cls(kube_api_client(kubeconfig, context), deployment)
 
@@ -165,7 +166,6 @@ class ProcessReplicaActuator:
         on_change: Callable[[ProcessReplicaActuator], None] | None = None,
         start_timeout_s: float = 15.0,
     ) -> None:
-        from rlctl.online.procs import gosvc_binary
 
         self.binary = gosvc_binary()  # the harness's one lookup (rlctl.harness.find_gosvc)
         self.args = list(args)
@@ -186,7 +186,6 @@ class ProcessReplicaActuator:
         return len(self._alive())
 
     def set_replicas(self, n: int) -> int:
-        from rlctl.online.procs import GoService
 
         if n < 0:
             raise ActuatorError(f"replicas must be >= 0, not {n}")
@@ -252,7 +251,6 @@ class MsrActuator:
         self.vendor = vendor
 
     def get(self) -> dict[str, bool]:
-        from rlctl.telemetry import sensors
 
         out: dict[str, bool] = {}
         for name, reading in (
@@ -265,7 +263,6 @@ class MsrActuator:
         return out
 
     def set(self, name: str, on: bool) -> None:
-        from rlctl.telemetry import sensors
 
         if name == "turbo":
             sensors.set_turbo(on, allow_writes=True, dev_root=self.dev_root, vendor=self.vendor)

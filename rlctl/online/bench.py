@@ -30,7 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from policies.artifact import default_artifact_dir
 from rlctl.contract import DEFAULT_WINDOW, N_TELEMETRY, TELEMETRY_FIELDS, Knobs, TelemetrySample
+from rlctl.online.policy import placeholder_artifact
+from rlctl.online.procs import RedisServer, free_port
+from rlctl.online.serve_config import APP_NAME
+from rlctl.online.store import TelemetryStore
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +54,6 @@ def _pct(values: list[float], q: float) -> float:
 
 def bench_redis(samples: int = 50_000, batch: int = 1000) -> dict[str, Any]:
     """XADD ``samples`` contract samples (encoded per sample) in pipelines of ``batch``."""
-    from rlctl.online.procs import RedisServer
-    from rlctl.online.store import TelemetryStore
 
     rng = np.random.default_rng(0)
     rows = rng.uniform(0, 1000, size=(min(samples, 1000), N_TELEMETRY))
@@ -192,9 +195,6 @@ def bench_serve(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run every measurement; returns one JSON-able dict (see the module docstring)."""
-    from policies.artifact import default_artifact_dir
-    from rlctl.online.policy import placeholder_artifact
-    from rlctl.online.procs import free_port
 
     say = progress or (lambda msg: log.info("%s", msg))
     out: dict[str, Any] = {}
@@ -207,8 +207,7 @@ def bench_serve(
             else:
                 say("no trained default policy: benchmarking an untrained placeholder of the same architecture")
                 policy = str(placeholder_artifact(Path(tmp) / "placeholder"))
-        from rlctl.online.serve import LocalServe
-        from rlctl.online.serve_config import APP_NAME
+        from rlctl.online.serve import LocalServe  # local: Ray Serve (the serve extra) is heavy
 
         port = free_port()
         say(f"ray serve: starting on 127.0.0.1:{port} (num_cpus={num_cpus})")

@@ -45,10 +45,12 @@ from typing import Any
 
 import numpy as np
 
+from policies.baselines import HPAConfig
 from rlctl.contract import KnobBounds
 from rlctl.harness.journal import session
 from rlctl.online.actuators import Actuators, AdminKnobsActuator, ProcessReplicaActuator
 from rlctl.online.loop import ControlConfig, ControlLoop, StepResult, run_in_thread, summarize
+from rlctl.online.policy import HttpPolicy
 from rlctl.online.procs import LoadGen, RedisServer, free_port
 from rlctl.online.safety import SafetyConfig
 from rlctl.online.sources import ReplicaSetScraper
@@ -200,7 +202,7 @@ def _policy_server(cfg: E2EConfig) -> Iterator[str | None]:
     if cfg.policy == "hpa":
         yield None
         return
-    from rlctl.online.serve import LocalServe
+    from rlctl.online.serve import LocalServe  # local: Ray Serve (the serve extra) is heavy
 
     server = LocalServe(cfg.policy, port=free_port(), num_cpus=cfg.num_cpus).start()
     try:
@@ -210,8 +212,6 @@ def _policy_server(cfg: E2EConfig) -> Iterator[str | None]:
 
 
 def run_once(cfg: E2EConfig, *, controlled: bool, policy_url: str | None, work: Path) -> RunResult:
-    from policies.baselines import HPAConfig
-    from rlctl.online.policy import HttpPolicy
 
     name = ("policy" if policy_url else "hpa") if controlled else "static"
     result = RunResult(name)

@@ -8,17 +8,7 @@
   (``rlctl chaos cleanup --backend local``), are the test-bed harness's: :mod:`rlctl.harness`.
 """
 
-from typing import Any
-
+from chaos.backends.local.backend import LocalBackend, LocalConfig
 from rlctl.harness.journal import cleanup
 
 __all__ = ["LocalBackend", "LocalConfig", "cleanup"]
-
-
-def __getattr__(name: str) -> Any:
-    # The backend imports the live loop, which imports the journal: load it on first use.
-    if name in ("LocalBackend", "LocalConfig"):
-        from chaos.backends.local import backend
-
-        return getattr(backend, name)
-    raise AttributeError(f"module 'chaos.backends.local' has no attribute {name!r}")

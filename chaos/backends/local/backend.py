@@ -39,6 +39,7 @@ from rlctl.contract import Knobs, TelemetrySample
 from rlctl.errors import ChaosError
 from rlctl.harness.journal import Journal, revert_journal, stale_runs, using
 from rlctl.harness.process import become_subreaper, find_gosvc, reap_orphans
+from rlctl.telemetry.scrape import Scraper
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,6 @@ class _LocalRun(LiveRun):
         return self.proxy.url
 
     def _scraper(self, name: str, generation: int, url: str) -> Any:
-        from rlctl.telemetry.scrape import Scraper
 
         key = (name, generation)
         if key not in self.scrapers:
