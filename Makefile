@@ -35,9 +35,11 @@ gosvc: $(VENV)/.installed
 demo: install
 	$(BIN)/rlctl demo --out out/demo
 
+# ruff, then the layers of docs/architecture.md as import contracts (.importlinter, import-linter).
 lint: $(VENV)/.installed
 	$(BIN)/ruff check rlctl envs policies chaos tests
 	$(BIN)/ruff format --check rlctl envs policies chaos tests
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy rlctl envs policies chaos
