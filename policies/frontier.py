@@ -29,18 +29,20 @@ from rlctl.report import write_atomic
 
 #: CPU targets of the ``hpa-<t>`` grid: 0.3-0.9 in steps of 0.1. ``hpa-tuned`` sweeps a 0.025
 #: grid, but here every target is a full rollout per suite (and again under the guard): a 0.1
-#: step keeps ``rlctl eval --frontier`` to 22 more controllers (validation, 3 seeds: 270 s of CPU, 2026-12-05).
+#: step keeps ``rlctl eval --frontier`` to 30 more controllers (with 22, validation, 3 seeds: 270 s of CPU, 2026-12-05).
 FRONTIER_HPA_TARGETS: tuple[float, ...] = tuple(round(0.3 + 0.1 * i, 1) for i in range(7))
 #: Headrooms of the ``oracle-reactive-<h>`` grid: 1.0-1.3 in steps of 0.1 (above 1.3 it only
 #: buys replicas: its misses are the bursts it cannot see, not the size of its margin).
 FRONTIER_HEADROOMS: tuple[float, ...] = (1.0, 1.1, 1.2, 1.3)
 #: The non-clairvoyant baselines every controller under test is checked against, each alone
-#: and under the SLO guard (the fair comparison for ``ppo+guard``): 22 names.
+#: and under the SLO guard (the fair comparison for ``ppo+guard``): 30 names. ``capacity-<h>`` is the
+#: rule a residual policy acts over (``policies.residual``): the learned part must beat it too.
 FRONTIER_BASELINES: tuple[str, ...] = tuple(
     name
     for base in (
         *(f"hpa-{t:.1f}" for t in FRONTIER_HPA_TARGETS),
         *(f"oracle-reactive-{h:.1f}" for h in FRONTIER_HEADROOMS),
+        *(f"capacity-{h:.1f}" for h in FRONTIER_HEADROOMS),
     )
     for name in (base, f"{base}+guard")
 )

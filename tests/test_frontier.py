@@ -61,8 +61,15 @@ def test_pareto_front_on_a_hand_made_set() -> None:
 def test_the_grid_is_the_documented_one() -> None:
     assert fr.FRONTIER_HPA_TARGETS == (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     assert fr.FRONTIER_HEADROOMS == (1.0, 1.1, 1.2, 1.3)
-    assert len(FRONTIER_BASELINES) == 22 and len(set(FRONTIER_BASELINES)) == 22
-    assert {"hpa-0.3", "hpa-0.9+guard", "oracle-reactive-1.0", "oracle-reactive-1.3+guard"} <= set(FRONTIER_BASELINES)
+    assert len(FRONTIER_BASELINES) == 30 and len(set(FRONTIER_BASELINES)) == 30
+    assert {
+        "hpa-0.3",
+        "hpa-0.9+guard",
+        "oracle-reactive-1.0",
+        "oracle-reactive-1.3+guard",
+        "capacity-1.0",
+        "capacity-1.3+guard",
+    } <= set(FRONTIER_BASELINES)
     assert not set(CLAIRVOYANT) & set(FRONTIER_BASELINES)
 
 

@@ -236,9 +236,10 @@ def eval_cmd(
     frontier: Annotated[
         bool,
         typer.Option(
-            help="Also run hpa-<t> and oracle-reactive-<h> (each +guard; t 0.3-0.9 by 0.1, h 1.0-1.3 by 0.1) and the "
-            "references hpa-tuned and oracle; exit 1 if one of the grid has less SLO-violation time AND fewer "
-            "replica-s than the policy on a scenario kind or in total (table, JSON 'frontier', --report PNGs)."
+            help="Also run hpa-<t>, oracle-reactive-<h> and capacity-<h> (each +guard; t 0.3-0.9 by 0.1, "
+            "h 1.0-1.3 by 0.1) and the references hpa-tuned and oracle; exit 1 if one of the grid has less "
+            "SLO-violation time AND fewer replica-s than the policy on a scenario kind or in total (table, "
+            "JSON 'frontier', --report PNGs)."
         ),
     ] = False,
 ) -> None:
