@@ -31,8 +31,6 @@ PENDING = {
     ("rlctl/dsl/compiler.py", "envs.sim"),
     ("envs/calibrate/scoring.py", "rlctl.boundary.knee"),
     ("envs/calibrate/sim.py", "rlctl.boundary.knee"),
-    ("rlctl/online/serve.py", "rlctl.online.serve_config"),
-    ("rlctl/online/serve.py", "rlctl.online.procs"),
 }
 
 

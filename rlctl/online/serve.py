@@ -42,7 +42,8 @@ from rlctl.online.policy import (
     PolicyModel,
     PolicyUnavailable,
 )
-from rlctl.online.serve_config import DEPLOYMENT_NAME
+from rlctl.online.procs import free_port
+from rlctl.online.serve_config import DEPLOYMENT_NAME, serve_config
 
 log = logging.getLogger(__name__)
 
@@ -294,14 +295,11 @@ class LocalServe:
         return f"http://{self.host}:{self.port}"
 
     def config(self, policy: str | None = None) -> dict[str, Any]:
-        from rlctl.online.serve_config import serve_config
 
         return serve_config(policy or self.policy, host=self.host, port=self.port, with_echo=self.with_echo)
 
     def start(self, timeout_s: float = 180.0) -> "LocalServe":
         import ray
-
-        from rlctl.online.procs import free_port
 
         if ray.is_initialized():
             context = ray.init(ignore_reinit_error=True)
