@@ -24,14 +24,7 @@ PACKAGES = ("rlctl", "envs", "policies", "chaos")
 CLI = ("rlctl/cli.py", "rlctl/commands/")
 #: Function-level imports left without a comment, in modules another change is splitting or
 #: editing now; each is to become module level (or say why not) when that change lands.
-PENDING = {
-    ("rlctl/boundary/probe/config.py", "rlctl.boundary.knee"),
-    ("rlctl/boundary/probe/report.py", "rlctl.boundary.knee"),
-    ("rlctl/dsl/compiler.py", "rlctl.online.safety"),
-    ("rlctl/dsl/compiler.py", "envs.sim"),
-    ("envs/calibrate/scoring.py", "rlctl.boundary.knee"),
-    ("envs/calibrate/sim.py", "rlctl.boundary.knee"),
-}
+PENDING: set[tuple[str, str]] = set()
 
 
 def _function_level_project_imports() -> list[tuple[str, int, str, str]]:

@@ -21,6 +21,7 @@ from envs.calibrate.fit import (
 )
 from envs.calibrate.sim import simulate_points, simulated_knee
 from envs.profile import ServiceProfile
+from rlctl.boundary.knee import find_knee
 
 #: Goal of the holdout check (the issue "Close the sim-to-real gap").
 GOAL_P99_MEDIAN_ABS_REL_ERROR = 0.25
@@ -36,8 +37,6 @@ HOLDOUT_KNEE_FRACTIONS: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9, 1.1)
 
 def curve_knee(points: Sequence[Point], slo_p99_ms: float) -> float | None:
     """Kneedle knee of measured P99 against load (the probe's method)."""
-    from rlctl.boundary.knee import find_knee
-
     pts = sorted(points, key=lambda p: p.qps)
     return find_knee([p.qps for p in pts], [p.p99_ms for p in pts], slo_p99_ms=slo_p99_ms).knee_qps
 
@@ -46,8 +45,6 @@ def knee_report(
     profile: ServiceProfile, data: CalibrationData, role: str, *, slo_p99_ms: float
 ) -> list[dict[str, Any]]:
     """Measured vs simulated knee per setting of the ``role`` curves."""
-    from rlctl.boundary.knee import find_knee
-
     rows = []
     for setting in data.settings(role):
         curve = sorted(data.select(role, setting), key=lambda p: p.qps)

@@ -20,6 +20,7 @@ from envs.calibrate.data import (
 from envs.model.faults import neutral_effects
 from envs.model.service import ServiceState, step_services
 from envs.profile import ServiceProfile
+from rlctl.boundary.knee import find_knee
 from rlctl.contract import COL
 
 # ------------------------------------------------------------------------------ simulator
@@ -79,8 +80,6 @@ def simulated_knee(
     profile: ServiceProfile, setting: Setting, loads: Sequence[float], *, cpu_quota_cores: float, slo_p99_ms: float
 ) -> tuple[float | None, Array]:
     """Kneedle knee of the simulated P99 curve at ``loads`` (the measured ramp's loads)."""
-    from rlctl.boundary.knee import find_knee
-
     pts = [Point(setting, float(q), NAN, NAN) for q in loads]
     _, p99 = simulate_points(profile, pts, cpu_quota_cores=cpu_quota_cores)
     knee = find_knee(list(loads), list(p99), slo_p99_ms=slo_p99_ms)

@@ -29,6 +29,7 @@ from rlctl.dsl.schema import (
     _set,
 )
 from rlctl.errors import ConfigError
+from rlctl.online.safety import SafetyConfig
 
 
 def compile_limits(spec: LimitsSpec, *, source: str = "<limits>", text: str | None = None) -> dict[str, Any]:
@@ -172,8 +173,6 @@ def write_compiled(compiled: dict[str, Any], out_dir: str | Path) -> list[Path]:
 
 def load_safety_config(path: str | Path) -> Any:
     """The :class:`rlctl.online.safety.SafetyConfig` in a compiled ``safety.json``."""
-    from rlctl.online.safety import SafetyConfig
-
     p = Path(path)
     try:
         data = json.loads(p.read_text())
@@ -191,7 +190,7 @@ def load_safety_config(path: str | Path) -> Any:
 
 def env_config(compiled_env: dict[str, Any]) -> Any:
     """The :class:`envs.sim.EnvConfig` of a compiled ``env.json`` (imports the simulator)."""
-    from envs.sim import EnvConfig, RewardWeights
+    from envs.sim import EnvConfig, RewardWeights  # local: envs loads gymnasium; production never imports it
 
     c = dict(compiled_env.get("env_config", compiled_env))
     bounds = dict(c.pop("bounds"))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlctl.boundary.detector import DetectorConfig
+from rlctl.boundary.knee import KNEE_METHODS
 from rlctl.contract import DEFAULT_SLO_P99_MS
 from rlctl.errors import ConfigError
 from rlctl.harness.process import find_gosvc
@@ -125,8 +126,6 @@ class ProbeConfig:
             )
         if self.confirm_intervals < 0:
             raise ConfigError(f"--confirm-intervals {self.confirm_intervals} must be >= 0 (0: whole steps only)")
-        from rlctl.boundary.knee import KNEE_METHODS
-
         if self.knee_method not in KNEE_METHODS:
             raise ConfigError(f"--knee-method {self.knee_method!r}: use one of {', '.join(KNEE_METHODS)}")
         if self.ramp.steps_to(self.max_qps) < self.warmup_steps + self.consecutive:

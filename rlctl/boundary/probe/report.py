@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlctl.boundary.knee import find_knee
 from rlctl.boundary.probe.config import REPORT_SCHEMA, ProbeConfig
 from rlctl.boundary.probe.loadgen import loadgen_argv
 from rlctl.boundary.probe.steps import ProbeState, _strict_json
@@ -26,8 +27,6 @@ def build_report(
     profile_dir: str,
 ) -> dict[str, Any]:
     """The probe's JSON report: knee, stop point and reason, per-step curve, settings."""
-    from rlctl.boundary.knee import find_knee
-
     steps = state.steps
     # The curve ends at the boundary the detector confirmed: the knee leading into it is the last one.
     event = state.event
