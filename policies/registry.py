@@ -34,11 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from policies.artifact import load_artifact
 from policies.base import Controller
 from policies.baselines import HPAConfig, HPAController, StaticController, ThresholdController
 from policies.guard import GuardConfig, SLOGuard
-from policies.ppo import PPOController, load_policy, trained_with_guard
 from policies.residual import CapacityRule, RuleConfig
 from rlctl.contract import KnobBounds
 from rlctl.errors import ConfigError
@@ -215,6 +213,10 @@ def build(name: str | ControllerSpec, ctx: Context) -> tuple[Controller, dict[st
     spec = parse(name) if isinstance(name, str) else name
     check_runs(spec, ctx.where)
     if spec.kind == "ppo":
+        # A policy runs on torch and SB3; its manifest models (pydantic) would add 0.3 s to every
+        # rlctl start, and the CLI imports this module for its help texts.
+        from policies.ppo import PPOController, load_policy, trained_with_guard  # local: torch/SB3 path
+
         assert spec.artifact is not None
         ppo = load_policy(spec.artifact, name=spec.name)
         loaded = ppo if isinstance(ppo, PPOController) else getattr(ppo, "inner", None)
@@ -307,6 +309,7 @@ def _trained_with_guard(spec: ControllerSpec) -> bool:
     """A policy trained under the SLO guard runs under it in control too (it is part of what was trained)."""
     if spec.kind != "ppo" or spec.artifact is None:
         return False
+    from policies.artifact import load_artifact  # local: the torch/SB3 path's manifest (see build)
 
     return bool((load_artifact(spec.artifact).manifest.get("config") or {}).get("guard"))
 
