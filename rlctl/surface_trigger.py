@@ -95,7 +95,7 @@ class Surface:
         if data.get("schema") != SURFACE_SCHEMA:
             raise ConfigError(
                 f"{source}: schema {data.get('schema')!r} is not {SURFACE_SCHEMA!r}; "
-                "write it with `rlctl boundary surface --json`"
+                "write it with `rlctl limits surface --json`"
             )
         try:
             x = np.asarray(data["x"]["values"], dtype=np.float64)

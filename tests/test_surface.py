@@ -72,7 +72,7 @@ def test_surface_rejects_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad.json: surface: every probability must be a finite number in \[0, 1\]"):
         Surface.load(bad)
     bad.write_text(json.dumps({"schema": "other"}))
-    with pytest.raises(ConfigError, match="write it with `rlctl boundary surface --json`"):
+    with pytest.raises(ConfigError, match="write it with `rlctl limits surface --json`"):
         Surface.load(bad)
 
 
