@@ -153,6 +153,7 @@ def test_oracle_is_refused_off_the_simulator() -> None:
     assert ctrl.name == "oracle"
 
 
+@pytest.mark.slow  # builds a PPO artifact, then a two-hour scenario with six faults
 def test_sim_backend_runs_a_ppo_artifact(tmp_path: Path) -> None:
     policy = tiny_ppo_artifact(tmp_path / "art")
     out = tmp_path / "ppo.json"

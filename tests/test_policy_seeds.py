@@ -75,6 +75,7 @@ def test_a_request_capacity_must_be_a_finite_positive_rate(bad: float) -> None:
         ActRequest.model_validate(body)
 
 
+@pytest.mark.slow  # evaluates several artifacts over the validation suite
 def test_judge_reports_iqm_and_interval_per_ratio_and_reversals(residual_artifacts: list[Path]) -> None:
     config, profile = EnvConfig(), ServiceProfile()
     scenarios = get_suite("smoke", profile, config.bounds.max_replicas)

@@ -226,6 +226,7 @@ def test_a_guard_without_a_controller_only_shields() -> None:
     assert g.shield(knobs(3), window([16, 16]), knobs(3))[0, R] == 6
 
 
+@pytest.mark.slow  # three baselines over a long simulated scenario
 def test_baselines_run_under_the_guard_for_a_fair_comparison() -> None:
     profile, config = ServiceProfile(), EnvConfig()
     guarded = make_baseline("hpa-0.8+guard", config, profile)
