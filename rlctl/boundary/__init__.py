@@ -5,7 +5,7 @@
 - :mod:`rlctl.boundary.knee`: the knee of P99 against load (Kneedle, cross-checked by a
   two-segment fit) and the highest load inside the SLO.
 - :mod:`rlctl.boundary.probe`: ``rlctl probe``, a ramp that stops itself at the boundary.
-- :mod:`rlctl.boundary.guard`: ``rlctl guard``, a CI check that the knee did not move down.
+- :mod:`rlctl.boundary.knee_gate`: ``rlctl knee-gate``, a CI check that the knee did not move down.
 - :mod:`rlctl.boundary.validate`: the ground-truth sweeps behind the probe's accuracy claim.
 """
 

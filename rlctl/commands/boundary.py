@@ -112,7 +112,7 @@ def knee_gate(
     """CI gate: exit 1 when the knee in NEW moved down by more than --max-shift from BASE."""
     from rich.console import Console
 
-    from rlctl.boundary.guard import compare, render_table
+    from rlctl.boundary.knee_gate import compare, render_table
     from rlctl.errors import CheckFailed
 
     result = compare(base, new, max_shift=max_shift)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rlctl.boundary.guard import compare, load_report
+from rlctl.boundary.knee_gate import compare, load_report
 from rlctl.cli import app
 from rlctl.errors import CheckFailed, ConfigError
 

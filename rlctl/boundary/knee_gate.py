@@ -1,4 +1,4 @@
-"""``rlctl guard``: fail CI when a change moved the service's knee down.
+"""``rlctl knee-gate``: fail CI when a change moved the service's knee down.
 
 Compares the ``knee_qps`` of two ``rlctl probe`` reports. The relative shift is
 ``(new - base) / base``; a shift below ``-max_shift`` (the knee moved down by more than
@@ -30,7 +30,7 @@ COMPARED: tuple[tuple[str, str], ...] = (
 
 
 @dataclass(frozen=True)
-class GuardResult:
+class KneeGateResult:
     """The verdict and the numbers behind it."""
 
     base_path: str
@@ -93,8 +93,8 @@ def load_report(path: str | Path) -> dict[str, Any]:
     return report
 
 
-def compare(base_path: str | Path, new_path: str | Path, *, max_shift: float = DEFAULT_MAX_SHIFT) -> GuardResult:
-    """Compare two probe reports; the result's :attr:`GuardResult.passed` is the verdict."""
+def compare(base_path: str | Path, new_path: str | Path, *, max_shift: float = DEFAULT_MAX_SHIFT) -> KneeGateResult:
+    """Compare two probe reports; the result's :attr:`KneeGateResult.passed` is the verdict."""
     if not (math.isfinite(max_shift) and 0 <= max_shift < 1):
         raise ConfigError(f"--max-shift {max_shift!r} must be a fraction in [0, 1), e.g. 0.15 for 15 %")
     base, new = load_report(base_path), load_report(new_path)
@@ -107,14 +107,14 @@ def compare(base_path: str | Path, new_path: str | Path, *, max_shift: float = D
         )
     b, n = float(base["knee_qps"]), float(new["knee_qps"])
     rows = tuple((label.format(method=methods[0]), _num(base.get(key)), _num(new.get(key))) for key, label in COMPARED)
-    return GuardResult(str(base_path), str(new_path), b, n, (n - b) / b, max_shift, rows)
+    return KneeGateResult(str(base_path), str(new_path), b, n, (n - b) / b, max_shift, rows)
 
 
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def render_table(result: GuardResult) -> Any:
+def render_table(result: KneeGateResult) -> Any:
     """A Rich table of the two reports side by side with the relative change."""
     from rich.table import Table
 
