@@ -199,9 +199,12 @@ def capacity_user(controller: Controller) -> Any:
 
 def measure_capacity(controller: Controller, batch: ServiceBatch) -> None:
     """Give a capacity rule each service's per-replica capacity at its SLO, measured off the model
-    at the initial knobs (what ``rlctl probe`` gives it on a real replica)."""
+    at the knobs it will run (the initial ones, or a rule's fixed ``runtime``): what ``rlctl probe``
+    gives it on a real replica."""
     cfg = batch.config
-    capacity_user(controller).set_capacity(slo_capacity_qps(batch.prof, batch.knobs, cfg.slo_p99_ms, cfg.dt_s))
+    user = capacity_user(controller)
+    knobs = user.runtime_knobs(batch.knobs) if hasattr(user, "runtime_knobs") else batch.knobs
+    user.set_capacity(slo_capacity_qps(batch.prof, knobs, cfg.slo_p99_ms, cfg.dt_s))
 
 
 def _miss_spans(missed: npt.NDArray[np.bool_], gap: int, lead: int) -> npt.NDArray[np.bool_]:

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from policies.base import Controller, FloatArray
-from rlctl.contract import COL, KNOB_COL, NOOP_ACTION, KnobBounds, apply_array, clamp_array
+from rlctl.contract import COL, KNOB_COL, NOOP_ACTION, KnobBounds, Knobs, apply_array, clamp_array
 from rlctl.errors import ConfigError
 
 _R = KNOB_COL["replicas"]
@@ -101,14 +101,16 @@ def window_replicas(
 
 
 class CapacityRule(Controller):
-    """The capacity rule as a controller: replicas from the rule, runtime knobs left as they are."""
+    """The capacity rule as a controller: replicas from the rule; the runtime knobs left as they are,
+    or set once to ``runtime`` (its capacity is then measured at those knobs)."""
 
     #: ``policies.evaluate`` measures each simulated service's capacity for it before a rollout.
     needs_capacity = True
 
-    def __init__(self, config: RuleConfig | None = None, name: str | None = None) -> None:
+    def __init__(self, config: RuleConfig | None = None, name: str | None = None, runtime: Knobs | None = None) -> None:
         self.config = config or RuleConfig()
         self.rule = RuleState(self.config)
+        self.runtime = runtime
         h = self.config.headroom
         self.name = name or ("capacity" if h == 1.0 else f"capacity-{h:g}")
 
@@ -119,8 +121,17 @@ class CapacityRule(Controller):
     def set_capacity(self, capacity: npt.ArrayLike) -> None:
         self.rule.set_capacity(capacity)
 
-    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+    def runtime_knobs(self, knobs: FloatArray) -> FloatArray:
+        """``knobs`` with the runtime knobs set to ``runtime`` (if given), clamped to the bounds."""
         out = np.array(knobs, dtype=np.float64)
+        if self.runtime is not None:
+            replicas = out[:, _R].copy()
+            out[:] = self.runtime.to_array()
+            out[:, _R] = replicas
+        return clamp_array(out, self.bounds)
+
+    def decide(self, windows: FloatArray, knobs: FloatArray) -> FloatArray:
+        out = self.runtime_knobs(knobs)
         out[:, _R] = self.rule.replicas(windows, self.bounds)
         return clamp_array(out, self.bounds)
 

@@ -134,3 +134,21 @@ def test_eval_measures_each_service_capacity_for_the_rule() -> None:
 def test_a_bounds_object_limits_the_rule(bounds: KnobBounds = KnobBounds(max_replicas=4)) -> None:
     out = window_replicas(_windows(np.array([1e6])), [100.0], RuleConfig(), 5.0, bounds)
     assert out[0] == 4
+
+
+def test_a_rule_with_fixed_runtime_knobs_sets_them_and_is_measured_at_them() -> None:
+    from policies.oracle import measure_capacity, oracle_runtimes
+    from policies.rollout import rollout
+    from policies.suites import validation_suite
+
+    tuned = oracle_runtimes(CFG)[-1]
+    assert tuned.gogc > CFG.initial_knobs.gogc
+    suite = [s for s in validation_suite(ServiceProfile(), BOUNDS.max_replicas, CFG.episode_s) if s.kind == "steady"]
+    caps = {}
+    for label, runtime in (("defaults", None), ("tuned", tuned)):
+        rule = CapacityRule(runtime=runtime)
+        results = rollout(rule, suite[:1], [0], CFG, ServiceProfile(), prepare=measure_capacity)
+        caps[label] = float(rule.rule.capacity[0])
+        gogc = results[0].series["gogc"]
+        assert np.all(gogc == (tuned.gogc if runtime else CFG.initial_knobs.gogc))
+    assert caps["tuned"] > caps["defaults"]  # GOGC 800 and the largest pools serve more per replica
