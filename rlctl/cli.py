@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "control",
     "sim2real",
     "validate_real",
+    "pareto",
 )
 
 

@@ -1,0 +1,203 @@
+"""The knobs' Pareto front: ``rlctl pareto`` and ``rlctl bench pareto`` (:mod:`policies.pareto`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rlctl.commands.groups import bench_app
+from rlctl.contract import DEFAULT_SLO_P99_MS
+from rlctl.errors import ConfigError
+from rlctl.output import JSON_HELP, STDOUT_PATH
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pareto")(pareto)
+    bench_app.command("pareto")(bench_pareto)
+
+
+# Options shared by both commands: the load, the profile, the SLO, the bounds.
+LoadOpt = Annotated[float | None, typer.Option("--load", min=0.001, max=10_000_000.0, help="Offered load, requests/s.")]
+TraceOpt = Annotated[
+    str | None,
+    typer.Option(help="Instead of --load: a trace window (one count per line; builtin:<file>: a shipped one)."),
+]
+TraceIntervalOpt = Annotated[float, typer.Option(min=0.001, max=86_400.0, help="Seconds per trace value.")]
+TraceOffsetOpt = Annotated[
+    float, typer.Option(min=0.0, max=3.2e9, help="Where the window starts, seconds into the trace.")
+]
+TraceWindowOpt = Annotated[
+    float, typer.Option(min=0.001, max=3.2e9, help="Window length, seconds (at most 1440 values).")
+]
+PeakOpt = Annotated[
+    float, typer.Option(min=0.001, max=10_000_000.0, help="The trace scaled so its peak is this, req/s.")
+]
+ProfileOpt = Annotated[
+    Path | None, typer.Option(help="Profile YAML (default: envs/profiles/testbed.yaml, the calibrated test-bed).")
+]
+SloOpt = Annotated[float, typer.Option(min=0.001, max=600_000.0, help="Constraint: P99 at most this, ms.")]
+MaxReplicasOpt = Annotated[int, typer.Option(min=1, max=1024, help="Knob bound: the most replicas.")]
+PopulationOpt = Annotated[int, typer.Option(min=4, max=10_000, help="NSGA-II population.")]
+GenerationsOpt = Annotated[int, typer.Option(min=1, max=10_000, help="NSGA-II generations.")]
+
+
+def _default_profile() -> Path | None:
+    path = Path(__file__).resolve().parents[2] / "envs" / "profiles" / "testbed.yaml"
+    return path if path.exists() else None
+
+
+def _setup(
+    load: float | None,
+    trace: str | None,
+    trace_interval: float,
+    trace_offset: float,
+    trace_window: float,
+    peak_qps: float,
+    profile: Path | None,
+    max_replicas: int,
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """The profile's arrays, the knob space, the loads and their description."""
+    import numpy as np
+
+    from envs.profile import ServiceProfile
+    from policies import pareto as P
+    from rlctl.contract import KnobBounds
+
+    if (load is None) == (trace is None):
+        raise ConfigError(
+            f"give exactly one of --load QPS or --trace FILE (got --load {load}, --trace {trace}); "
+            "e.g. rlctl pareto --load 2000"
+        )
+    prof_path = profile or _default_profile()
+    prof = ServiceProfile.load(prof_path) if prof_path else ServiceProfile()
+    if load is not None:
+        loads = np.array([load])
+        desc: dict[str, Any] = {"qps": load}
+    else:
+        assert trace is not None
+        from chaos.spec import BUILTIN_PREFIX, builtin_trace
+
+        path = builtin_trace(trace.removeprefix(BUILTIN_PREFIX)) if trace.startswith(BUILTIN_PREFIX) else Path(trace)
+        loads = P.trace_window(path, interval_s=trace_interval, offset_s=trace_offset, window_s=trace_window,
+                               peak_qps=peak_qps)  # fmt: skip
+        desc = {"trace": trace, "interval_s": trace_interval, "offset_s": trace_offset, "window_s": trace_window,
+                "peak_qps": peak_qps, "steps": int(loads.size), "mean_qps": round(float(loads.mean()), 3),
+                "max_qps": round(float(loads.max()), 3)}  # fmt: skip
+    bounds = KnobBounds(max_replicas=max_replicas, min_replicas=min(1, max_replicas))
+    desc["profile"] = str(profile) if profile else ("envs/profiles/testbed.yaml" if prof_path else "ServiceProfile()")
+    return P.profile_arrays(prof), P.KnobSpace(bounds=bounds), loads, desc
+
+
+def pareto(
+    load: LoadOpt = None,
+    trace: TraceOpt = None,
+    trace_interval: TraceIntervalOpt = 60.0,
+    trace_offset: TraceOffsetOpt = 0.0,
+    trace_window: TraceWindowOpt = 3600.0,
+    peak_qps: PeakOpt = 3000.0,
+    profile: ProfileOpt = None,
+    slo_p99_ms: SloOpt = DEFAULT_SLO_P99_MS,
+    max_replicas: MaxReplicasOpt = 16,
+    population: PopulationOpt = 100,
+    generations: GenerationsOpt = 100,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of NSGA-II.")] = 0,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of the front's pairwise projections here.")] = None,
+    rows: Annotated[
+        int, typer.Option(min=0, max=100_000, help="Table rows: points evenly spaced along P99 (0: all).")
+    ] = 30,
+    json_out: Annotated[Path | None, typer.Option("--json", help=f"Write the front as JSON here {JSON_HELP}.")] = None,
+) -> None:
+    """The knobs' Pareto front (P99, cores used, peak heap; P99 within the SLO) by NSGA-II in the simulator.
+
+    Every static knob of one service within the contract's bounds, scored at steady state at
+    --load req/s (or over a --trace window: worst P99, mean cores, highest heap). Prints the
+    front with the cheapest setting meeting the SLO, the lowest P99 and the knee called out.
+    """
+    from policies import pareto as P
+    from rlctl.output import JsonOut
+    from rlctl.progress import progress_bar
+
+    prof, space, loads, desc = _setup(load, trace, trace_interval, trace_offset, trace_window, peak_qps, profile,
+                                      max_replicas)  # fmt: skip
+    with JsonOut(json_out) as out:  # with --json -, the table goes to stderr
+        with progress_bar("NSGA-II", total=generations) as bar:
+            front = P.nsga2_front(prof, space, loads, slo_p99_ms, population=population, generations=generations,
+                                  seed=seed, on_generation=lambda g: bar.update(completed=g))  # fmt: skip
+        if front.objectives.shape[0] == 0:
+            where = f"--load {load:g}" if load is not None else f"the trace window (peak {desc['max_qps']:g} req/s)"
+            raise ConfigError(
+                f"no knob setting within the bounds (up to {max_replicas} replicas) meets P99 <= {slo_p99_ms:g} ms "
+                f"at {where}; lower the load, raise --max-replicas or --slo-p99-ms"
+            )
+        report = {"load": desc, "seed": seed, **P.front_report(front, slo_p99_ms=slo_p99_ms)}
+        if plot is not None:
+            report["plot"] = str(P.plot_front(report, plot))
+        _print_front(report, rows)
+        out.write(report)
+
+
+def _print_front(report: dict[str, Any], rows: int) -> None:
+    """The front as a table (``rows`` points evenly spaced along P99, plus the knees; 0: all)."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    tags: dict[int, list[str]] = {}
+    for name, knee in report["knees"].items():
+        tags.setdefault(knee["index"], []).append(name.replace("_", " "))
+    n = len(report["front"])
+    shown = set(range(n)) if rows == 0 or rows >= n else set(np.linspace(0, n - 1, rows).round().astype(int).tolist())
+    hv = report["hypervolume"]
+    title = (
+        f"Pareto front: {n} settings{'' if len(shown | set(tags)) >= n else f' ({len(shown | set(tags))} shown)'}, "
+        f"P99 <= {report['slo_p99_ms']:g} ms; NSGA-II {report['generations']} generations x "
+        f"{report['population']}, {report['wall_s']:.1f} s, hypervolume {hv[0]:.4f} -> {hv[-1]:.4f}"
+    )
+    table = Table(title=title)
+    heads = ("#", "repl", "procs", "GOGC", "memlim MiB", "pool", "conn", "prefetch", "turbo", "P99 ms", "cores",
+             "heap MiB", "")  # fmt: skip
+    for h in heads:
+        table.add_column(h, justify="left" if h == "" else "right")
+    for i, p in enumerate(report["front"]):
+        if i not in shown and i not in tags:
+            continue
+        k, o = p["knobs"], p["objectives"]
+        table.add_row(
+            str(i), str(k["replicas"]), str(k["gomaxprocs"]), str(k["gogc"]), str(k["gomemlimit_mib"]),
+            str(k["object_pool_size"]), str(k["conn_pool_size"]), "on" if k["prefetch"] else "off",
+            "on" if k["turbo"] else "off", f"{o['p99_ms']:.2f}", f"{o['cores_used']:.3f}",
+            f"{o['peak_heap_mib']:.1f}", ", ".join(tags.get(i, [])),
+        )  # fmt: skip
+    console = Console()
+    console.width = max(console.width, 132)
+    console.print(table)
+
+
+def bench_pareto(
+    load: LoadOpt = None,
+    trace: TraceOpt = None,
+    trace_interval: TraceIntervalOpt = 60.0,
+    trace_offset: TraceOffsetOpt = 0.0,
+    trace_window: TraceWindowOpt = 3600.0,
+    peak_qps: PeakOpt = 3000.0,
+    profile: ProfileOpt = None,
+    slo_p99_ms: SloOpt = DEFAULT_SLO_P99_MS,
+    max_replicas: MaxReplicasOpt = 16,
+    population: PopulationOpt = 100,
+    generations: GenerationsOpt = 100,
+    seeds: Annotated[int, typer.Option(min=1, max=100, help="Seeds of NSGA-II and random search.")] = 3,
+    exhaustive: Annotated[bool, typer.Option(help="Also score every setting of the space: the true front.")] = False,
+    json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
+) -> None:
+    """NSGA-II against random and grid search at the same evaluations: hypervolumes (one reference) and wall times."""
+    from policies import pareto as P
+    from rlctl.output import JsonOut
+
+    prof, space, loads, desc = _setup(load, trace, trace_interval, trace_offset, trace_window, peak_qps, profile,
+                                      max_replicas)  # fmt: skip
+    with JsonOut(json_out, indent=None) as out:
+        result = P.compare(prof, space, loads, slo_p99_ms, population=population, generations=generations,
+                           seeds=seeds, exhaustive=exhaustive)  # fmt: skip
+        out.write({"load": desc, **result})
