@@ -228,7 +228,7 @@ class Front:
         return cls(method, k[nd], f[nd], evaluations=int(ev.knobs.shape[0]), wall_s=wall_s, **extra)
 
 
-def _check(space: KnobSpace, loads: Array, slo_p99_ms: float) -> None:
+def _check(loads: Array, slo_p99_ms: float) -> None:
     if not np.all(np.isfinite(loads)) or loads.size == 0 or np.any(loads < 0):
         raise ConfigError(f"load {loads.tolist()[:5]} must be finite requests/s >= 0; give --load QPS")
     if not np.isfinite(slo_p99_ms) or slo_p99_ms <= 0:
@@ -239,7 +239,7 @@ def random_front(
     prof: Mapping[str, Array], space: KnobSpace, loads: Array, slo_p99_ms: float, evaluations: int, seed: int = 0
 ) -> Front:
     """Uniformly random settings, ``evaluations`` of them (with repeats, as random search draws)."""
-    _check(space, loads, slo_p99_ms)
+    _check(loads, slo_p99_ms)
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, space.sizes, size=(evaluations, len(KNOB_FIELDS)))
@@ -275,7 +275,7 @@ def grid_levels(sizes: npt.ArrayLike, budget: int) -> npt.NDArray[np.int64]:
 def grid_front(prof: Mapping[str, Array], space: KnobSpace, loads: Array, slo_p99_ms: float, evaluations: int) -> Front:
     """A full-factorial grid of at most ``evaluations`` settings (:func:`grid_levels`), each
     knob's levels evenly spaced over its indices, ends included."""
-    _check(space, loads, slo_p99_ms)
+    _check(loads, slo_p99_ms)
     start = time.perf_counter()
     sizes = space.sizes
     levels = grid_levels(sizes, evaluations)
@@ -299,7 +299,7 @@ def exhaustive_front(prof: Mapping[str, Array], space: KnobSpace, loads: Array, 
     In chunks, each chunk's front merged into the running front (a setting dominated within
     its chunk is dominated overall), so memory stays that of one chunk.
     """
-    _check(space, loads, slo_p99_ms)
+    _check(loads, slo_p99_ms)
     n = space.n_settings
     if n > MAX_EXHAUSTIVE:
         raise ConfigError(
@@ -349,7 +349,7 @@ def nsga2_front(
     from pymoo.operators.sampling.rnd import IntegerRandomSampling
     from pymoo.optimize import minimize
 
-    _check(space, loads, slo_p99_ms)
+    _check(loads, slo_p99_ms)
     if population < 4 or generations < 1:
         raise ConfigError(
             f"NSGA-II needs a population of at least 4 and one generation, not {population} x {generations}"

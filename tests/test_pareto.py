@@ -72,6 +72,18 @@ def test_nsga2_beats_random_search_at_equal_evaluations(prof: dict[str, np.ndarr
     assert hv["nsga2"] >= hv["random"] >= hv["grid"] > 0
 
 
+def test_every_nsga2_point_is_on_the_exhaustive_front(prof: dict[str, np.ndarray]) -> None:
+    space = P.KnobSpace(bounds=KnobBounds(max_replicas=3, max_gomaxprocs=2))
+    truth = P.exhaustive_front(prof, space, LOAD, SLO)
+    assert truth.evaluations == space.n_settings == 3 * 2 * 6 * 7 * 6 * 8 * 2 * 2
+    found = P.nsga2_front(prof, space, LOAD, SLO, population=24, generations=15, seed=1)
+    for f in found.objectives:
+        beaten = (truth.objectives <= f).all(axis=1) & (truth.objectives < f).any(axis=1)
+        assert not beaten.any(), f"{f} is dominated by a setting NSGA-II did not find"
+    hv, _ = P.hypervolumes({"nsga2": found.objectives, "exhaustive": truth.objectives})
+    assert hv["nsga2"] <= hv["exhaustive"] + 1e-12
+
+
 def test_hypervolume_per_generation_never_falls(front: P.Front) -> None:
     report = P.front_report(front, slo_p99_ms=SLO)
     hv = report["hypervolume"]
@@ -145,3 +157,9 @@ def test_a_trace_window(prof: dict[str, np.ndarray]) -> None:
     worst = P.evaluate_knobs(prof, knobs, loads)[0]
     at_peak = P.evaluate_knobs(prof, knobs, loads.max())[0]
     assert worst[0] == pytest.approx(at_peak[0]) and worst[2] == pytest.approx(at_peak[2])
+
+
+def test_one_seed_gives_one_front(prof: dict[str, np.ndarray]) -> None:
+    runs = [P.nsga2_front(prof, P.KnobSpace(), LOAD, SLO, population=16, generations=5, seed=7) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].knobs, runs[1].knobs)
+    np.testing.assert_array_equal(runs[0].objectives, runs[1].objectives)

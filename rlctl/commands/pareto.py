@@ -85,7 +85,7 @@ def _setup(
         desc = {"trace": trace, "interval_s": trace_interval, "offset_s": trace_offset, "window_s": trace_window,
                 "peak_qps": peak_qps, "steps": int(loads.size), "mean_qps": round(float(loads.mean()), 3),
                 "max_qps": round(float(loads.max()), 3)}  # fmt: skip
-    bounds = KnobBounds(max_replicas=max_replicas, min_replicas=min(1, max_replicas))
+    bounds = KnobBounds(max_replicas=max_replicas)
     desc["profile"] = str(profile) if profile else ("envs/profiles/testbed.yaml" if prof_path else "ServiceProfile()")
     return P.profile_arrays(prof), P.KnobSpace(bounds=bounds), loads, desc
 
@@ -111,9 +111,11 @@ def pareto(
 ) -> None:
     """The knobs' Pareto front (P99, cores used, peak heap; P99 within the SLO) by NSGA-II in the simulator.
 
-    Every static knob of one service within the contract's bounds, scored at steady state at
-    --load req/s (or over a --trace window: worst P99, mean cores, highest heap). Prints the
-    front with the cheapest setting meeting the SLO, the lowest P99 and the knee called out.
+    Every static knob of one service within the contract's bounds, at steady state at --load req/s.
+
+    Over a --trace window each setting scores its worst P99, mean cores and highest heap.
+
+    The table calls out the cheapest setting meeting the SLO, the lowest P99 and the knee.
     """
     from policies import pareto as P
     from rlctl.output import JsonOut
