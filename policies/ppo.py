@@ -13,6 +13,7 @@ when the policy's probability of toggling is over one half.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,12 @@ class PPOController(ModelController):
         trained = self.artifact.manifest.get("config") or {}
         rule = RuleConfig(headroom=float(trained.get("residual_headroom", 1.0))) if trained.get("residual") else None
         super().__init__(model, self.artifact.features.slo_p99_ms, name or f"ppo:{self.artifact.name}", rule=rule)
+
+    def reset(self, n: int, bounds: KnobBounds, interval_s: float) -> None:
+        """As :meth:`ModelController.reset`, moving only knobs the artifact was trained to move: a
+        knob its bounds do not ``allow`` had no effect in training, so its actions mean nothing."""
+        trained = self.artifact.bounds.allow
+        super().reset(n, dataclasses.replace(bounds, allow=tuple(k for k in bounds.allow if k in trained)), interval_s)
 
 
 def trained_with_guard(controller: Any) -> bool:

@@ -92,3 +92,14 @@ def test_judge_reports_iqm_and_interval_per_ratio_and_reversals(residual_artifac
     assert set(report["policies"]) == {"ppo:seed0", "ppo:seed1"}
     with pytest.raises(ConfigError, match="distinct names"):
         judge([controllers[0], controllers[0]], scenarios, [0], config, profile)
+
+
+def test_a_policy_trained_with_frozen_knobs_moves_only_the_knobs_it_was_trained_to_move(tmp_path: Path) -> None:
+    frozen = placeholder_artifact(tmp_path / "frozen", net_arch=(16, 16), bounds=KnobBounds(allow=("replicas",)))
+    ctrl = PPOController(frozen)
+    ctrl.reset(1, KnobBounds(), 5.0)  # an evaluation that allows every knob
+    assert ctrl.bounds.allow == ("replicas",)
+    knobs = clamp_array(np.array([3, 2, 100, 8192, 256, 16, 1, 1], dtype=float), KnobBounds())[None]
+    for _ in range(20):
+        out = ctrl.decide(np.zeros((1, 12, N_TELEMETRY)), knobs)
+        assert np.array_equal(out[0, 1:], knobs[0, 1:])

@@ -412,7 +412,12 @@ class HttpPolicy:
 
 
 def placeholder_artifact(
-    out_dir: str | Path, *, seed: int = 0, net_arch: Sequence[int] = (128, 128), config: dict[str, Any] | None = None
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    net_arch: Sequence[int] = (128, 128),
+    config: dict[str, Any] | None = None,
+    bounds: KnobBounds | None = None,
 ) -> Path:
     """An *untrained* PPO policy with the shipped architecture, saved as a verified artifact.
 
@@ -444,5 +449,5 @@ def placeholder_artifact(
         zip_path = Path(tmp) / "model.zip"
         model.save(zip_path)
         save_artifact(Path(out_dir), zip_path, name="placeholder-untrained", env_version="none", config=config or {},
-                      seed=seed, bounds=KnobBounds(), features=FeatureSpec())  # fmt: skip
+                      seed=seed, bounds=bounds or KnobBounds(), features=FeatureSpec())  # fmt: skip
     return Path(out_dir)
