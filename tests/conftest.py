@@ -11,11 +11,13 @@ Markers (registered here, in ``pytest_configure``):
 In a run that deselects ``real``, a test that starts one of the binaries above anyway fails
 and says to mark it (see ``_no_real_processes``).
 
-Tests live in folders that mirror the packages (``tests/rlctl``, ``tests/envs``,
-``tests/policies``, ``tests/chaos``); tests of the repository as a whole (docs, packaging,
-deployment files) stay at the top. The support modules here (``conftest``,
-``chaos_local_support``, ``online_support``, ``fakek8s``, ``reaper``) are imported by name
-from any folder: this folder is put on ``sys.path``.
+Tests live in folders that mirror the packages: ``tests/test_rlctl``, ``tests/test_envs``,
+``tests/test_policies``, ``tests/test_chaos`` (not ``tests/rlctl``: this folder is on
+``sys.path``, where a folder named like a package would shadow it as a namespace package).
+Tests of the repository as a whole (docs, packaging, standalone, deployment files) stay at
+the top. The support modules here (``conftest``, ``chaos_local_support``, ``online_support``,
+``fakek8s``, ``reaper``) and ``fixtures/`` are shared: a test one folder down imports them
+by name (this folder is put on ``sys.path``) and finds the repository at ``parents[2]``.
 """
 
 from __future__ import annotations

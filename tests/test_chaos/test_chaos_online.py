@@ -191,7 +191,7 @@ def test_validate_real_rejects_unknown_scenario_before_starting_anything() -> No
 
 
 def test_online_flag_is_refused_on_the_simulator(tmp_path: Path) -> None:
-    scen = Path(__file__).resolve().parents[1] / "chaos" / "scenarios" / "real" / "quick-flash.yaml"
+    scen = Path(__file__).resolve().parents[2] / "chaos" / "scenarios" / "real" / "quick-flash.yaml"
     res = invoke_rlctl("chaos", "run", str(scen), "--backend", "sim", "--online")
     assert res.returncode == 2 and "--online needs a live backend" in res.stderr
 

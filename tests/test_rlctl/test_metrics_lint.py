@@ -24,7 +24,7 @@ from rlctl.online.procs import GoService
 
 pytestmark = pytest.mark.real  # promtool, gosvc
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 #: Families gosvc writes only where its cpu cgroup is readable.
 CGROUP_FAMILIES = {

@@ -16,7 +16,7 @@ from rlctl.contract import KNOB_FIELDS, KnobBounds, Knobs, clamp_array
 
 pytest.importorskip("pymoo")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SLO = 8.0
 LOAD = np.array([2000.0])
 

@@ -19,7 +19,7 @@ from rlctl.cli import app
 from rlctl.contract import KNOB_FIELDS
 from rlctl.scoring import count_flaps, knob_changes, replica_moves, score_run, violated
 
-SCENARIOS = Path(__file__).resolve().parents[1] / "chaos" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "chaos" / "scenarios"
 
 
 def _run(p99: list[float], offered: list[float] | float = 100.0, dt: float = 5.0, **kw: object) -> dict:

@@ -13,7 +13,7 @@ from chaos.schema import manifest_problems, validate_manifest
 from chaos.spec import SIM_ONLY, FaultKind, Scenario, load_scenario, scenario_from_dict
 from rlctl.errors import ChaosError, ConfigError
 
-SCENARIOS = Path(__file__).resolve().parents[1] / "chaos" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "chaos" / "scenarios"
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SEL = {"namespace": "demo", "labels": {"app": "gosvc"}}
 TARGET = {"namespace": "demo", "labels": {"app": "loadgen"}, "mode": "all"}

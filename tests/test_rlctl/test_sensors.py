@@ -30,7 +30,7 @@ from rlctl.telemetry.sensors import (
     turbo_enabled,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 INTEL = "GenuineIntel"
 
 

@@ -16,7 +16,7 @@ from chaos.runner import build_report, check_controller_names, render_markdown, 
 from chaos.spec import load_scenario, scenario_from_dict
 from rlctl.errors import ConfigError
 
-SCENARIOS = Path(__file__).resolve().parents[1] / "chaos" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "chaos" / "scenarios"
 
 
 def _record(p99: list[float], *, dt: float = 1.0, offered: float = 100.0, replicas: float = 2.0) -> RunRecord:

@@ -20,7 +20,7 @@ from rlctl.commands.policy import _parse_controllers
 from rlctl.contract import KnobBounds
 from rlctl.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "chaos" / "scenarios" / "pod-churn.yaml"
 
 #: Every form of the grammar, and whether ``rlctl control`` runs it.

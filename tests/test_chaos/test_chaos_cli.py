@@ -17,7 +17,7 @@ from chaos.schema import validate_manifest
 from rlctl.cli import app
 from rlctl.errors import ChaosError, ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "chaos" / "scenarios"
 runner = CliRunner()
 

@@ -227,7 +227,7 @@ def test_v2_real_mount_in_a_private_namespace(tmp_path: Path) -> None:
             __file__, str(out)]  # fmt: skip
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
     }
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
     if r.returncode == 99 or ("Operation not permitted" in r.stderr and not out.exists()):

@@ -18,7 +18,7 @@ from rlctl.boundary.probe import REPO_GOSVC, ProbeConfig, Ramp, resolve_loadgen,
 from rlctl.errors import ConfigError, TelemetryError
 from rlctl.online.procs import GoService
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 RLCTL = Path(sys.executable).parent / "rlctl"
 
 

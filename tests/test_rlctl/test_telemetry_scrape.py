@@ -23,7 +23,7 @@ from rlctl.telemetry.scrape import (
     parse_metrics,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def fixture(name: str) -> str:
