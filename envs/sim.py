@@ -5,7 +5,7 @@ and load schedules of the current episode, the telemetry window) and turns actio
 into telemetry, rewards and cost figures. :class:`envs.GoServiceVecEnv` exposes it as a
 Stable-Baselines3 ``VecEnv``; :class:`envs.GoServiceEnv` steps one service through
 :class:`envs.single.SingleService`, the same functions on floats, which
-``tests/test_xp.py`` pins to a batch of one, step by step.
+``tests/test_rlctl/test_xp.py`` pins to a batch of one, step by step.
 """
 
 from __future__ import annotations

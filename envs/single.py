@@ -6,7 +6,7 @@ the features (:func:`rlctl.contract.featurize`) and the reward (:func:`envs.sim.
 evaluated through :data:`rlctl.xp.SCALAR`: the same functions, on floats instead of
 one-element arrays (an environment step about 12 times faster, 1,800 -> 21,000 steps/s
 here). Episode set-up (load curve, fault table) runs the batched numpy code once per
-episode. ``tests/test_xp.py`` pins a rollout of this class to the batched one, step by step.
+episode. ``tests/test_rlctl/test_xp.py`` pins a rollout of this class to the batched one, step by step.
 """
 
 from __future__ import annotations

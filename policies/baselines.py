@@ -28,7 +28,7 @@ from rlctl.errors import ConfigError
 # convertDesiredReplicasWithBehaviorRate, calculateScaleUpLimitWithScalingRules,
 # calculateScaleDownLimitWithBehaviors, getReplicasChangePerPeriod). The functions below take
 # arrays (one entry per service) so one call decides a whole evaluation batch;
-# tests/test_hpa_kubernetes.py runs Kubernetes' own test cases through them.
+# tests/test_policies/test_hpa_kubernetes.py runs Kubernetes' own test cases through them.
 
 ScalingPolicyKind = Literal["Pods", "Percent"]
 SelectPolicy = Literal["Max", "Min", "Disabled"]

@@ -13,7 +13,7 @@ written against ``array_namespace(x)``:
   of them per step; the same expressions on floats cost tens of nanoseconds each. The
   single environment steps through this namespace.
 
-``tests/test_xp.py`` pins the two together: every physics function gives the same
+``tests/test_rlctl/test_xp.py`` pins the two together: every physics function gives the same
 numbers (to 1e-12) through both, ``featurize`` the same float32 features, and whole
 single-environment episodes equal a batch of one, step by step.
 """

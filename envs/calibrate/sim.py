@@ -39,7 +39,7 @@ def simulate_points(
 ) -> tuple[Array, Array]:
     """The simulator's ``(P50, P99)`` in ms at each point's load and knobs, one replica.
 
-    Steady state as ``tests/test_physics.py``'s ``steady()`` evaluates it: a few steps at
+    Steady state as ``tests/test_envs/test_physics.py``'s ``steady()`` evaluates it: a few steps at
     constant load (the GC pacer's fixed point settles) with the backlog and the package
     temperature reset before each, then a last step of ``overload_s`` seconds whose
     backlog (zero below saturation) adds its wait. The CPU quota and the cores free are
