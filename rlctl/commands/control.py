@@ -89,6 +89,17 @@ def control(
     metrics: Annotated[
         str | None, typer.Option(help="The service's /metrics URL (omit when a collector runs).")
     ] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            help="A Prometheus server's base URL to read the service's telemetry from with PromQL, instead of "
+            "--metrics (rlctl/online/prometheus.py has the default queries, for gosvc)."
+        ),
+    ] = None,
+    prometheus_config: Annotated[
+        Path | None,
+        typer.Option(help="YAML with the service's PromQL (selector, window, queries) for --prometheus."),
+    ] = None,
     admin: Annotated[str | None, typer.Option(help="The service's /admin/knobs URL (runtime knobs).")] = None,
     admin_token_file: Annotated[
         Path | None, typer.Option(help="File with the admin bearer token (else $GOSVC_ADMIN_TOKEN).")
@@ -171,8 +182,14 @@ def control(
         raise ConfigError("pass either --policy-url (a policy server) or --policy (in-process), not both")
     if min_replicas > max_replicas:
         raise ConfigError(f"--min-replicas {min_replicas} is above --max-replicas {max_replicas}")
-    if metrics is None and redis == "none":
-        raise ConfigError("without --metrics the controller reads telemetry from Redis: pass --redis too")
+    if metrics and prometheus:
+        raise ConfigError("pass either --metrics (scrape the service) or --prometheus (query Prometheus), not both")
+    if prometheus_config is not None and not prometheus:
+        raise ConfigError("--prometheus-config needs --prometheus URL (the Prometheus server to query)")
+    if metrics is None and prometheus is None and redis == "none":
+        raise ConfigError(
+            "without --metrics or --prometheus the controller reads telemetry from Redis: pass --redis too"
+        )
     interval_s = float(interval)
     allow = tuple(k for k in KNOB_FIELDS if allow_msr_writes or k not in MSR_KNOBS)
     bounds = KnobBounds(min_replicas=min_replicas, max_replicas=max_replicas, allow=allow)
@@ -210,6 +227,11 @@ def control(
         except TelemetryError as exc:
             log.warning("first scrape failed (%s); holding until the service answers", exc)
         scrape = scraper.scrape
+    elif prometheus:
+        from rlctl.online.prometheus import PrometheusConfig, PrometheusSource, load_config
+
+        prom_config = load_config(prometheus_config) if prometheus_config is not None else PrometheusConfig()
+        scrape = PrometheusSource(prometheus, prom_config, service=service).scrape
     store = None
     if redis != "none":
         import socket
