@@ -35,6 +35,7 @@ from typing import Any
 
 from rlctl.contract import TELEMETRY_FIELDS, TelemetrySample
 from rlctl.errors import ConfigError, TelemetryError
+from rlctl.inputs import load_yaml_file
 
 NAN = float("nan")
 _UNLIMITED_MEMLIMIT = 2.0**63 - 1
@@ -137,8 +138,6 @@ def parse_config(data: Any, *, source: str = "<config>") -> PrometheusConfig:
 
 def load_config(path: str | Path) -> PrometheusConfig:
     """Read a per-service Prometheus source config (errors name the file and line)."""
-    from rlctl.inputs import load_yaml_file
-
     return parse_config(load_yaml_file(path, what="Prometheus source config"), source=str(path))
 
 
