@@ -137,18 +137,13 @@ def parse(name: str, *, bare_is_policy: bool = False) -> ControllerSpec:
         if not 0.0 < target <= 1.5:
             raise refuse(name, "the CPU target after hpa- must be a number in (0, 1.5]")
         return ControllerSpec(name, "hpa", param=target)
-    if name == "oracle-reactive" or name.startswith("oracle-reactive-"):
-        rest = name.removeprefix("oracle-reactive").removeprefix("-")
-        headroom = _number(rest) if rest else 1.0
-        if not 1.0 <= headroom <= 4.0:
-            raise refuse(name, "the headroom after oracle-reactive- must be a number in [1, 4]")
-        return ControllerSpec(name, "oracle-reactive", param=headroom)
-    if name == "capacity" or name.startswith("capacity-"):
-        rest = name.removeprefix("capacity").removeprefix("-")
-        headroom = _number(rest) if rest else 1.0
-        if not 1.0 <= headroom <= 4.0:
-            raise refuse(name, "the headroom after capacity- must be a number in [1, 4]")
-        return ControllerSpec(name, "capacity", param=headroom)
+    for kind in ("oracle-reactive", "capacity"):  # both take an optional headroom: NAME[-<h>]
+        if name == kind or name.startswith(f"{kind}-"):
+            rest = name.removeprefix(kind).removeprefix("-")
+            headroom = _number(rest) if rest else 1.0
+            if not 1.0 <= headroom <= 4.0:
+                raise refuse(name, f"the headroom after {kind}- must be a number in [1, 4]")
+            return ControllerSpec(name, kind, param=headroom)  # type: ignore[arg-type]
     if bare_is_policy and (name == "default" or "/" in name or os.path.exists(name)):
         return ControllerSpec(f"ppo:{name}", "ppo", artifact=name)
     raise refuse(name, "unknown controller")
