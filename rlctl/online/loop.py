@@ -19,6 +19,16 @@ kill switch set             ``killswitch``: nothing is actuated
 dry run                     ``dry-run``: decided and audited, nothing is actuated
 ==========================  =============================================================
 
+Who writes (``ControlConfig.mode``, ``rlctl control --mode``): in ``act`` the loop actuates its
+decisions (it owns the Deployment's scale subresource); in ``advise`` and ``shadow`` it decides
+and audits every interval as in ``act`` but writes nothing: ``advise`` publishes the decision
+(``rlctl_desired_replicas``, ``rlctl_desired_knob``, the saturation forecast) for a KEDA
+``ScaledObject`` or an HPA to carry out (``deploy/k8s/advise-*``), ``shadow`` only records it for
+``rlctl shadow-report`` (:mod:`rlctl.online.modes`) to compare with what the running autoscaler
+did. Their audit records say ``actuation["mode"]`` and, per knob, ``advised: A -> B`` or
+``shadow: A -> B`` where ``act`` says ``ok: A -> B``. Safety limits apply to the advice too, from
+the knobs in effect (read every step), so the advice is one safe step from what runs.
+
 With ``ControlConfig.guard`` (``rlctl control --guard``) the policy's and the fallback's
 decisions pass through the SLO guard (``policies.guard``) before the safety layer, as
 ``ppo+guard`` runs in evaluation; the controller is then audited as ``ppo+guard:NAME``
@@ -60,6 +70,21 @@ log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 
 
+#: Who writes the decisions: see the module docstring.
+MODES: tuple[str, ...] = ("act", "advise", "shadow")
+
+
+class DecisionSink(Protocol):
+    """Where each step's result goes besides the audit (``rlctl.online.events.DecisionEvents``).
+
+    ``record`` must not raise for a failed dependency; ``flush`` writes what it held back.
+    """
+
+    def record(self, result: StepResult) -> None: ...
+
+    def flush(self) -> None: ...
+
+
 class PolicyClient(Protocol):
     """Anything that decides for one service: :class:`~rlctl.online.policy.InProcessPolicy`, ``HttpPolicy``."""
 
@@ -98,8 +123,14 @@ class ControlConfig:
     guard: GuardConfig | None = None
     """Run the decisions (the policy's and the fallback's) under the SLO guard
     (``policies.guard``), as ``ppo+guard`` runs in evaluation; ``None``: no guard."""
+    mode: str = "act"
+    """``act`` (actuate), ``advise`` (publish for an autoscaler, write nothing) or ``shadow``
+    (record only); see the module docstring."""
 
     def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"control: mode {self.mode!r} is not one of {', '.join(MODES)}; act writes, "
+                              "advise publishes for an autoscaler, shadow only records")  # fmt: skip
         if not self.service or any(c.isspace() for c in self.service):
             raise ConfigError(f"control: service name {self.service!r} must be non-empty without spaces")
         if not (math.isfinite(self.interval_s) and self.interval_s > 0):
@@ -147,6 +178,19 @@ class ControllerMetrics:
         self.replicas = Gauge("rlctl_replicas", "Replicas in effect.", ["service"], registry=r)
         self.redis_up = Gauge("rlctl_redis_up", "1 when the last Redis call succeeded.", ["service"], registry=r)
         self.step_seconds = Histogram("rlctl_step_seconds", "Duration of one control step.", ["service"], registry=r)
+        self.desired_replicas = Gauge(
+            "rlctl_desired_replicas",
+            "Replicas the controller wants now (after its safety limits); what an advised autoscaler scales to.",
+            ["service"],
+            registry=r,
+        )
+        self.desired_knob = Gauge(
+            "rlctl_desired_knob", "Runtime knob values the controller wants now.", ["service", "knob"], registry=r
+        )
+        self.mode = Gauge(
+            "rlctl_controller_mode", "1 for the mode the controller runs in (act, advise, shadow).",
+            ["service", "mode"], registry=r,
+        )  # fmt: skip
         self.policy_seconds = Histogram(
             "rlctl_policy_latency_seconds", "Policy decision latency (successful calls).", ["service"], registry=r
         )
@@ -184,6 +228,10 @@ class StepResult:
     raw_action: list[int] | None = None
 
 
+def _fmt_knob(v: float) -> str:
+    return f"{v:g}" if math.isfinite(v) else "?"
+
+
 def _knobs_from_sample(row: FloatArray) -> FloatArray:
     """The knobs a telemetry sample reports (unknown ones NaN)."""
     out = np.full(len(KNOB_FIELDS), np.nan)
@@ -208,6 +256,8 @@ class ControlLoop:
         telemetry and audits to the log only).
     :param policy: the learned policy (``None``: the HPA rule is the controller).
     :param metrics: Prometheus metrics to update (default: a fresh registry).
+    :param events: gets every step's result after the audit (Kubernetes Events on the
+        Deployment: :class:`rlctl.online.events.DecisionEvents`); ``None``: none.
     """
 
     def __init__(
@@ -219,6 +269,7 @@ class ControlLoop:
         store: TelemetryStore | None = None,
         policy: PolicyClient | None = None,
         metrics: ControllerMetrics | None = None,
+        events: DecisionSink | None = None,
     ) -> None:
         if scrape is None and store is None:
             raise ConfigError("control: with neither a scrape source nor Redis there is no telemetry to act on")
@@ -229,6 +280,7 @@ class ControlLoop:
         self.store = store
         self.policy = policy
         self.metrics = metrics or ControllerMetrics()
+        self.events = events
         self.collector = Collector(self._enriched(scrape), store, buffer=config.buffer) if scrape else None
         self.safety = SafetyLayer(self.config.safety, config.interval_s)
         self.hpa = HPAController(self.config.hpa_config(), name="hpa")
@@ -338,6 +390,8 @@ class ControlLoop:
                 self.metrics.actuation_errors.labels(service, name).inc()
         for name, why in read_errors.items():
             actuation.setdefault(f"read-{name}", f"error: {why}")
+        if cfg.mode != "act":
+            actuation["mode"] = cfg.mode
 
         ids = [e.id for e in entries]
         record = AuditRecord(
@@ -370,6 +424,11 @@ class ControlLoop:
             raw_action=decision.action if decision else None,
         )  # fmt: skip
         self._observe(result)
+        if self.events is not None:
+            try:
+                self.events.record(result)
+            except Exception:  # Events explain decisions; they must never stop one
+                log.exception("%s: recording the decision as an Event failed", service)
         return result
 
     def _decide(
@@ -443,6 +502,11 @@ class ControlLoop:
             return safe, notes, current.copy(), {}
         if self.config.safety.dry_run:
             return safe, notes, current.copy(), {"all": f"skipped (dry-run): would change {', '.join(changed)}"}
+        if self.config.mode != "act":  # advise / shadow: the decision is the output, nothing is written
+            word = "advised" if self.config.mode == "advise" else "shadow"
+            results = {n: f"{word}: {_fmt_knob(current[KNOB_COL[n]])} -> {_fmt_knob(safe[KNOB_COL[n]])}"
+                       for n in changed}  # fmt: skip
+            return safe, notes, current.copy(), results
         applied, results = self.actuators.apply(current, safe)
         self.safety.commit(current, applied, t0)
         self.known_knobs = applied
@@ -468,6 +532,7 @@ class ControlLoop:
             m.replicas.labels(service).set(r.applied[KNOB_COL["replicas"]])
         m.redis_up.labels(service).set(1.0 if r.redis_ok else 0.0)
         m.step_seconds.labels(service).observe(r.duration_s)
+        self._publish_desired(r)
         self.steps += 1
         self.history.append(r)
         state = (r.reason, r.cause)
@@ -478,12 +543,26 @@ class ControlLoop:
         if any(v.startswith("error") for v in r.actuation.values()):
             log.warning("%s: actuation: %s", service, r.actuation)
 
+    def _publish_desired(self, r: StepResult) -> None:
+        """What the controller wants now, for an advised autoscaler (a hold or kill switch wants what runs)."""
+        m, service = self.metrics, self.config.service
+        m.mode.labels(service, self.config.mode).set(1.0)
+        want = r.safe if r.reason not in ("hold", "killswitch") else r.current
+        replicas = want[KNOB_COL["replicas"]]
+        if math.isfinite(replicas):
+            m.desired_replicas.labels(service).set(replicas)
+        for name in ("gomaxprocs", "gogc", "gomemlimit_mib", "object_pool_size", "conn_pool_size"):
+            value = want[KNOB_COL[name]]
+            if math.isfinite(value):
+                m.desired_knob.labels(service, name).set(value)
+
     def status(self) -> dict[str, Any]:
         """The newest state, for the live view."""
         r = self.history[-1] if self.history else None
         last = self.window[-1] if self.window else None
         return {
             "service": self.config.service,
+            "mode": self.config.mode,
             "steps": self.steps,
             "reason": r.reason if r else "-",
             "cause": r.cause if r else "",
@@ -553,6 +632,11 @@ class ControlLoop:
                     delay = 0.0
                 stop_event.wait(delay)
         finally:  # also on Ctrl-C
+            if self.events is not None:
+                try:
+                    self.events.flush()
+                except Exception:
+                    log.exception("%s: writing the held-back Events failed", self.config.service)
             unwritten = self.flush()
             if unwritten is not None:
                 log.warning("%s: on stopping, %s", self.config.service, unwritten)
