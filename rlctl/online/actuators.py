@@ -4,7 +4,7 @@
 knob(s)                    actuator                         mechanism
 =========================  ===============================  ==========================================
 gomaxprocs, gogc,          :class:`AdminKnobsActuator`      ``PUT /admin/knobs`` on the Go service
-gomemlimit_mib, pools                                       (bearer token), to every replica
+gomemlimit_mib, pools                                       (bearer token), to every ready replica (fanout)
 replicas                   :class:`K8sScaleActuator`        the Deployment's ``scale`` subresource
 replicas                   :class:`ProcessReplicaActuator`  local ``gosvc serve`` processes
 prefetch, turbo            :class:`MsrActuator`             MSR writes, only with ``allow_writes``
@@ -34,8 +34,10 @@ from rlctl.errors import ActuatorError, ConfigError
 from rlctl.harness.admin import MIB as MIB
 from rlctl.harness.admin import RUNTIME_KNOBS as RUNTIME_KNOBS
 from rlctl.harness.admin import TOKEN_ENV as TOKEN_ENV
-from rlctl.harness.admin import admin_request, from_admin, read_token, to_admin
+from rlctl.harness.admin import from_admin as from_admin
+from rlctl.harness.admin import knobs_url, read_token, to_admin
 from rlctl.k8s_scale import DeploymentScaler, kube_api_client
+from rlctl.online.fanout import Endpoint, EndpointSource, KnobFanout, ReplicaResult, endpoint_name, static_endpoints
 from rlctl.online.procs import GoService, gosvc_binary
 from rlctl.telemetry import sensors
 
@@ -47,62 +49,92 @@ MSR_KNOBS: tuple[str, ...] = ("prefetch", "turbo")
 
 
 class AdminKnobsActuator:
-    """GOMAXPROCS, GOGC, GOMEMLIMIT and the pool sizes through the service's ``/admin/knobs``.
+    """GOMAXPROCS, GOGC, GOMEMLIMIT and the pool sizes through the service's ``/admin/knobs``, on every replica.
+
+    The knobs go to every ready replica and stay there (:class:`rlctl.online.fanout.KnobFanout`):
+    :meth:`put` sends them to all at once, retrying each replica a few times, and
+    :meth:`reconcile` (each control step) re-sends them to replicas that missed them or are
+    new. :attr:`last_results` holds the per-replica results of the latest send, for the audit.
 
     :param urls: the ``/admin/knobs`` URL, a list of them (one per replica), or a callable
-        returning the current list (replicas come and go). Every PUT goes to every URL;
-        reads come from the first.
+        returning the current list (replicas come and go); each is taken as ready.
+    :param endpoints: instead of ``urls``: an endpoint source with readiness
+        (:class:`rlctl.online.fanout.EndpointSliceSource`, :func:`rlctl.online.fanout.static_endpoints`).
     :param token: the bearer token (else read from ``token_file`` or ``$GOSVC_ADMIN_TOKEN``).
     :param timeout_s: per request, so a hung service cannot stall the control loop.
+    :param attempts: tries per replica and send (refused connection, timeout, 5xx).
+    :param backoff_s: wait before the second try, doubling after.
+    :param budget_s: a send ends within about this long (default ``attempts * timeout_s``).
     """
 
     knobs: tuple[str, ...] = RUNTIME_KNOBS
 
     def __init__(
         self,
-        urls: str | Sequence[str] | Callable[[], Sequence[str]],
+        urls: str | Sequence[str] | Callable[[], Sequence[str]] | None = None,
         *,
+        endpoints: EndpointSource | None = None,
         token: str | None = None,
         token_file: str | Path | None = None,
         timeout_s: float = 2.0,
+        attempts: int = 3,
+        backoff_s: float = 0.1,
+        budget_s: float | None = None,
     ) -> None:
-        if isinstance(urls, str):
-            fixed = [urls]
-            self._urls: Callable[[], Sequence[str]] = lambda: fixed
-        elif callable(urls):
-            self._urls = urls
-        else:
-            fixed = list(urls)
-            self._urls = lambda: fixed
+        if (urls is None) == (endpoints is None):
+            raise ConfigError("AdminKnobsActuator: pass the replicas' admin URLs or an endpoint source (one of them)")
+        if endpoints is None:
+            if isinstance(urls, str):
+                endpoints = static_endpoints([urls])
+            elif callable(urls):
+                listed = urls
+                endpoints = lambda: [Endpoint(endpoint_name(u), knobs_url(u)) for u in listed()]  # noqa: E731
+            else:
+                endpoints = static_endpoints(list(urls or []))
         self.token = token if token is not None else read_token(token_file)
         self.timeout_s = timeout_s
+        self.fanout = KnobFanout(endpoints, token=self.token, timeout_s=timeout_s, attempts=attempts,
+                                 backoff_s=backoff_s, budget_s=budget_s)  # fmt: skip
+        self.last_results: dict[str, ReplicaResult] = {}
 
     @property
     def urls(self) -> list[str]:
-        return list(self._urls())
+        """The ready replicas' ``/admin/knobs`` URLs now."""
+        return [e.url for e in self.fanout.endpoints() if e.ready]
 
     def get(self) -> dict[str, int]:
-        """The current runtime knobs (of the first replica), by contract name."""
-        urls = self.urls
-        if not urls:
-            raise ActuatorError("no admin URL: the service has no running replica")
-        return from_admin(admin_request("GET", urls[0], token=self.token, timeout_s=self.timeout_s))
+        """The current runtime knobs (of the first ready replica that answers), by contract name."""
+        return self.fanout.get()
 
     def put(self, knobs: Mapping[str, Any]) -> dict[str, int]:
-        """Set ``knobs`` (contract names) on every replica; returns what the first one reports."""
-        body = to_admin(knobs)
-        urls = self.urls
-        if not urls:
-            raise ActuatorError("no admin URL: the service has no running replica")
-        answers, errors = [], []
-        for url in urls:
-            try:
-                answers.append(admin_request("PUT", url, token=self.token, body=body, timeout_s=self.timeout_s))
-            except ActuatorError as exc:
-                errors.append(str(exc))
-        if errors:
-            raise ActuatorError(f"{len(errors)} of {len(urls)} replica(s) refused {body}: " + "; ".join(errors))
-        return from_admin(answers[0])
+        """Set ``knobs`` (contract names) on every ready replica; returns what the first one reports.
+
+        Raises :class:`ActuatorError` when a ready replica missed them (after its retries) or
+        none is ready; :attr:`last_results` has every replica's result either way.
+        """
+        self.last_results = {}
+        results = self.fanout.put(knobs)
+        self.last_results = results
+        missed = [r for r in results.values() if r.outcome == "missed"]
+        applied = [r for r in results.values() if r.outcome == "applied"]
+        if not applied and not missed:
+            raise ActuatorError(f"no ready replica to set {to_admin(knobs)} on: the service has no running replica")
+        if missed:
+            raise ActuatorError(
+                f"{len(missed)} of {len(missed) + len(applied)} ready replica(s) missed {to_admin(knobs)}: "
+                + "; ".join(f"{r.endpoint}: {r.detail}" for r in missed)
+            )
+        return dict(applied[0].reported or {})
+
+    def reconcile(self) -> dict[str, ReplicaResult]:
+        """Re-send the knobs to each ready replica that lacks them (missed a change, new, back)."""
+        self.last_results = self.fanout.reconcile()
+        return self.last_results
+
+
+def replica_entries(results: Mapping[str, ReplicaResult]) -> dict[str, str]:
+    """Per-replica results as audit entries: ``admin@<replica>`` -> ``ok: ...`` / ``missed: ...`` / ``skipped: ...``."""
+    return {f"admin@{name}": r.text() for name, r in sorted(results.items())}
 
 
 @runtime_checkable
@@ -326,6 +358,19 @@ class Actuators:
                 errors["msr"] = str(exc)
         return out, errors
 
+    def reconcile(self) -> dict[str, str]:
+        """Runtime knobs onto every ready replica that lacks them; per replica touched, what happened.
+
+        Call once per control step (not in a dry run, not under the kill switch): a replica that
+        missed a change, or became ready since, gets the knobs the controller last set.
+        """
+        if self.admin is None:
+            return {}
+        try:
+            return replica_entries(self.admin.reconcile())
+        except (ActuatorError, ConfigError) as exc:
+            return {"admin-reconcile": f"error: {exc}"}
+
     def apply(self, current: npt.ArrayLike, target: npt.ArrayLike) -> tuple[FloatArray, dict[str, str]]:
         """Move from ``current`` to ``target``; returns the knobs now in effect and each actuator's result.
 
@@ -365,6 +410,7 @@ class Actuators:
                         now[KNOB_COL[n]] = body[n]
                 except (ActuatorError, ConfigError) as exc:
                     results["admin"] = f"error: {exc}"
+                results.update(replica_entries(self.admin.last_results))
         for name in MSR_KNOBS:
             if name not in changed:
                 continue
