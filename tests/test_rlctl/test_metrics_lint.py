@@ -116,6 +116,9 @@ def test_controller_metrics_pass_promtool() -> None:
     m.redis_up.labels("svc").set(1)
     m.step_seconds.labels("svc").observe(0.05)
     m.policy_seconds.labels("svc").observe(0.002)
+    m.desired_replicas.labels("svc").set(4)
+    m.desired_knob.labels("svc", "gogc").set(200)
+    m.mode.labels("svc", "advise").set(1)
     text = generate_latest(m.registry).decode()
     # Every metric of the controller is in the exposition with a sample, not only a header.
     for metric in m.registry.collect():
