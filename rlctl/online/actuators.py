@@ -425,3 +425,20 @@ class Actuators:
             except (ActuatorError, ConfigError) as exc:
                 results[name] = f"error: {exc}"
         return now, results
+
+
+class ReadOnlyActuators(Actuators):
+    """The actuators of a controller in ``advise`` or ``shadow`` mode: they read, and never write.
+
+    The loop does not call :meth:`apply` outside ``act`` mode; this class makes sure that even a
+    bug there cannot put a second writer on the Deployment: reads (the scale subresource's
+    ``get``, ``/admin/knobs`` GET) go through, every write is refused and reported as an error.
+    """
+
+    def __init__(self, inner: Actuators, *, mode: str) -> None:
+        super().__init__(admin=inner.admin, replicas=inner.replicas, msr=inner.msr)
+        self.mode = mode
+
+    def apply(self, current: npt.ArrayLike, target: npt.ArrayLike) -> tuple[FloatArray, dict[str, str]]:
+        now = np.asarray(current, dtype=np.float64).reshape(len(KNOB_FIELDS)).copy()
+        return now, {"all": f"error: refused: a controller in {self.mode} mode writes nothing"}
