@@ -381,7 +381,12 @@ class ControlLoop:
                                                                            scrape_err, redis_err)  # fmt: skip
         if self.guard is not None and window is not None and reason in ("policy", "fallback", "hpa"):
             target, controller, detail = self._shield(window, current, target, controller, detail)
+        # Replicas that missed a knob change or became ready since get the current knobs (act mode only).
+        writes = cfg.mode == "act" and not cfg.safety.dry_run and reason not in ("hold", "killswitch")
+        reconcile = getattr(self.actuators, "reconcile", None)  # the chaos backend's actuators have none
+        reconciled = reconcile() if writes and reconcile is not None else {}
         safe, notes, applied, actuation = self._actuate(reason, current, target, t0)
+        actuation = {**reconciled, **actuation}
         if cfg.safety.dry_run and reason not in ("hold", "killswitch"):
             detail = f"would: {reason}{f' ({cause})' if cause else ''}: {detail}"
             reason = "dry-run"
