@@ -11,6 +11,13 @@ It speaks just enough of the API for the Chaos Mesh backend and the scale actuat
   with a ``deletionTimestamp`` (the finalizer) before it is gone;
 - the Deployment ``scale`` subresource: ``GET/PATCH /apis/apps/v1/namespaces/{ns}/deployments/{name}/scale``
   with merge/strategic-merge patches (a JSON object) or JSON patches (a list of operations);
+- core/v1 Events: ``POST`` and ``GET`` (list, with ``fieldSelector`` on dotted fields such as
+  ``involvedObject.name=gosvc,involvedObject.kind=Deployment``, as ``kubectl describe`` asks) on
+  ``/api/v1/namespaces/{ns}/events``, ``GET`` and merge-``PATCH`` on ``.../events/{name}``; the
+  scale subresource's metadata carries the Deployment's ``uid`` (as a real API server's does);
+- ``PATCH`` of a custom object with a JSON merge patch (rlctl labels what Chaos Mesh spawned);
+  an object whose status a controller keeps (``_Stored.controlled``, see ``tests/fakemesh.py``,
+  the fake Chaos Mesh controller) is served with that status instead of the conditions above;
 - fault injection: :meth:`FakeKubeAPI.fail` answers a status (403, 404, 409, ...) for a
   method and path pattern, a number of times or for good.
 
@@ -41,12 +48,14 @@ CHAOS_PLURALS = {
     "timechaos": "TimeChaos",
     "schedules": "Schedule",
     "workflows": "Workflow",
+    "workflownodes": "WorkflowNode",
 }
 
 _CUSTOM = re.compile(
     r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$"
 )
 _SCALE = re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments/(?P<name>[^/]+)/scale$")
+_EVENTS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/events(?:/(?P<name>[^/]+))?$")
 
 
 @dataclass
@@ -74,6 +83,7 @@ class _Stored:
     obj: dict[str, Any]
     created: float
     deleted: float | None = None
+    controlled: bool = False  # the status is a controller's (tests/fakemesh.py), served as stored
 
 
 @dataclass
@@ -94,6 +104,7 @@ class FakeKubeAPI:
     objects: dict[tuple[str, str, str], _Stored] = field(default_factory=dict)
     deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     rules: list[FailRule] = field(default_factory=list)
+    events: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -196,7 +207,7 @@ class FakeKubeAPI:
 
     def add_deployment(self, namespace: str, name: str, replicas: int) -> None:
         with self._lock:
-            self.deployments[(namespace, name)] = {"replicas": replicas}
+            self.deployments[(namespace, name)] = {"replicas": replicas, "uid": f"uid-deployment-{namespace}-{name}"}
 
     def put_object(self, namespace: str, plural: str, obj: dict[str, Any]) -> None:
         """Store an object as if created earlier (e.g. left over by a previous run)."""
@@ -214,6 +225,42 @@ class FakeKubeAPI:
     def calls(self, method: str | None = None) -> list[Request]:
         with self._lock:
             return [r for r in self.requests if method in (None, r.method)]
+
+    # ------------------------------------------------------------------ controllers (tests/fakemesh.py)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every request holds; a fake controller takes it to change objects."""
+        return self._lock  # type: ignore[no-any-return]
+
+    def spawn_object(self, namespace: str, plural: str, obj: dict[str, Any]) -> _Stored:
+        """Create an object as a controller inside the cluster would (uid, resourceVersion, timestamp)."""
+        with self._lock:
+            body = copy.deepcopy(obj)
+            meta = body.setdefault("metadata", {})
+            self._rv += 1
+            meta.update({"namespace": namespace, "uid": f"uid-{self._rv}", "resourceVersion": str(self._rv),
+                         "creationTimestamp": _now()})  # fmt: skip
+            stored = _Stored(body, time.monotonic(), controlled=True)
+            self.objects[(namespace, plural, meta["name"])] = stored
+            return stored
+
+    def _controlled_view(self, stored: _Stored, obj: dict[str, Any]) -> dict[str, Any]:
+        obj.setdefault("status", {})
+        if stored.deleted is not None:
+            obj["metadata"]["deletionTimestamp"] = _now()
+        return obj
+
+    def _patch_custom(self, key: tuple[str, str, str], body: Any) -> tuple[int, Any]:
+        if key not in self.objects:
+            return 404, _status(404, "NotFound", f'{key[1]}.chaos-mesh.org "{key[2]}" not found')
+        if not isinstance(body, dict):
+            return 415, _status(415, "UnsupportedMediaType", "only JSON merge patches are supported here")
+        stored = self.objects[key]
+        stored.obj = _merge_patch(stored.obj, body)
+        self._rv += 1
+        stored.obj["metadata"]["resourceVersion"] = str(self._rv)
+        return 200, self._view(stored)
 
     # ------------------------------------------------------------------ the API
 
@@ -246,6 +293,9 @@ class FakeKubeAPI:
             match = _SCALE.match(path)
             if match:
                 return self._scale(method, match["ns"], match["name"], body)
+            match = _EVENTS.match(path)
+            if match:
+                return self._events(method, match["ns"], match["name"], query, body)
             match = _CUSTOM.match(path)
             if match and match["group"] != "apps":
                 return self._custom(method, match["ns"], match["plural"], match["name"], query, body)
@@ -259,6 +309,8 @@ class FakeKubeAPI:
 
     def _view(self, stored: _Stored) -> dict[str, Any]:
         obj = copy.deepcopy(stored.obj)
+        if stored.controlled:
+            return self._controlled_view(stored, obj)
         injected = self.inject_delay_s is not None and time.monotonic() - stored.created >= self.inject_delay_s
         flag = "True" if injected else "False"
         obj["status"] = {
@@ -313,6 +365,8 @@ class FakeKubeAPI:
             if key not in self.objects:
                 return 404, _status(404, "NotFound", f'{plural}.chaos-mesh.org "{name}" not found')
             return 200, self._view(self.objects[key])
+        if method == "PATCH":
+            return self._patch_custom(key, body)
         if method == "DELETE":
             if key not in self.objects:
                 return 404, _status(404, "NotFound", f'{plural}.chaos-mesh.org "{name}" not found')
@@ -338,10 +392,88 @@ class FakeKubeAPI:
         return 200, {
             "apiVersion": "autoscaling/v1",
             "kind": "Scale",
-            "metadata": {"name": name, "namespace": ns, "resourceVersion": str(self._rv)},
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": str(self._rv), "uid": dep.get("uid", "")},
             "spec": {"replicas": dep["replicas"]},
             "status": {"replicas": dep["replicas"], "selector": f"app={name}"},
         }
+
+    def writes(self) -> list[Request]:
+        """Requests that could change state (anything but GET), in order."""
+        with self._lock:
+            return [r for r in self.requests if r.method != "GET"]
+
+    def list_events(self, field_selector: str = "") -> list[dict[str, Any]]:
+        """Events matching ``field_selector`` (``a.b=x,c=y``), oldest first, as a list request would answer."""
+        with self._lock:
+            return [copy.deepcopy(e) for (_, _), e in sorted(self.events.items()) if _fields_match(field_selector, e)]
+
+    def _events(
+        self, method: str, ns: str, name: str | None, query: dict[str, list[str]], body: Any
+    ) -> tuple[int, Any]:
+        if name is None and method == "GET":
+            selector = query.get("fieldSelector", [""])[0]
+            items = [copy.deepcopy(e) for (n, _), e in sorted(self.events.items())
+                     if n == ns and _fields_match(selector, e)]  # fmt: skip
+            return 200, {"apiVersion": "v1", "kind": "EventList", "items": items,
+                         "metadata": {"resourceVersion": str(self._rv)}}  # fmt: skip
+        if name is None and method == "POST":
+            if not isinstance(body, dict) or body.get("kind", "Event") != "Event":
+                return 400, _status(400, "BadRequest", "the body is not an Event")
+            meta = body.setdefault("metadata", {})
+            if not meta.get("name"):
+                return 422, _status(422, "Invalid", "metadata.name: Required value")
+            if meta.get("namespace", ns) != ns or (body.get("involvedObject") or {}).get("namespace", ns) != ns:
+                return 422, _status(422, "Invalid", "involvedObject.namespace: does not match the event's namespace")
+            if (ns, meta["name"]) in self.events:
+                return 409, _status(409, "AlreadyExists", f'events "{meta["name"]}" already exists')
+            self._rv += 1
+            meta.update({"namespace": ns, "uid": f"uid-{self._rv}", "resourceVersion": str(self._rv),
+                         "creationTimestamp": _now()})  # fmt: skip
+            body.setdefault("apiVersion", "v1")
+            body.setdefault("kind", "Event")
+            self.events[(ns, meta["name"])] = body
+            return 201, copy.deepcopy(body)
+        key = (ns, name or "")
+        if key not in self.events:
+            return 404, _status(404, "NotFound", f'events "{name}" not found')
+        if method == "GET":
+            return 200, copy.deepcopy(self.events[key])
+        if method == "PATCH":
+            if not isinstance(body, dict):
+                return 415, _status(415, "UnsupportedMediaType", "only merge patches (a JSON object) are supported")
+            self._rv += 1
+            merged = _merge(self.events[key], body)
+            merged["metadata"]["resourceVersion"] = str(self._rv)
+            self.events[key] = merged
+            return 200, copy.deepcopy(merged)
+        return 405, _status(405, "MethodNotAllowed", f"{method} is not supported here")
+
+
+def _fields_match(selector: str, obj: dict[str, Any]) -> bool:
+    """A field selector (``a.b=x``, ``a.b==x``, ``a.b!=x``, comma-separated) against ``obj``."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        negate = "!=" in term
+        path, value = term.replace("!=", "=").replace("==", "=").split("=", 1)
+        node: Any = obj
+        for part in path.strip().split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        got = "" if node is None else str(node)
+        if (got == value.strip()) == negate:
+            return False
+    return True
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge(out.get(k), v)
+    return out
 
 
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "AlreadyExists",
@@ -387,3 +519,16 @@ def _patched_replicas(body: Any, current: int) -> Any:
     if isinstance(body, dict):  # merge or strategic merge patch
         return (body.get("spec") or {}).get("replicas", current)
     return None
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_patch(out.get(key), value)
+    return out
