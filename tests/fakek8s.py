@@ -257,7 +257,7 @@ class FakeKubeAPI:
         if not isinstance(body, dict):
             return 415, _status(415, "UnsupportedMediaType", "only JSON merge patches are supported here")
         stored = self.objects[key]
-        stored.obj = _merge_patch(stored.obj, body)
+        stored.obj = _merge(stored.obj, body)
         self._rv += 1
         stored.obj["metadata"]["resourceVersion"] = str(self._rv)
         return 200, self._view(stored)
@@ -519,16 +519,3 @@ def _patched_replicas(body: Any, current: int) -> Any:
     if isinstance(body, dict):  # merge or strategic merge patch
         return (body.get("spec") or {}).get("replicas", current)
     return None
-
-
-def _merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = _merge_patch(out.get(key), value)
-    return out
