@@ -104,6 +104,23 @@ def control(
     admin_token_file: Annotated[
         Path | None, typer.Option(help="File with the admin bearer token (else $GOSVC_ADMIN_TOKEN).")
     ] = None,
+    knob_endpoints: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --admin: every replica's admin URL, comma-separated or a file with one per line; "
+            "the runtime knobs go to each, and again to each that missed them."
+        ),
+    ] = None,
+    knob_endpoint_slices: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --admin: NAMESPACE/SERVICE whose EndpointSlices list the replicas (e.g. "
+            "rlctl/gosvc-admin); the runtime knobs go to every ready one and to each that becomes ready."
+        ),
+    ] = None,
+    knob_port: Annotated[
+        str, typer.Option(help="The admin port's name (or number) in --knob-endpoint-slices.")
+    ] = "admin",
     k8s_deployment: Annotated[
         str | None, typer.Option(help="NAMESPACE/NAME of the Deployment whose replicas to scale.")
     ] = None,
@@ -203,11 +220,15 @@ def control(
         if k8s_deployment else None  # fmt: skip
     from rlctl.online.sources import ReplicaSetScraper, each_address
 
+    knob_source = _knob_source(admin, knob_endpoints, knob_endpoint_slices, knob_port, kubeconfig, context)
     admin_urls: Any = each_address(admin) if (admin and each_replica) else admin
+    knob_timeout = min(2.0, interval_s / 4)
+    admin_actuator = AdminKnobsActuator(
+        admin_urls if knob_source is None else None, endpoints=knob_source, token_file=admin_token_file,
+        timeout_s=knob_timeout, budget_s=max(interval_s / 2, knob_timeout),
+    ) if admin or knob_source is not None else None  # fmt: skip
     actuators = Actuators(
-        admin=AdminKnobsActuator(admin_urls, token_file=admin_token_file, timeout_s=min(2.0, interval_s / 4))
-        if admin
-        else None,
+        admin=admin_actuator,
         replicas=replicas,
         msr=MsrActuator(allow_writes=True) if allow_msr_writes else None,
     )
@@ -278,6 +299,32 @@ def control(
     finally:
         signal.signal(signal.SIGTERM, previous)
         _console().print(f"stopped after {loop.steps} decisions")
+
+
+def _knob_source(
+    admin: str | None,
+    endpoints: str | None,
+    slices: str | None,
+    port: str,
+    kubeconfig: Path | None,
+    context: str | None,
+) -> Any:
+    """The replicas the runtime knobs go to: ``None`` (``--admin``), a static list or the EndpointSlices."""
+    given = [name for name, v in (("--admin", admin), ("--knob-endpoints", endpoints),
+                                  ("--knob-endpoint-slices", slices)) if v]  # fmt: skip
+    if len(given) > 1:
+        raise ConfigError(f"pass one of {', '.join(given)}: each names the replicas the runtime knobs go to")
+    from rlctl.online.fanout import EndpointSliceSource, parse_endpoint_list, static_endpoints
+
+    if endpoints:
+        return static_endpoints(parse_endpoint_list(endpoints, where="--knob-endpoints"))
+    if slices:
+        from rlctl.k8s_scale import kube_api_client
+
+        number = int(port) if port.isdigit() else port
+        source = EndpointSliceSource.from_spec(slices, api_client=kube_api_client(kubeconfig, context), port=number)
+        return source.start()
+    return None
 
 
 def serve(
