@@ -26,6 +26,12 @@ class StaleAction(StrEnum):
     hpa = "hpa"
 
 
+class Mode(StrEnum):
+    act = "act"
+    advise = "advise"
+    shadow = "shadow"
+
+
 class Switch(StrEnum):
     on = "on"
     off = "off"
@@ -38,6 +44,7 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("collect")(collect)
     app.command("killswitch")(killswitch)
+    app.command("shadow-report")(shadow_report)
     bench_app.command("serve")(bench_serve)
 
 
@@ -63,6 +70,8 @@ def _status_table(status: dict[str, Any]) -> Any:
              "dry-run": "cyan"}.get(status["reason"], "white")  # fmt: skip
     cause = f" ({status['cause']})" if status["cause"] else ""
     table.add_row("decision", f"[{style}]{status['reason']}{cause}[/] by {status['controller']}")
+    if status.get("mode", "act") != "act":
+        table.add_row("mode", f"[cyan]{status['mode']}[/]: decides, writes nothing")
     table.add_row("why", str(status["detail"])[:160])
     table.add_row("P99 / offered", f"{_fmt(status['p99_ms'], '.2f')} ms / {_fmt(status['offered_qps'])} req/s")
     table.add_row("CPU use", _fmt(status["cpu_util"], ".2f"))
@@ -138,6 +147,25 @@ def control(
     redis: Annotated[str, typer.Option(help="Redis URL; 'none' runs without Redis.")] = "redis://127.0.0.1:6379/0",
     interval: Annotated[float, typer.Option(min=0.05, max=3600.0, help="Seconds between decisions.")] = 5.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and audit; change nothing.")] = False,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            help="Who writes: act (the controller actuates; it owns the Deployment's scale), advise (it publishes "
+            "rlctl_desired_replicas/rlctl_desired_knob for a KEDA ScaledObject or HPA to carry out, and writes "
+            "nothing: deploy/k8s/advise-keda, advise-hpa), shadow (decide and audit only; see rlctl shadow-report)."
+        ),
+    ] = Mode.act,
+    events: Annotated[
+        bool,
+        typer.Option(
+            "--events/--no-events",
+            help="With --k8s-deployment: each decision that changes something is a Kubernetes Event on the "
+            "Deployment (kubectl describe shows them); needs create/patch on events.",
+        ),
+    ] = True,
+    events_interval: Annotated[
+        float, typer.Option(min=0.0, max=3600.0, help="At most one Event write per reason per this many seconds.")
+    ] = 30.0,
     guard: Annotated[
         bool, typer.Option("--guard", help="Decide under the SLO guard (policies/guard.py), as ppo+guard in eval.")
     ] = False,
@@ -214,6 +242,7 @@ def control(
     plan = registry.control_plan(policy, interval_s=interval_s, bounds=bounds, slo_p99_ms=slo_p99_ms, guard=guard)
     config = ControlConfig(
         service=service, interval_s=interval_s, safety=safety, slo_p99_ms=slo_p99_ms, hpa=plan.hpa, guard=plan.guard,
+        mode=mode.value,
     )  # fmt: skip
 
     replicas = K8sScaleActuator.from_kubeconfig(k8s_deployment, kubeconfig=kubeconfig, context=context) \
@@ -232,6 +261,19 @@ def control(
         replicas=replicas,
         msr=MsrActuator(allow_writes=True) if allow_msr_writes else None,
     )
+    if mode is not Mode.act:  # reads (the scale, /admin/knobs) go through; every write is refused
+        from rlctl.online.actuators import ReadOnlyActuators
+
+        actuators = ReadOnlyActuators(actuators, mode=mode.value)
+    decision_events = None
+    if k8s_deployment and events:
+        from rlctl.k8s_scale import kube_api_client
+        from rlctl.online.events import DecisionEvents
+
+        decision_events = DecisionEvents(
+            kube_api_client(kubeconfig, context), k8s_deployment, mode=mode.value,
+            slo_p99_ms=slo_p99_ms, min_interval_s=events_interval, series_s=max(600.0, events_interval),
+        )  # fmt: skip
     scrape = None
     if metrics:
         from rlctl.telemetry.scrape import Scraper
@@ -279,7 +321,9 @@ def control(
     loop_metrics = ControllerMetrics()
     if metrics_port:
         loop_metrics.serve(metrics_port, metrics_addr)
-    loop = ControlLoop(config, actuators, scrape=scrape, store=store, policy=client, metrics=loop_metrics)
+    loop = ControlLoop(
+        config, actuators, scrape=scrape, store=store, policy=client, metrics=loop_metrics, events=decision_events
+    )
     show = sys.stderr.isatty() if status is None else status
     # SIGTERM (a pod's termination, systemd's stop) ends the loop after the step in progress, so
     # no actuation is cut in half and the buffered audit records are written before exit.
@@ -410,6 +454,65 @@ def killswitch(
         except TelemetryError as exc:
             raise ConfigError(str(exc)) from None
         out.write({"killswitch": state.value, "service": service})
+
+
+def shadow_report(
+    service: Annotated[str, typer.Option(help="The service a shadow controller ran for (its audit stream).")],
+    redis: Annotated[str, typer.Option(help="Redis URL.")] = "redis://127.0.0.1:6379/0",
+    last_s: Annotated[
+        float | None, typer.Option(min=1.0, max=1e8, help="Only the decisions of the last this many seconds.")
+    ] = None,
+    slo_p99_ms: Annotated[float, typer.Option(min=0.001, max=600_000.0, help="P99 objective in ms.")] = 8.0,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(help="Take what the autoscaler ran from this Prometheus (--replicas-query) instead of the audit."),
+    ] = None,
+    replicas_query: Annotated[
+        str, typer.Option(help="PromQL of the replicas that ran, for --prometheus.")
+    ] = "count(up == 1)",
+    all_modes: Annotated[
+        bool, typer.Option("--all-modes", help="Compare every audit record, not only those of shadow mode.")
+    ] = False,
+    json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
+) -> None:
+    """What a shadow controller would have done against what the running autoscaler did, over the same window.
+
+    Reads rlctl:audit:<service> (each decision, the knobs in effect, the knobs it would have
+    set) and rlctl:telemetry:<service> (the P99 at each decision); one JSON object.
+    """
+    from rlctl.errors import TelemetryError
+    from rlctl.online.modes import shadow_report as report
+    from rlctl.online.store import TelemetryStore
+    from rlctl.output import JsonOut
+
+    with JsonOut(json_out, indent=None) as out:
+        store = TelemetryStore(redis)
+        try:
+            records = store.audit_records(service)
+            samples = [e.sample for e in store.entries(service) if e.sample is not None]
+        except TelemetryError as exc:
+            raise ConfigError(f"--redis {redis}: {exc}") from None
+        mode = None if all_modes else "shadow"
+        kept = [r for r in records if mode is None or (r.actuation or {}).get("mode") == mode]
+        if not kept:
+            raise ConfigError(
+                f"no {'' if all_modes else 'shadow-mode '}decisions of service {service!r} in {redis} "
+                f"({len(records)} audit records): run `rlctl control --service {service} --mode shadow` first"
+                + ("" if all_modes else ", or pass --all-modes")
+            )
+        end = max(r.time_s for r in kept)
+        start = end - last_s if last_s is not None else min(r.time_s for r in kept)
+        observed = None
+        if prometheus:
+            from rlctl.online.prometheus import PrometheusConfig, PrometheusSource
+
+            source = PrometheusSource(prometheus, PrometheusConfig(queries={"replicas": replicas_query}))
+            try:
+                observed = source.range("replicas", start, end + 60.0, 1.0)
+            except TelemetryError as exc:
+                raise ConfigError(f"--prometheus {prometheus} --replicas-query {replicas_query!r}: {exc}") from None
+        out.write(report(records, telemetry=samples, observed=observed, slo_p99_ms=slo_p99_ms, start_s=start,
+                         end_s=end, only_mode=mode))  # fmt: skip
 
 
 def bench_serve(
