@@ -57,13 +57,14 @@ def _setup(
     peak_qps: float,
     profile: Path | None,
     max_replicas: int,
+    hold: dict[str, bool] | None = None,
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """The profile's arrays, the knob space, the loads and their description."""
+    """The profile's arrays, the knob space, the loads and their description (``hold``: knobs kept at a value)."""
     import numpy as np
 
     from envs.profile import ServiceProfile
     from policies import pareto as P
-    from rlctl.contract import KnobBounds
+    from rlctl.contract import KNOB_FIELDS, KnobBounds, Knobs
 
     if (load is None) == (trace is None):
         raise ConfigError(
@@ -85,9 +86,13 @@ def _setup(
         desc = {"trace": trace, "interval_s": trace_interval, "offset_s": trace_offset, "window_s": trace_window,
                 "peak_qps": peak_qps, "steps": int(loads.size), "mean_qps": round(float(loads.mean()), 3),
                 "max_qps": round(float(loads.max()), 3)}  # fmt: skip
-    bounds = KnobBounds(max_replicas=max_replicas)
+    hold = hold or {}
+    bounds = KnobBounds(max_replicas=max_replicas, allow=tuple(k for k in KNOB_FIELDS if k not in hold))
     desc["profile"] = str(profile) if profile else ("envs/profiles/testbed.yaml" if prof_path else "ServiceProfile()")
-    return P.profile_arrays(prof), P.KnobSpace(bounds=bounds), loads, desc
+    if hold:
+        desc["held"] = dict(hold)
+    space = P.KnobSpace(bounds=bounds, base=Knobs(**hold))  # type: ignore[arg-type]
+    return P.profile_arrays(prof), space, loads, desc
 
 
 def pareto(
@@ -108,6 +113,21 @@ def pareto(
         int, typer.Option(min=0, max=100_000, help="Table rows: points evenly spaced along P99 (0: all).")
     ] = 30,
     json_out: Annotated[Path | None, typer.Option("--json", help=f"Write the front as JSON here {JSON_HELP}.")] = None,
+    check_real: Annotated[
+        bool,
+        typer.Option(
+            "--check-real",
+            help="Then run the cheapest, lowest-P99 and knee points on real gosvc replicas at --load (cgroups: "
+            "root); prefetch and turbo are held on (no MSR access).",
+        ),
+    ] = False,
+    repeats: Annotated[int, typer.Option(min=1, max=100, help="--check-real: repeats of each point, interleaved.")] = 3,
+    check_duration: Annotated[
+        float, typer.Option(min=0.5, max=3600.0, help="--check-real: seconds measured per repeat.")
+    ] = 10.0,
+    check_warmup: Annotated[
+        float, typer.Option(min=0.0, max=600.0, help="--check-real: seconds of load before each measurement.")
+    ] = 3.0,
 ) -> None:
     """The knobs' Pareto front (P99, cores used, peak heap; P99 within the SLO) by NSGA-II in the simulator.
 
@@ -116,13 +136,24 @@ def pareto(
     Over a --trace window each setting scores its worst P99, mean cores and highest heap.
 
     The table calls out the cheapest setting meeting the SLO, the lowest P99 and the knee.
+
+    With --check-real those points then run on real gosvc replicas (one cgroup each, the profile's
+    CPU quota) at --load: predicted and measured P99, cores and heap side by side, and which
+    points the measurements show dominated.
     """
     from policies import pareto as P
     from rlctl.output import JsonOut
     from rlctl.progress import progress_bar
 
+    if check_real and load is None:
+        raise ConfigError("--check-real runs the front's points at one load: give --load QPS, not --trace")
+    hold = None
+    if check_real:
+        from rlctl.pareto_check import HELD
+
+        hold = {k: v for k, (v, _why) in HELD.items()}
     prof, space, loads, desc = _setup(load, trace, trace_interval, trace_offset, trace_window, peak_qps, profile,
-                                      max_replicas)  # fmt: skip
+                                      max_replicas, hold)  # fmt: skip
     with JsonOut(json_out) as out:  # with --json -, the table goes to stderr
         with progress_bar("NSGA-II", total=generations) as bar:
             front = P.nsga2_front(prof, space, loads, slo_p99_ms, population=population, generations=generations,
@@ -137,7 +168,64 @@ def pareto(
         if plot is not None:
             report["plot"] = str(P.plot_front(report, plot))
         _print_front(report, rows)
+        if check_real:
+            assert load is not None
+            report["check"] = _check_real(report, prof, load, slo_p99_ms, repeats, check_duration, check_warmup)
         out.write(report)
+
+
+def _check_real(report: dict[str, Any], prof: Any, load: float, slo_p99_ms: float, repeats: int, duration_s: float,
+                warmup_s: float) -> dict[str, Any]:  # fmt: skip
+    """The called-out points on real replicas (:mod:`rlctl.pareto_check`), printed and as JSON."""
+    from rlctl import pareto_check as C
+    from rlctl.progress import progress_bar
+
+    points = C.check_points(report)
+    quota = float(prof["cpu_quota_cores"][0])
+    cfg = C.CheckConfig(load_qps=load, quota_cores=quota, repeats=repeats, duration_s=duration_s, warmup_s=warmup_s)
+    with progress_bar("real test-bed", total=len(points) * repeats) as bar:
+        trials = C.run_check(points, cfg, on_trial=lambda _t: bar.advance())
+    rows = C.summarise(points, trials, slo_p99_ms)
+    doc = {
+        "load_qps": load, "replica_quota_cores": quota, "repeats": repeats, "duration_s": duration_s,
+        "warmup_s": warmup_s, "nice": cfg.nice, "held": {k: {"value": v, "why": why} for k, (v, why) in C.HELD.items()},
+        "serve_flags": list(cfg.serve_flags), "machine": C.machine(), "points": rows,
+        "trials": [t.to_dict() for t in trials],
+    }  # fmt: skip
+    _print_check(doc)
+    return doc
+
+
+def _print_check(doc: dict[str, Any]) -> None:
+    """Predicted against measured, one row per point."""
+    from rich.console import Console
+    from rich.table import Table
+
+    m = doc["machine"]
+    table = Table(
+        title=f"Real test-bed at {doc['load_qps']:g} req/s: {doc['repeats']} repeats x {doc['duration_s']:g} s, "
+        f"mean [min-max]; {m['cpu_model']}, {m['cpus']} CPUs, load average {m['loadavg_end']}"
+    )
+    for h in ("point", "repl", "procs", "GOGC", "memlim", "pool", "P99 sim", "P99 real", "cores sim", "cores real",
+              "heap sim", "heap real", "real verdict"):  # fmt: skip
+        table.add_column(h, justify="left" if h in ("point", "real verdict") else "right")
+
+    def rng(o: dict[str, float], fmt: str) -> str:
+        return f"{o['mean']:{fmt}} [{o['min']:{fmt}}-{o['max']:{fmt}}]"
+
+    for r in doc["points"]:
+        k, p, me = r["knobs"], r["predicted"], r["measured"]
+        verdict = "non-dominated" if r["non_dominated_measured"] else f"dominated by {', '.join(r['dominated_by'])}"
+        if r["clearly_dominated_by"]:
+            verdict += " (beyond the range)"
+        table.add_row(
+            r["point"], str(k["replicas"]), str(k["gomaxprocs"]), str(k["gogc"]), str(k["gomemlimit_mib"]),
+            str(k["object_pool_size"]), f"{p['p99_ms']:.2f}", rng(me["p99_ms"], ".2f"), f"{p['cores_used']:.3f}",
+            rng(me["cores_used"], ".3f"), f"{p['peak_heap_mib']:.1f}", rng(me["peak_heap_mib"], ".1f"), verdict,
+        )  # fmt: skip
+    console = Console()
+    console.width = max(console.width, 160)
+    console.print(table)
 
 
 def _print_front(report: dict[str, Any], rows: int) -> None:
