@@ -487,3 +487,45 @@ def update(lib: Library, obs: Sequence[Observation], settings: LearnSettings, ru
             "runs_read": lib.runs_read + runs_read,
         }
     )
+
+
+# ------------------------------------------------------------------ evidence figure
+
+
+def plot_rule(rule: Rule, obs: Sequence[Observation], path: Path) -> Path:
+    """``rule-N.png``: every window of the rule's fault, its first condition's value against how far
+    the rule's metric went past its bound (1 = at the bound); broke, held, and the threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conds = [*rule.when, *rule.intensity]
+    x_name = conds[0].feature if conds else None
+    mine = [o for o in obs if o.kind == rule.fault]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    rng = np.random.default_rng(0)  # jitter, so windows with one setting do not hide each other
+    for broke, colour, label in ((True, "tab:red", f"{rule.breaks} broke"), (False, "tab:green", "held")):
+        pts = [o for o in mine if (rule.breaks in o.broke) == broke]
+        xs = np.array([o.values.get(x_name, np.nan) if x_name else 0.0 for o in pts], dtype=np.float64)
+        ys = np.array([max(o.peak.get(rule.breaks, np.nan), 1e-3) for o in pts], dtype=np.float64)
+        inside = np.array([rule.matches(o.kind, o.values) for o in pts], dtype=bool)
+        xs = xs * (1 + 0.04 * rng.standard_normal(len(xs)))
+        ax.scatter(xs[inside], ys[inside], c=colour, marker="o", label=f"{label}, inside the rule ({inside.sum()})")
+        ax.scatter(
+            xs[~inside], ys[~inside], c=colour, marker="x", alpha=0.6, label=f"{label}, outside ({(~inside).sum()})"
+        )
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    if x_name:
+        ax.axvline(conds[0].value, color="black", lw=0.8, ls=":")
+        ax.set_xlabel(x_name)
+    ax.set_yscale("log")
+    ax.set_ylabel(f"peak {rule.breaks} / bound")
+    ax.set_title(f"rule {rule.id}: {rule.fault}, {rule.support.count} experiments", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.text(0.01, 0.01, rule.describe(), fontsize=6, wrap=True)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sim2real",
     "validate_real",
     "pareto",
+    "rules",
 )
 
 
