@@ -18,6 +18,11 @@ It speaks just enough of the API for the Chaos Mesh backend and the scale actuat
 - ``PATCH`` of a custom object with a JSON merge patch (rlctl labels what Chaos Mesh spawned);
   an object whose status a controller keeps (``_Stored.controlled``, see ``tests/fakemesh.py``,
   the fake Chaos Mesh controller) is served with that status instead of the conditions above;
+- discovery.k8s.io/v1 EndpointSlices: ``GET`` (list, ``labelSelector``) on
+  ``/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices`` and its watch (``?watch=true``
+  from a ``resourceVersion``: one JSON event per line, ``ADDED``/``MODIFIED``/``DELETED``, until
+  ``timeoutSeconds``); tests change slices with :meth:`FakeKubeAPI.put_endpoint_slice` and
+  :meth:`FakeKubeAPI.delete_endpoint_slice` (build one with :func:`endpoint_slice`);
 - fault injection: :meth:`FakeKubeAPI.fail` answers a status (403, 404, 409, ...) for a
   method and path pattern, a number of times or for good.
 
@@ -55,6 +60,7 @@ _CUSTOM = re.compile(
     r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$"
 )
 _SCALE = re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments/(?P<name>[^/]+)/scale$")
+_SLICES = re.compile(r"^/apis/discovery\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/endpointslices$")
 _EVENTS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/events(?:/(?P<name>[^/]+))?$")
 
 
@@ -104,10 +110,13 @@ class FakeKubeAPI:
     objects: dict[tuple[str, str, str], _Stored] = field(default_factory=dict)
     deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     rules: list[FailRule] = field(default_factory=list)
+    endpoint_slices: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     events: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
+        self._slice_log: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, namespace, type, slice)
+        self._slice_changed = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._rv = 0
@@ -125,6 +134,9 @@ class FakeKubeAPI:
                 pass
 
             def _handle(self) -> None:
+                if self.command == "GET" and api._watches(self.path):  # events as lines, until it times out
+                    api._stream_watch(self)
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, body = api.handle(self.command, self.path, raw, self.headers.get("Content-Type"))
@@ -216,6 +228,31 @@ class FakeKubeAPI:
             body.setdefault("metadata", {})["namespace"] = namespace
             self.objects[(namespace, plural, body["metadata"]["name"])] = _Stored(body, time.monotonic())
 
+    def put_endpoint_slice(self, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace an EndpointSlice (watchers see ``ADDED`` or ``MODIFIED``); returns it as stored."""
+        with self._lock:
+            body = copy.deepcopy(obj)
+            meta = body.setdefault("metadata", {})
+            key = (namespace, meta["name"])
+            kind = "MODIFIED" if key in self.endpoint_slices else "ADDED"
+            self._rv += 1
+            meta.update({"namespace": namespace, "resourceVersion": str(self._rv)})
+            meta.setdefault("uid", f"uid-{self._rv}")
+            meta.setdefault("creationTimestamp", _now())
+            self.endpoint_slices[key] = body
+            self._slice_log.append((self._rv, namespace, kind, copy.deepcopy(body)))
+            self._slice_changed.notify_all()
+            return copy.deepcopy(body)
+
+    def delete_endpoint_slice(self, namespace: str, name: str) -> None:
+        """Remove an EndpointSlice (watchers see ``DELETED``)."""
+        with self._lock:
+            body = self.endpoint_slices.pop((namespace, name))
+            self._rv += 1
+            body["metadata"]["resourceVersion"] = str(self._rv)
+            self._slice_log.append((self._rv, namespace, "DELETED", body))
+            self._slice_changed.notify_all()
+
     def names(self, plural: str | None = None) -> list[str]:
         """Names of the objects present (not being deleted), optionally of one plural."""
         with self._lock:
@@ -290,6 +327,9 @@ class FakeKubeAPI:
                     return rule.status, _status(rule.status, _REASONS.get(rule.status, "Error"), rule.message,
                                                 details_kind=rule.details_kind)  # fmt: skip
             self._expire()
+            match = _SLICES.match(path)
+            if match:
+                return self._list_slices(method, match["ns"], query)
             match = _SCALE.match(path)
             if match:
                 return self._scale(method, match["ns"], match["name"], body)
@@ -376,6 +416,67 @@ class FakeKubeAPI:
             self._expire()
             return 200, _status(200, "", "", status="Success")
         return 405, _status(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    def _list_slices(self, method: str, ns: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        if method != "GET":
+            return 405, _status(405, "MethodNotAllowed", f"{method} is not supported here (the fake lists and watches)")
+        selector = query.get("labelSelector", [""])[0]
+        items = [copy.deepcopy(v) for (n, _), v in sorted(self.endpoint_slices.items())
+                 if n == ns and _matches(selector, v.get("metadata", {}).get("labels") or {})]  # fmt: skip
+        return 200, {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "items": items,
+                     "metadata": {"resourceVersion": str(self._rv)}}  # fmt: skip
+
+    def _watches(self, target: str) -> bool:
+        url = urlsplit(target)
+        return bool(_SLICES.match(url.path)) and parse_qs(url.query).get("watch", [""])[0] in ("true", "1")
+
+    def _stream_watch(self, handler: BaseHTTPRequestHandler) -> None:
+        """A watch of EndpointSlices: every change after ``resourceVersion``, one JSON line each."""
+        url = urlsplit(handler.path)
+        query = parse_qs(url.query)
+        match = _SLICES.match(url.path)
+        ns = match["ns"] if match else ""
+        request = Request("GET", url.path, query, None, None, 200)
+        with self._lock:
+            self.requests.append(request)
+            rule = next((r for r in self.rules if r.method == "GET" and r.pattern.search(url.path)
+                         and r.remaining != 0), None)  # fmt: skip
+            if rule is not None and rule.remaining is not None:
+                rule.remaining -= 1
+        if rule is not None:
+            request.status = rule.status
+            data = json.dumps(_status(rule.status, _REASONS.get(rule.status, "Error"), rule.message)).encode()
+            handler.send_response(rule.status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
+        selector = query.get("labelSelector", [""])[0]
+        since = int(query.get("resourceVersion", ["0"])[0] or 0)
+        deadline = time.monotonic() + float(query.get("timeoutSeconds", ["30"])[0])
+        handler.close_connection = True
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Transfer-Encoding", "chunked")  # as the API server: the client reads chunk by chunk
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        try:
+            while time.monotonic() < deadline and self._server is not None:
+                with self._lock:
+                    events = [e for e in self._slice_log if e[0] > since and e[1] == ns]
+                    if not events:
+                        self._slice_changed.wait(min(0.2, max(deadline - time.monotonic(), 0.0)))
+                        continue
+                since = events[-1][0]
+                for _rv, _ns, kind, obj in events:
+                    if _matches(selector, obj.get("metadata", {}).get("labels") or {}):
+                        line = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+                        handler.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                handler.wfile.flush()
+            handler.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _scale(self, method: str, ns: str, name: str, body: Any) -> tuple[int, Any]:
         key = (ns, name)
@@ -493,6 +594,30 @@ def _status(
     if details_kind:
         out["details"] = {"name": name or "", "kind": details_kind}
     return out
+
+
+def endpoint_slice(
+    service: str,
+    endpoints: list[tuple[str, bool | None, str]],
+    *,
+    port: int,
+    port_name: str = "admin",
+    name: str | None = None,
+) -> dict[str, Any]:
+    """An EndpointSlice of ``service``: ``endpoints`` as ``(address, ready, pod name)`` (ready ``None``: unset)."""
+    items = []
+    for address, ready, pod in endpoints:
+        conditions = {} if ready is None else {"ready": ready, "serving": ready, "terminating": False}
+        items.append({"addresses": [address], "conditions": conditions,
+                      "targetRef": {"kind": "Pod", "name": pod, "uid": f"uid-pod-{pod}"}})  # fmt: skip
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name or f"{service}-{port_name}", "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": items,
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+    }
 
 
 def _matches(selector: str, labels: dict[str, str]) -> bool:

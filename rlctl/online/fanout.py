@@ -262,10 +262,11 @@ class EndpointSliceSource:
         self._synced.wait(timeout_s)
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 0.5) -> None:
+        """Stop watching. The thread ends when its watch request does (a daemon: it never holds up an exit)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.request_timeout_s + 2)
+            self._thread.join(timeout=wait_s)
             self._thread = None
         self._synced.clear()
 
