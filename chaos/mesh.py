@@ -19,8 +19,22 @@ characters (57 for a Schedule and 51 for a Workflow, which append a suffix to wh
 
 What Chaos Mesh cannot express is kept as annotations: a Schedule starts at creation and
 repeats until deleted, so its start offset and count are ``rlctl.io/start-offset`` and
-``rlctl.io/repeat-count``; the k8s backend (:mod:`chaos.backends.k8s.inject`) does not use Schedules or
-Workflows at all, it creates one plain object per :class:`~chaos.spec.FaultWindow` on time.
+``rlctl.io/repeat-count``.
+
+The k8s backend runs a scenario in one of two ways (``rlctl chaos run --mesh-objects``):
+
+- ``windows`` (the default, :func:`window_manifests`): one plain object per
+  :class:`~chaos.spec.FaultWindow`, created and deleted on time by rlctl;
+- ``native`` (:func:`native_manifests`): a Schedule per repeated fault and a Workflow per
+  sequence, as users run Chaos Mesh, plain objects for the other faults.
+  :mod:`chaos.backends.k8s.native` creates a Schedule ``every_s`` before the first run
+  (Chaos Mesh's first run comes one period after creation) and deletes it after the last,
+  creates a Workflow at the sequence's start, and reports what they spawned.
+
+What Chaos Mesh spawns does not carry rlctl's labels: a Schedule's chaos objects carry
+``managed-by: <schedule>`` (:data:`SCHEDULE_SPAWN_LABEL`) and an owner reference to it; a
+Workflow's ``WorkflowNode`` objects and their chaos carry ``chaos-mesh.org/workflow: <workflow>``
+(:data:`WORKFLOW_LABEL`) and ``chaos-mesh.org/controlled-by: <parent>``.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ import re
 import secrets
 import time
 import warnings
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -55,6 +70,16 @@ PLURALS: dict[str, str] = {
     "Schedule": "schedules",
     "Workflow": "workflows",
 }
+#: Kinds Chaos Mesh creates itself (no CRD schema is vendored for them: rlctl never renders one).
+WORKFLOW_NODE = "WorkflowNode"
+#: Kind -> resource plural of every kind the k8s backend reads or deletes, spawned ones included.
+RESOURCE_PLURALS: dict[str, str] = {**PLURALS, WORKFLOW_NODE: "workflownodes"}
+#: Label Chaos Mesh's Schedule controller puts on each object it spawns: the Schedule's name.
+SCHEDULE_SPAWN_LABEL = "managed-by"
+#: Label Chaos Mesh puts on a Workflow's nodes and on the chaos they create: the Workflow's name.
+WORKFLOW_LABEL = "chaos-mesh.org/workflow"
+#: Label naming the direct parent (a Workflow or WorkflowNode) of a node or of a node's chaos.
+CONTROLLED_BY_LABEL = "chaos-mesh.org/controlled-by"
 #: Kind -> the key its spec sits under inside a Schedule or a Workflow template.
 EMBED_KEY: dict[str, str] = {
     "NetworkChaos": "networkChaos",
@@ -462,6 +487,60 @@ def window_manifests(
         )
         out.append((window, manifest))
     return out
+
+
+@dataclass(frozen=True)
+class NativeObject:
+    """One object ``--mesh-objects native`` creates, with the fault windows it stands for.
+
+    ``create_s`` is when rlctl creates it (seconds from the run start). A Schedule's first
+    run comes one period (``every_s``) after its creation, so it is created ``every_s`` before
+    the first window (at 0 if the window starts earlier: its runs then come late, and the
+    report shows by how much). ``natural_end_s`` is when Chaos Mesh is done by itself: a
+    Workflow's entry deadline, a plain object's ``spec.duration``, a Schedule's last run's end.
+    """
+
+    manifest: dict[str, Any]
+    windows: tuple[FaultWindow, ...]
+    create_s: float
+    natural_end_s: float
+    every_s: float | None = None
+
+
+def native_manifests(scenario: Scenario, *, run_id: str, namespace: str | None = None) -> list[NativeObject]:
+    """What ``--mesh-objects native`` creates, in order of creation.
+
+    A fault with ``repeat``: its Schedule (:func:`schedule_manifest`); a sequence: its Workflow
+    (:func:`workflow_manifest`); any other fault: one plain object per window, named as
+    :func:`window_manifests` names them. Faults and sequences with no window inside the
+    scenario's duration are left out.
+    """
+    check_run_id(run_id)
+    check_renderable(scenario)
+    windows = scenario.windows()
+    native = {id(f) for f in scenario.faults if f.repeat is not None}
+    native |= {id(step) for seq in scenario.sequences for step in seq.steps}
+    out = [NativeObject(m, (w,), w.start_s, w.end_s) for w, m in window_manifests(scenario, run_id=run_id,
+           namespace=namespace) if id(w.spec) not in native]  # fmt: skip
+    for i, fault in enumerate(scenario.faults):
+        mine = tuple(w for w in windows if w.spec is fault)
+        if fault.repeat is None or not mine:
+            continue
+        manifest = schedule_manifest(fault, scenario=scenario.name, tag=_tag(fault, f"f{i}"), run_id=run_id,
+                                     namespace=namespace, where=f"fault #{i} ({fault.kind.value})")  # fmt: skip
+        every = float(fault.repeat.every_s)
+        create = max(0.0, mine[0].start_s - every)
+        out.append(NativeObject(manifest, mine, create, create + len(mine) * every + fault.duration_s, every))
+    for j, seq in enumerate(scenario.sequences):
+        steps = {id(step) for step in seq.steps}
+        mine = tuple(w for w in windows if id(w.spec) in steps)
+        if not mine:
+            continue
+        manifest = workflow_manifest(seq, scenario=scenario.name, tag=f"s{j}-{seq.name}", run_id=run_id,
+                                     namespace=namespace, where=f"sequence {seq.name!r}")  # fmt: skip
+        total = sum(s.start_s + s.duration_s for s in seq.steps) + seq.gap_s * (len(seq.steps) - 1)
+        out.append(NativeObject(manifest, mine, float(seq.start_s), float(seq.start_s + total)))
+    return sorted(out, key=lambda o: o.create_s)
 
 
 def to_yaml(manifests: list[dict[str, Any]]) -> str:

@@ -11,6 +11,12 @@ knobs are recorded but not pushed to pods here (that is the online controller's 
 Stopping (end of run, an error, SIGINT/SIGTERM) makes the injector's next wait raise, so its
 own ``finally`` deletes every chaos object still present; objects also carry
 ``spec.duration``, so Chaos Mesh recovers even if rlctl dies.
+
+With ``mesh_objects="native"`` (``--mesh-objects native``) repeated faults run as Schedules and
+sequences as Workflows (:mod:`chaos.backends.k8s.native`); the record's ``extra["chaos_mesh"]``
+then lists each one with what it spawned, its nodes and its last status, and
+``extra["chaos_mesh_summary"]`` and ``notes`` carry a one-line summary of each
+(:func:`chaos.backends.k8s.native.summary_lines`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.backends.k8s.inject import ChaosMeshBackend
+from chaos.backends.k8s.native import NativeRun, check_mesh_objects, plan_native, summary_lines
 from chaos.backends.live import LiveConfig, LiveRun, execute
 from chaos.record import RunRecord, fault_label
 from chaos.spec import Scenario
@@ -54,6 +61,8 @@ class K8sConfig(LiveConfig):
     dry_run: bool = False
     """Plan only: no chaos object is created, nothing is scaled."""
     poll_interval_s: float = 1.0
+    mesh_objects: str = "windows"
+    """``windows``: one plain chaos object per fault window; ``native``: Schedules and Workflows."""
     api_client: Any = None
     """A ``kubernetes.client.ApiClient`` (default: built from ``kubeconfig`` and ``context``)."""
 
@@ -68,6 +77,7 @@ class K8sRunBackend:
     name = "k8s"
 
     def __init__(self, config: K8sConfig) -> None:
+        check_mesh_objects(config.mesh_objects)
         self.config = config
 
     def mesh(self) -> Any:
@@ -98,12 +108,15 @@ class K8sRunBackend:
 
     def plan(self, scenario: Scenario) -> list[str]:
         planned = self.mesh().plan(scenario, run_id="plan")
+        native = plan_native(self.mesh(), scenario, run_id="plan") if self.config.mesh_objects == "native" else None
         dep = self.deployment()
         out = [
             f"send load {scenario.load.kind} x{self.config.load_scale:g} to {self.config.url or '(--url)'}/work; "
             f"scrape {', '.join(self.config.metrics_urls) or 'nothing'}",
             f"scale deployment {dep[0]}/{dep[1]}" if dep else "no --deployment: replicas are not actuated",
         ]
+        if native is not None:
+            return out + [_native_line(o) for o in native]
         for i, (w, m) in enumerate(planned):
             meta = m["metadata"]
             out.append(
@@ -138,6 +151,7 @@ class _K8sRun(LiveRun):
         self._thread: threading.Thread | None = None
         self._result: list[Any] = []
         self._error: BaseException | None = None
+        self._native: NativeRun | None = None
 
     def start_plant(self) -> str:
         dep = self.owner.deployment()
@@ -164,7 +178,11 @@ class _K8sRun(LiveRun):
 
     def _inject(self) -> None:
         try:
-            self._result = self.mesh.run(self.scenario, run_id=self.run_id, sleep=self._sleep)
+            if self.cfg.mesh_objects == "native":
+                self._native = NativeRun(self.mesh, self.scenario, run_id=self.run_id, sleep=self._sleep)
+                self._result = self._native.run()
+            else:
+                self._result = self.mesh.run(self.scenario, run_id=self.run_id, sleep=self._sleep)
         except _Stop:
             pass
         except BaseException as exc:
@@ -235,9 +253,41 @@ class _K8sRun(LiveRun):
                 "injected_s": r.injected_s,
                 "reverted_s": r.deleted_s,
                 "targets": [f"{r.kind} {r.namespace}/{r.name}"],
-                "detail": f"Chaos Mesh {r.kind}, gone at {r.gone_s:.1f}s" if r.gone_s is not None else r.kind,
-                "error": None,
+                "detail": _detail(r),
+                "error": r.error,
             }
             for r in self._result
         ]
+        if self._native is not None:
+            objects = [o.to_dict() for o in self._native.objects]
+            summary = summary_lines(objects)
+            self.extra["chaos_mesh"] = objects
+            self.extra["chaos_mesh_summary"] = summary  # printed on the console by `rlctl chaos run`
+            self.notes.extend(summary)
         return super().record()
+
+
+def _detail(r: Any) -> str:
+    """The injection's detail in the report: the kind, its parent (native) and when it was gone."""
+    out = f"Chaos Mesh {r.kind}"
+    if r.parent:
+        out += f" spawned by {r.parent}"
+    if r.recovered_s is not None:
+        out += f", recovered at {r.recovered_s:.1f}s"
+    if r.gone_s is not None:
+        out += f", gone at {r.gone_s:.1f}s"
+    return out
+
+
+def _native_line(o: Any) -> str:
+    """A dry run's line for one native object (:class:`chaos.mesh.NativeObject`)."""
+    m, meta = o.manifest, o.manifest["metadata"]
+    what = f"{m['kind']} {meta['namespace']}/{meta['name']}"
+    first, last = o.windows[0], o.windows[-1]
+    if m["kind"] == "Schedule":
+        return (f"{o.create_s:g}s: create {what} ({m['spec']['schedule']}, first run at {o.create_s + o.every_s:g}s), "
+                f"delete it after {len(o.windows)} runs; delete each run when its window ends")  # fmt: skip
+    if m["kind"] == "Workflow":
+        return (f"{o.create_s:g}s: create {what} ({len(o.windows)} steps, {first.start_s:g}s-{last.end_s:g}s), "
+                "remove it and its nodes once Accomplished")  # fmt: skip
+    return f"{first.start_s:g}s-{first.end_s:g}s: create {what}, delete at the end"

@@ -21,6 +21,13 @@ API errors become :class:`~rlctl.errors.ChaosError` worded as the fix: 403 names
 verb and resource that is missing, 404 asks whether Chaos Mesh (its CRD) is installed, 409
 points at ``rlctl chaos cleanup --run-id``. :meth:`ChaosMeshBackend.cleanup` deletes
 everything labelled ``app.kubernetes.io/managed-by=rlctl`` (optionally of one run id).
+
+Schedules and Workflows (``--mesh-objects native``, :mod:`chaos.backends.k8s.native`) spawn
+objects that carry Chaos Mesh's labels, not rlctl's. :meth:`ChaosMeshBackend.remove_parent`
+removes one: it first labels what the parent spawned with the parent's rlctl labels (the
+journal: from then on ``rlctl chaos cleanup --run-id`` finds them even once the parent is
+gone), deletes the parent, then lists its spawn again (anything created meanwhile) and deletes
+it all. Cleanup goes parents first, so nothing spawns while it deletes.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from chaos import mesh
 from chaos.schema import validate_manifest
 from chaos.spec import FaultWindow, Scenario
 from rlctl.errors import ChaosError
-from rlctl.k8s_scale import api_message, kube_api_client
+from rlctl.k8s_scale import MERGE_PATCH, api_message, kube_api_client
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +51,11 @@ log = logging.getLogger(__name__)
 PROTECTED_NAMESPACES: frozenset[str] = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 
 #: Cleanup deletes the kinds that spawn others first.
-_CLEANUP_ORDER = ("Schedule", "Workflow", "NetworkChaos", "StressChaos", "PodChaos", "IOChaos", "TimeChaos")
+_CLEANUP_ORDER = (
+    "Schedule", "Workflow", "WorkflowNode", "NetworkChaos", "StressChaos", "PodChaos", "IOChaos", "TimeChaos",
+)  # fmt: skip
+#: Kinds that spawn others: removed by :meth:`ChaosMeshBackend.remove_parent`.
+PARENT_KINDS = ("Schedule", "Workflow")
 
 
 @dataclass
@@ -61,6 +72,15 @@ class Injection:
     injected_s: float | None = None
     deleted_s: float | None = None
     gone_s: float | None = None
+    parent: str | None = None
+    """``Kind namespace/name`` of the Schedule or Workflow that spawned it (``--mesh-objects native``)."""
+    recovered_s: float | None = None
+    """When Chaos Mesh reported ``AllRecovered=True`` (a run that ended by its ``spec.duration``)."""
+    error: str | None = None
+
+
+def _owned_by(ref: dict[str, Any], kind: str, name: str) -> bool:
+    return ref.get("kind") == kind and ref.get("name") == name
 
 
 def _selector_namespaces(spec: dict[str, Any]) -> list[list[str] | None]:
@@ -155,7 +175,7 @@ class ChaosMeshBackend:
     def _explain(
         self, exc: Any, verb: str, kind: str, namespace: str, name: str | None, run_id: str | None = None
     ) -> str:
-        plural = mesh.PLURALS[kind]
+        plural = mesh.RESOURCE_PLURALS[kind]
         what = f"{kind} {name} in namespace {namespace}" if name else f"{kind} objects in namespace {namespace}"
         said = api_message(exc)
         if exc.status == 401:
@@ -258,13 +278,131 @@ class ChaosMeshBackend:
             manifest,
         )
 
+    # ------------------------------------------------------------------ what Chaos Mesh spawned
+
+    def list_kind(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Objects of ``kind`` in ``namespace`` matching ``selector``; none if the CRD is missing (404)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            listing = self.custom_api.list_namespaced_custom_object(
+                mesh.GROUP,
+                mesh.VERSION,
+                namespace,
+                mesh.RESOURCE_PLURALS[kind],
+                label_selector=selector,
+                _request_timeout=self.request_timeout_s,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                log.debug("no %s CRD (or namespace %s): skipped", kind, namespace)
+                return []
+            raise ChaosError(self._explain(exc, "list", kind, namespace, None)) from None
+        items = listing.get("items", [])
+        for item in items:
+            item.setdefault("kind", kind)
+        return items  # type: ignore[no-any-return]
+
+    def spawned(self, parent: dict[str, Any]) -> list[dict[str, Any]]:
+        """What a Schedule or Workflow created, found by the labels Chaos Mesh puts on it.
+
+        A Schedule's chaos (its ``spec.type``) labelled ``managed-by=<name>`` and owned by it; a
+        Workflow's nodes and their chaos labelled ``chaos-mesh.org/workflow=<name>``.
+        Nodes come first, then chaos, each in order of creation.
+        """
+        kind, meta = parent["kind"], parent["metadata"]
+        name, ns = meta["name"], meta["namespace"]
+        spec = parent.get("spec") or {}
+        if kind == "Schedule":
+            kinds = [spec["type"]] if spec.get("type") in mesh.EMBED_KEY else list(mesh.EMBED_KEY)
+            selector = f"{mesh.SCHEDULE_SPAWN_LABEL}={name}"
+            # Owned by it, or orphaned (an Orphan deletion of the Schedule strips the reference).
+            found = [
+                obj
+                for k in kinds
+                for obj in self.list_kind(k, ns, selector)
+                if all(_owned_by(ref, "Schedule", name) for ref in obj["metadata"].get("ownerReferences") or [])
+            ]
+        elif kind == "Workflow":
+            used = [t.get("templateType") for t in spec.get("templates") or []]
+            kinds = [mesh.WORKFLOW_NODE, *(k for k in mesh.EMBED_KEY if k in used or not used)]
+            found = [obj for k in kinds for obj in self.list_kind(k, ns, f"{mesh.WORKFLOW_LABEL}={name}")]
+        else:
+            return []
+        order = {k: i for i, k in enumerate(_CLEANUP_ORDER)}
+        return sorted(
+            found,
+            key=lambda o: (order.get(o["kind"], 99), o["metadata"].get("creationTimestamp") or "",
+                           o["metadata"]["name"]),
+        )  # fmt: skip
+
+    def adopt(self, objects: list[dict[str, Any]], labels: dict[str, str]) -> None:
+        """Add rlctl's ``labels`` to spawned objects (a merge patch), so cleanup by run id finds them."""
+        if self.dry_run:
+            return
+        for obj in objects:
+            have = obj["metadata"].get("labels") or {}
+            if all(have.get(k) == v for k, v in labels.items()):
+                continue
+            self._patch_labels(obj, labels)
+
+    def _patch_labels(self, obj: dict[str, Any], labels: dict[str, str]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"]
+        try:
+            self.custom_api.patch_namespaced_custom_object(
+                mesh.GROUP,
+                mesh.VERSION,
+                ns,
+                mesh.RESOURCE_PLURALS[kind],
+                name,
+                {"metadata": {"labels": labels}},
+                _content_type=MERGE_PATCH,
+                _request_timeout=self.request_timeout_s,
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # gone already: nothing left to find
+                raise ChaosError(self._explain(exc, "patch", kind, ns, name)) from None
+
+    def remove_parent(
+        self,
+        parent: dict[str, Any],
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        propagation: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Remove a Schedule or Workflow, then everything it spawned; returns the spawned objects found.
+
+        Before the parent goes, its spawn is labelled with the parent's rlctl labels (see the
+        module docstring): an interrupted removal leaves nothing ``cleanup`` cannot find.
+        """
+        labels = {k: v for k, v in (parent["metadata"].get("labels") or {}).items()
+                  if k in (mesh.MANAGED_BY_LABEL, mesh.RUN_ID_LABEL, mesh.SCENARIO_LABEL)}  # fmt: skip
+        before = self.spawned(parent)
+        self.adopt(before, labels)
+        self.delete(parent, sleep=sleep, propagation=propagation)
+        after = self.spawned(parent)
+        self.adopt(after, labels)
+        seen: dict[str, dict[str, Any]] = {}
+        for obj in [*before, *after]:
+            seen.setdefault(self._ident(obj), obj)
+        for obj in seen.values():
+            self.delete(obj, sleep=sleep)
+        return list(seen.values())
+
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None if the API server answers 404."""
         from kubernetes.client.exceptions import ApiException
 
         try:
             return self.custom_api.get_namespaced_custom_object(  # type: ignore[no-any-return]
-                mesh.GROUP, mesh.VERSION, namespace, mesh.PLURALS[kind], name, _request_timeout=self.request_timeout_s
+                mesh.GROUP,
+                mesh.VERSION,
+                namespace,
+                mesh.RESOURCE_PLURALS[kind],
+                name,
+                _request_timeout=self.request_timeout_s,
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -301,8 +439,17 @@ class ChaosMeshBackend:
             "controller's logs (kubectl -n chaos-mesh logs deploy/chaos-controller-manager)"
         )
 
-    def delete(self, manifest: dict[str, Any], *, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Delete the object and poll until it is gone (404); a missing object is fine."""
+    def delete(
+        self,
+        manifest: dict[str, Any],
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        propagation: str | None = None,
+    ) -> None:
+        """Delete the object and poll until it is gone (404); a missing object is fine.
+
+        ``propagation`` is the ``propagationPolicy`` (``Orphan`` keeps what the object owns).
+        """
         from kubernetes.client.exceptions import ApiException
 
         kind, name, ns = manifest["kind"], manifest["metadata"]["name"], manifest["metadata"]["namespace"]
@@ -310,9 +457,16 @@ class ChaosMeshBackend:
             log.info("dry run: would delete %s %s/%s", kind, ns, name)
             return
         log.info("deleting %s %s/%s", kind, ns, name)
+        extra = {"propagation_policy": propagation} if propagation else {}
         try:
             self.custom_api.delete_namespaced_custom_object(
-                mesh.GROUP, mesh.VERSION, ns, mesh.PLURALS[kind], name, _request_timeout=self.request_timeout_s
+                mesh.GROUP,
+                mesh.VERSION,
+                ns,
+                mesh.RESOURCE_PLURALS[kind],
+                name,
+                _request_timeout=self.request_timeout_s,
+                **extra,
             )
         except ApiException as exc:
             if exc.status != 404:
@@ -323,7 +477,8 @@ class ChaosMeshBackend:
                 raise ChaosError(
                     f"{kind} {name} in namespace {ns} is still there {self.delete_timeout_s:g}s after deletion: its "
                     "finalizer waits for Chaos Mesh to recover the fault; check the chaos-daemon on the pod's node, "
-                    f"or remove the finalizer by hand (kubectl -n {ns} patch {mesh.PLURALS[kind]} {name} --type=merge "
+                    f"or remove the finalizer by hand (kubectl -n {ns} patch {mesh.RESOURCE_PLURALS[kind]} {name} "
+                    "--type=merge "
                     '-p \'{"metadata":{"finalizers":[]}}\')'
                 )
             sleep(self.poll_interval_s)
@@ -433,35 +588,27 @@ class ChaosMeshBackend:
         """
         selector = mesh.MANAGED_SELECTOR + (f",{mesh.RUN_ID_LABEL}={mesh.check_run_id(run_id)}" if run_id else "")
         found = self._list_managed(selector)
-        # In _CLEANUP_ORDER: Schedules and Workflows go first, or they would spawn new chaos meanwhile.
+        # In _CLEANUP_ORDER: Schedules and Workflows go first, or they would spawn new chaos meanwhile;
+        # each takes what it spawned with it (labelled by an earlier, interrupted cleanup or not).
+        removed: list[str] = []
         for manifest in found:
-            self.delete(manifest, sleep=sleep)
-        return [self._ident(m) for m in found]
+            if self._ident(manifest) in removed:
+                continue
+            if manifest["kind"] in PARENT_KINDS:
+                spawn = self.remove_parent(manifest, sleep=sleep)
+                removed += [self._ident(manifest), *(self._ident(o) for o in spawn if self._ident(o) not in removed)]
+            else:
+                self.delete(manifest, sleep=sleep)
+                removed.append(self._ident(manifest))
+        return removed
 
     def _list_managed(self, selector: str) -> list[dict[str, Any]]:
-        from kubernetes.client.exceptions import ApiException
-
-        found: list[dict[str, Any]] = []
-        for ns in sorted(self.allowed_namespaces):
-            for kind in _CLEANUP_ORDER:
-                try:
-                    listing = self.custom_api.list_namespaced_custom_object(
-                        mesh.GROUP,
-                        mesh.VERSION,
-                        ns,
-                        mesh.PLURALS[kind],
-                        label_selector=selector,
-                        _request_timeout=self.request_timeout_s,
-                    )
-                except ApiException as exc:
-                    if exc.status == 404:
-                        log.debug("no %s CRD (or namespace %s): skipped", kind, ns)
-                        continue
-                    raise ChaosError(self._explain(exc, "list", kind, ns, None)) from None
-                for item in listing.get("items", []):
-                    item.setdefault("kind", kind)
-                    found.append(item)
-        return found
+        return [
+            item
+            for ns in sorted(self.allowed_namespaces)
+            for kind in _CLEANUP_ORDER
+            for item in self.list_kind(kind, ns, selector)
+        ]
 
     @staticmethod
     def _ident(manifest: dict[str, Any]) -> str:
