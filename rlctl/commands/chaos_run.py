@@ -88,6 +88,12 @@ def run(
     deployment: str | None = typer.Option(None, "--deployment", help="k8s: [NAMESPACE/]NAME of the Deployment."),
     kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="k8s: kubeconfig file."),
     context: str | None = typer.Option(None, "--context", help="k8s: kubeconfig context."),
+    mesh_objects: str = typer.Option(
+        "windows",
+        "--mesh-objects",
+        help="k8s: 'windows' (one chaos object per fault window, timed by rlctl) or 'native' (a Chaos Mesh "
+        "Schedule per repeated fault and a Workflow per sequence, their runs and nodes in the report).",
+    ),
     online: bool = typer.Option(
         False,
         "--online",
@@ -167,6 +173,7 @@ def run(
                     metrics_urls=tuple(metrics_url),
                     deployment=deployment,
                     dry_run=dry_run,
+                    mesh_objects=mesh_objects,
                 )
             )
 
@@ -258,5 +265,8 @@ def _execute(
     if out.to_stdout:
         out.write(report)
     Console().print(results_table(report))
+    for name in report["controllers"]:  # what Chaos Mesh's Schedules and Workflows did (--mesh-objects native)
+        for line in report["results"][name]["extra"].get("chaos_mesh_summary", []):
+            console.print(f"{name}: {line}")
     if files:
         console.print("wrote " + ", ".join(f"{k} {v}" for k, v in files.items()))
