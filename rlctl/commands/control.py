@@ -202,6 +202,18 @@ def control(
     consumer: Annotated[str, typer.Option(help="Consumer name in the group; keep it stable across restarts.")] = "",
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many decisions.")] = None,
     status: Annotated[bool | None, typer.Option("--status/--no-status", help="Live view on stderr.")] = None,
+    pareto_every: Annotated[
+        float | None,
+        typer.Option(
+            min=10.0,
+            max=86_400.0,
+            help="Every this many seconds, compute the knobs' Pareto front for the current load in the simulator and "
+            "export its knee (and cheapest, lowest-P99) as rlctl_pareto_* metrics; advisory, never actuated.",
+        ),
+    ] = None,
+    pareto_profile: Annotated[
+        Path | None, typer.Option(help="Profile YAML for --pareto-every (default: envs/profiles/testbed.yaml).")
+    ] = None,
 ) -> None:
     """Run the online controller for one service until Ctrl-C or SIGTERM.
 
@@ -324,6 +336,12 @@ def control(
     loop = ControlLoop(
         config, actuators, scrape=scrape, store=store, policy=client, metrics=loop_metrics, events=decision_events
     )
+    refresher = None
+    if pareto_every is not None:  # advisory: reads the loop's telemetry, publishes in its registry, never actuates
+        from rlctl.online.pareto_refresh import RefreshConfig, start_for_loop
+
+        refresh = RefreshConfig(service=service, every_s=pareto_every, slo_p99_ms=slo_p99_ms, bounds=bounds)
+        refresher = start_for_loop(loop, refresh, profile=pareto_profile)
     show = sys.stderr.isatty() if status is None else status
     # SIGTERM (a pod's termination, systemd's stop) ends the loop after the step in progress, so
     # no actuation is cut in half and the buffered audit records are written before exit.
@@ -342,6 +360,8 @@ def control(
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if refresher is not None:
+            refresher.stop()
         _console().print(f"stopped after {loop.steps} decisions")
 
 
