@@ -223,7 +223,7 @@ class Rule(BaseModel):
             f" with {' and '.join(c.text() for c in self.intensity)}" if self.intensity else ""
         )
         knobs = f", with {' and '.join(c.text() for c in self.when)}" if self.when else ", whatever the knobs"
-        prefer = f"; prefer {' and '.join(c.text() for c in self.prefer)}" if self.prefer else ""
+        prefer = f"; prefer {' or '.join(c.text() for c in self.prefer)}" if self.prefer else ""
         return f"{under}{knobs}, {METRICS[self.breaks]}{prefer}"
 
 
@@ -310,7 +310,19 @@ def library_text(lib: Library) -> str:
         "# rlctl boundary rule library: learned from chaos run reports by `rlctl rules learn`.\n"
         "# Reviewers may edit thresholds, 'enforce', 'note' and 'detectors'; ids are never reused.\n"
     )
-    return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+    return head + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Conditions and experiments on one line each (``{feature: gomaxprocs, op: <=, value: 1}``)."""
+
+
+def _represent_dict(dumper: yaml.SafeDumper, data: dict[str, Any]) -> yaml.Node:
+    flow = set(data) in ({"feature", "op", "value"}, set(Experiment.model_fields))
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=flow or None)
+
+
+_Dumper.add_representer(dict, _represent_dict)
 
 
 def save_library(lib: Library, path: str | Path) -> Path:

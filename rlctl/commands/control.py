@@ -201,6 +201,14 @@ def control(
     ] = False,
     consumer: Annotated[str, typer.Option(help="Consumer name in the group; keep it stable across restarts.")] = "",
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many decisions.")] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            help="Boundary rule library (rlctl rules learn): while a rule's fault is detected in the telemetry, "
+            "the safety layer forbids the knob settings the rule proved break the service.",
+        ),
+    ] = None,
     status: Annotated[bool | None, typer.Option("--status/--no-status", help="Live view on stderr.")] = None,
     pareto_every: Annotated[
         float | None,
@@ -250,7 +258,12 @@ def control(
     interval_s = float(interval)
     allow = tuple(k for k in KNOB_FIELDS if allow_msr_writes or k not in MSR_KNOBS)
     bounds = KnobBounds(min_replicas=min_replicas, max_replicas=max_replicas, allow=allow)
-    safety = SafetyConfig(bounds=bounds, stale_action=stale_action.value, dry_run=dry_run)  # type: ignore[arg-type]
+    from rlctl.rules import load_safety_rules
+
+    safety = SafetyConfig(
+        bounds=bounds, stale_action=stale_action.value, dry_run=dry_run,  # type: ignore[arg-type]
+        rules=load_safety_rules(rules) if rules is not None else (),
+    )  # fmt: skip
     plan = registry.control_plan(policy, interval_s=interval_s, bounds=bounds, slo_p99_ms=slo_p99_ms, guard=guard)
     config = ControlConfig(
         service=service, interval_s=interval_s, safety=safety, slo_p99_ms=slo_p99_ms, hpa=plan.hpa, guard=plan.guard,

@@ -101,7 +101,7 @@ def learn(
             "figures": figures,
         }
         out.write(summary)
-        console = Console(stderr=True)
+        console = Console(stderr=True, width=max(Console(stderr=True).width, 140))
         console.print(_table(new, show_all=True))
         console.print(
             f"{n_reports} report(s), {len(obs)} fault window(s): rules added {summary['added'] or 'none'}, "
@@ -127,7 +127,8 @@ def list_rules(
         rows = [r for r in lib.rules if show_all or r.status == "active"]
         out.write({"library": str(library), "rules": [_brief(r) for r in rows],
                    "candidates": [_brief(c) for c in lib.candidates] if show_all else []})  # fmt: skip
-        Console(stderr=out.to_stdout).print(_table(lib, show_all=show_all))
+        console = Console(stderr=out.to_stdout)
+        Console(stderr=out.to_stdout, width=max(console.width, 140)).print(_table(lib, show_all=show_all))
 
 
 @rules_app.command("show")
@@ -171,14 +172,13 @@ def _table(lib: Any, *, show_all: bool) -> Any:
 
     enforced = {c.id for c in compile_rules(lib)}
     table = Table(title=f"boundary rules ({sum(r.status == 'active' for r in lib.rules)} active)")
-    for col in ("#", "status", "rule", "experiments", "scenarios", "backends", "first / last seen", "enforced"):
-        table.add_column(col, justify="right" if col in ("#", "experiments", "scenarios") else "left")
+    for col in ("#", "status", "rule", "experiments", "backends", "last seen", "enforced"):
+        table.add_column(col, justify="right" if col in ("#", "experiments") else "left", overflow="fold")
     rows = [r for r in lib.rules if show_all or r.status == "active"] + (list(lib.candidates) if show_all else [])
     for r in rows:
         s = r.support
         table.add_row(
-            str(r.id) if r.id else "–", r.status, r.statement or r.describe(), str(s.count), str(len(s.scenarios)),
-            ", ".join(f"{k} {v}" for k, v in s.backends.items()), f"{s.first_seen[:16]} / {s.last_seen[:16]}",
-            "yes" if r.id in enforced else "no",
+            str(r.id) if r.id else "–", r.status, r.statement or r.describe(), str(s.count),
+            ", ".join(f"{k} {v}" for k, v in s.backends.items()), s.last_seen[:16], "yes" if r.id in enforced else "no",
         )  # fmt: skip
     return table

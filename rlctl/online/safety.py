@@ -14,6 +14,13 @@ Whatever the policy (or a fallback) asks for, :meth:`SafetyLayer.limit` lets thr
 the newest older than ``stale_after_intervals`` intervals, or a required field that is
 NaN, infinite or negative. The control loop then holds or falls back to the HPA rule
 (``stale_action``).
+
+4. with boundary rules (``SafetyConfig.rules``, compiled from a rule library by
+   :func:`rlctl.rules.compile_rules`; ``rlctl control --rules FILE``): while a rule's fault
+   is detected in the newest telemetry sample that :meth:`SafetyLayer.check_telemetry`
+   accepted, knob settings inside the rule's region are forbidden. A move into it is undone
+   (the knobs the controller changed keep their values); knobs already inside are moved to the
+   nearest allowed value outside it, at once, as out-of-bounds knobs are.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from rlctl.contract import COL, KNOB_COL, KNOB_FIELDS, LADDERS, KnobBounds, clamp_array
+from rlctl.contract import COL, KNOB_COL, KNOB_FIELDS, LADDERS, TELEMETRY_FIELDS, KnobBounds, clamp_array
 from rlctl.errors import ConfigError
+from rlctl.rules import FEATURES, Condition, SafetyRule, feature_values
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -64,6 +72,9 @@ class SafetyConfig:
     (P50/P99 may be missing when no request came in: there was no latency to measure)."""
     dry_run: bool = False
     """Decide and audit, but change nothing (audit reason ``dry-run``)."""
+    rules: tuple[SafetyRule, ...] = ()
+    """Boundary rules learned from chaos runs (:func:`rlctl.rules.compile_rules`): knob regions
+    forbidden while the rule's fault is detected in the telemetry."""
 
     def __post_init__(self) -> None:
         for name in ("max_step_replicas", "max_step_gomaxprocs", "max_rungs"):
@@ -124,6 +135,8 @@ class SafetyLayer:
         self._limits = config.step_limits()
         self._allowed = config.bounds.allowed_mask()
         self._ladders = {name: allowed_ladder(name, config.bounds) for name in LADDERS}
+        self.sample: dict[str, float] = {}
+        """The newest telemetry sample :meth:`check_telemetry` accepted: what the rules' detectors read."""
 
     # ------------------------------------------------------------------ telemetry
 
@@ -157,6 +170,7 @@ class SafetyLayer:
         ]
         if bad:
             return "telemetry-nonfinite", "newest sample has unusable " + ", ".join(bad)
+        self.sample = {name: float(last[i]) for i, name in enumerate(TELEMETRY_FIELDS)}
         return None
 
     # ------------------------------------------------------------------ knobs
@@ -187,7 +201,66 @@ class SafetyLayer:
             if want != cur[i]:
                 want = self._cooldown(name, cur[i], want, now_s, notes)
             out[i] = want
+        if cfg.rules:
+            out = self._rules(cur, out, notes)
         return out, notes
+
+    # ------------------------------------------------------------------ boundary rules
+
+    def _rules(self, cur: FloatArray, out: FloatArray, notes: list[str]) -> FloatArray:
+        """``out`` outside the region of every rule whose fault the newest sample shows."""
+        offered = self.sample.get("offered_qps", math.nan)
+        for rule in self.config.rules:
+            seen = rule.detected(self.sample)
+            if seen is None or not self._inside(rule, out, offered):
+                continue
+            why = f"rule {rule.id} ({rule.fault} detected: {seen}) forbids {' and '.join(c.text() for c in rule.when)}"
+            before = out.copy()
+            for c in rule.when:  # first undo the controller's move into the region
+                k = KNOB_COL[FEATURES[c.feature]]
+                if out[k] != cur[k] and self._allowed[k]:
+                    out[k] = cur[k]
+            for c in rule.when:  # then leave it, if the knobs were already inside
+                if not self._inside(rule, out, offered):
+                    break
+                out = self._leave(c, out, offered)
+            moved = ", ".join(
+                f"{n} {_fmt(before[i])} -> {_fmt(out[i])}" for i, n in enumerate(KNOB_FIELDS) if before[i] != out[i]
+            )
+            if self._inside(rule, out, offered):
+                notes.append(f"{why}: cannot leave it within bounds and allow ({moved or 'nothing moved'})")
+            else:
+                notes.append(f"{why}: {moved}")
+        return out
+
+    @staticmethod
+    def _inside(rule: SafetyRule, knobs: FloatArray, offered: float) -> bool:
+        values = feature_values({n: float(knobs[i]) for i, n in enumerate(KNOB_FIELDS)}, offered)
+        return all(c.holds(values) for c in rule.when)
+
+    def _leave(self, c: Condition, knobs: FloatArray, offered: float) -> FloatArray:
+        """``knobs`` with ``c``'s knob at the allowed value nearest its current one where ``c`` is false."""
+        name = FEATURES[c.feature]
+        k = KNOB_COL[name]
+        if not self._allowed[k]:
+            return knobs
+        if name in self._ladders:
+            options = self._ladders[name]
+        else:
+            lo, hi = self.config.bounds.lows()[k], self.config.bounds.highs()[k]
+            options = np.arange(lo, hi + 1, dtype=np.float64)
+        trial = knobs.copy()
+        best: float | None = None
+        for v in sorted(options, key=lambda v: (abs(v - knobs[k]), v)):
+            trial[k] = v
+            values = feature_values({n: float(trial[i]) for i, n in enumerate(KNOB_FIELDS)}, offered)
+            if not c.holds(values):
+                best = float(v)
+                break
+        if best is not None:
+            knobs = knobs.copy()
+            knobs[k] = best
+        return knobs
 
     def _step(self, name: str, i: int, cur: float, tgt: float, notes: list[str]) -> float:
         limit = self._limits[i]
