@@ -71,6 +71,18 @@ def run(
     cpu_us: int = typer.Option(
         200, "--cpu-us", min=0, max=1_000_000, help="local: CPU work per request (gosvc serve --cpu-us)."
     ),
+    replica_cpus: str = typer.Option(
+        "off",
+        "--replica-cpus",
+        help="local: the replicas' CPUs (kernel list, e.g. 1; auto: all but the harness's); "
+        "off: replicas and harness share every CPU. Quotas x --max-replicas must fit.",
+    ),
+    harness_cpus: str = typer.Option(
+        "auto",
+        "--harness-cpus",
+        help="local: CPUs of the load generator, proxy, Redis, Ray and controller with "
+        "--replica-cpus (auto: the first quarter of the online CPUs, or those not in --replica-cpus).",
+    ),
     interval_s: float = typer.Option(
         5.0, "--interval", min=0.05, max=3600.0, help="local/k8s: seconds between controller decisions."
     ),
@@ -137,6 +149,7 @@ def run(
         ctx = ControllerContext(backend, spec, bounds=bounds, initial_knobs=knobs, seed=seed)
         if backend == "local":
             from chaos.backends.local import LocalBackend, LocalConfig
+            from rlctl.cgroups import CpuSplit
 
             chosen = LocalBackend(
                 LocalConfig(
@@ -152,6 +165,7 @@ def run(
                     partition_mode=partition_mode,
                     log_dir=report_dir / "logs" if report_dir else None,
                     seed=seed,
+                    cpu_split=CpuSplit.resolve(replica_cpus, harness_cpus),
                 )
             )
         else:
