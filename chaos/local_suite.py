@@ -14,6 +14,10 @@ real-step-podkill   a step 200 -> 500 QPS, then two replicas SIGKILLed
 real-delay-stress   380 QPS, a 3 ms network delay, then a CPU stressor in one replica
 ==================  ===================================================================
 
+With a CPU split (the default of ``rlctl validate-real``: CPU 1 for the replicas, CPU 0 for
+everything else on a 2-vCPU host) the replicas are confined to their own CPUs and the
+quotas of ``max_replicas`` replicas must fit them (refused before anything starts).
+
 Every scenario runs ``repeats`` times (seed = repeat), each controller once per repeat, the
 controllers' order reversed on odd repeats so host drift does not always favour one. After
 every scenario the summary (``summary.json``, ``summary.md``, ``summary.png``) is rewritten,
@@ -56,8 +60,10 @@ from chaos.runner import (
 )
 from chaos.spec import load_scenario
 from envs.profile import ServiceProfile
+from rlctl.cgroups import CpuSplit
 from rlctl.contract import KnobBounds, Knobs
 from rlctl.errors import ConfigError
+from rlctl.harness.isolation import HarnessIsolation
 from rlctl.report import write_atomic
 
 log = logging.getLogger(__name__)
@@ -83,8 +89,11 @@ class RealConfig:
     cpu_us: int = 1000
     """CPU work per request (``gosvc serve --cpu-us``)."""
     replicas: int = 2
-    max_replicas: int = 5
-    """Five replicas of 0.25 core leave the load generator, proxy, Redis and Ray most of a core."""
+    max_replicas: int = 4
+    """Four replicas of 0.25 core fill the replicas' CPU (CPU 1 of a 2-vCPU host); the load generator,
+    proxy, Redis, Ray and the controller have the other (see ``cpu_split``)."""
+    cpu_split: CpuSplit | None = None
+    """Replicas' and harness's CPUs (:meth:`rlctl.cgroups.CpuSplit.resolve`); None: shared (the 2026-11-28 layout)."""
     interval_s: float = 5.0
     controllers: tuple[str, ...] = (POLICY, BASELINE)
     repeats: int = 2
@@ -154,6 +163,10 @@ def run_suite(
     controllers = check_controller_names(list(cfg.controllers))
     if cfg.repeats < 1:
         raise ConfigError(f"--repeats {cfg.repeats}: run each scenario at least once")
+    if cfg.cpu_split is not None:
+        cfg.cpu_split.check_quotas(
+            cfg.replica_cpu or None, cfg.max_replicas, quota_source="--replica-cpu", max_source="--max-replicas"
+        )
     specs = {name: load_scenario(scenario_path(name)) for name in cfg.scenarios}
     out.mkdir(parents=True, exist_ok=True)
     bounds = KnobBounds(max_replicas=cfg.max_replicas, max_gomaxprocs=4)
@@ -167,6 +180,7 @@ def run_suite(
             "replica_cpu_cores": cfg.replica_cpu, "cpu_us_per_request": cfg.cpu_us, "replicas": cfg.replicas,
             "max_replicas": cfg.max_replicas, "interval_s": cfg.interval_s, "repeats": cfg.repeats,
             "controllers": controllers, "scenarios": list(cfg.scenarios),
+            "cpu_split": cfg.cpu_split.to_dict() if cfg.cpu_split is not None else None,
             "path": "gosvc loadgen -> gosvc proxy -> gosvc serve replicas (cgroup each); telemetry -> Redis "
             "Streams -> Ray Serve (policy) or the baseline's rule -> safety layer -> replica manager, /admin/knobs",
         },
@@ -178,6 +192,9 @@ def run_suite(
     reports: list[dict[str, Any]] = []
     policies = served_policies(controllers)
     with contextlib.ExitStack() as stack:
+        if cfg.cpu_split is not None:  # before Redis and Ray start, so they are born on the harness's CPUs
+            iso = stack.enter_context(HarnessIsolation(cfg.cpu_split, command="validate-real"))
+            meta["settings"]["cpu_split"]["harness_isolation"] = iso.detail
         path = stack.enter_context(OnlinePath(policies))
         for rep in range(cfg.first_repeat - 1, cfg.first_repeat - 1 + cfg.repeats):
             order = controllers if rep % 2 == 0 else list(reversed(controllers))
@@ -188,7 +205,7 @@ def run_suite(
                     LocalConfig(
                         gosvc=cfg.gosvc, replica_cpu=cfg.replica_cpu or None, cpu_us=cfg.cpu_us,
                         interval_s=cfg.interval_s, initial_knobs=knobs, bounds=bounds,
-                        log_dir=run_dir / "logs", seed=rep,
+                        log_dir=run_dir / "logs", seed=rep, cpu_split=cfg.cpu_split,
                     )
                 )  # fmt: skip
                 if on_start is not None:

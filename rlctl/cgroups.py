@@ -140,6 +140,41 @@ class Cgroups:
             set_cpus(path, cpus)
         return path
 
+    def cpuset_path(self, name: str | Path) -> Path:
+        """Where the cpuset of group ``name`` lives: ``root/name`` on v2, the ``cpuset`` mount's twin on v1."""
+        if self.version == 2:
+            return self.root / name
+        if self.cpuset_root is None:
+            raise ConfigError(
+                f"CPU sets need the cgroup v1 cpuset controller, and none is mounted next to {self.root} "
+                f"(no {self.root.parent / 'cpuset' / 'cpuset.cpus'}): mount it "
+                f"(`mount -t cgroup -o cpuset cpuset {self.root.parent / 'cpuset'}`), or run without CPU sets "
+                "(--replica-cpus off)"
+            )
+        return self.cpuset_root / name
+
+    def create_cpuset(self, name: str | Path, cpus: str) -> Path:
+        """A group that only confines its tasks to ``cpus`` (no CPU quota, no weight); returns its path.
+
+        v1: a directory of the ``cpuset`` hierarchy alone, ``cpuset.cpus`` and ``cpuset.mems``
+        set on it and on every new ancestor before any task can join (the harness's set: a
+        ``cpu`` group would make the harness one CFS entity against every other task of the
+        host). v2: ``root/name`` with ``+cpuset`` offered on every node above it.
+        """
+        path = self.cpuset_path(name)
+        if self.version == 2:
+            node = self.root
+            for part in Path(name).parts:
+                self._enable_controllers(node, ("cpuset",))
+                node = node / part
+                node.mkdir(exist_ok=True)
+            (path / "cpuset.cpus").write_text(f"{cpus}\n")
+            return path
+        assert self.cpuset_root is not None
+        _make_v1_cpusets(self.cpuset_root, path)
+        (path / "cpuset.cpus").write_text(f"{cpus}\n")
+        return path
+
     @staticmethod
     def _enable_controllers(node: Path, controllers: tuple[str, ...]) -> None:
         """v2: make ``node`` offer ``controllers`` to its children (idempotent)."""
@@ -293,19 +328,29 @@ def set_cpus(group: Path, cpus: str) -> None:
             f"no cgroup v1 cpuset controller next to {_mount_root(group)}; cannot pin {group} to CPUs {cpus}"
         )
     root, twin = where
+    _make_v1_cpusets(root, twin)
+    (twin / "cpuset.cpus").write_text(f"{cpus}\n")
+
+
+def _make_v1_cpusets(root: Path, leaf: Path) -> None:
+    """v1: create ``leaf`` and its missing ancestors under the cpuset mount ``root``, each populated.
+
+    A v1 cpuset starts with empty ``cpuset.cpus`` and ``cpuset.mems``, and the kernel refuses
+    tasks (``ENOSPC``) until both are set; every new directory gets its parent's.
+    """
     node = root
-    for part in twin.relative_to(root).parts:
+    for part in leaf.relative_to(root).parts:
         parent, node = node, node / part
         if not node.is_dir():
             node.mkdir()
             for name in ("cpuset.cpus", "cpuset.mems"):
                 (node / name).write_text(parent.joinpath(name).read_text())
-    (twin / "cpuset.cpus").write_text(f"{cpus}\n")
 
 
 def cpus(group: Path) -> str:
     """The CPU list ``group`` may run on ("" when not pinned, or inherited on v2)."""
-    where = (group, group) if is_v2(group) else _cpuset_twin(group)
+    own = is_v2(group) or (group / "cpuset.cpus").exists()  # v2, or a group of the v1 cpuset hierarchy itself
+    where = (group, group) if own else _cpuset_twin(group)
     if where is None or not (where[1] / "cpuset.cpus").exists():
         return ""
     return (where[1] / "cpuset.cpus").read_text().strip()
@@ -383,6 +428,14 @@ def remove(group: Path, *, attempts: int = 50) -> bool:
     return found
 
 
+def has_subgroups(group: Path) -> bool:
+    """Does ``group`` (or, on v1, its ``cpuset`` twin) have groups below it?"""
+    where = None if is_v2(group) else _cpuset_twin(group)
+    return any(
+        top.is_dir() and any(p.is_dir() for p in top.iterdir()) for top in (group, *([where[1]] if where else []))
+    )
+
+
 def _evacuate_and_rmdir(path: Path, attempts: int) -> None:
     root_procs = _mount_root(path) / "cgroup.procs"
     for _ in range(attempts):
@@ -422,3 +475,168 @@ def _cpuset_twin(group: Path) -> tuple[Path, Path] | None:
     if root.name == "cpuset" or not (cpuset / "cpuset.cpus").exists():
         return None
     return cpuset, cpuset / group.relative_to(root)
+
+
+# ----------------------------------------------------------------------- the replica / harness split
+
+
+def parse_cpu_list(text: str, *, source: str = "CPU list") -> tuple[int, ...]:
+    """The CPUs of a kernel list (``"0-1,3"``), sorted, each once.
+
+    :raises ConfigError: not a list of CPU numbers and ranges; the message names ``source``.
+    """
+    found: set[int] = set()
+    try:
+        for part in text.replace(" ", "").split(","):
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi) if hi else int(lo)
+            if first < 0 or last < first:
+                raise ValueError(part)
+            found.update(range(first, last + 1))
+    except ValueError:
+        raise ConfigError(
+            f"{source} {text!r} is not a CPU list: use CPU numbers and ranges as the kernel writes them, "
+            "e.g. 1 or 2-3,5"
+        ) from None
+    return tuple(sorted(found))
+
+
+def format_cpu_list(cpus: tuple[int, ...] | list[int]) -> str:
+    """The kernel's list format of ``cpus`` (``(0, 1, 3)`` -> ``"0-1,3"``)."""
+    parts: list[str] = []
+    ordered = sorted(set(cpus))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def online_cpus() -> tuple[int, ...]:
+    """The host's online CPUs (``/sys/devices/system/cpu/online``; else ``0..cpu_count-1``)."""
+    try:
+        return parse_cpu_list(Path("/sys/devices/system/cpu/online").read_text().strip())
+    except (OSError, ConfigError):
+        return tuple(range(os.cpu_count() or 1))
+
+
+#: ``--replica-cpus`` / ``--harness-cpus`` values that mean "the default split" and "no split".
+AUTO, OFF = "auto", "off"
+
+
+@dataclass(frozen=True)
+class CpuSplit:
+    """Which CPUs the replicas get and which the harness (load generator, proxy, Redis, Ray, controller).
+
+    Build with :meth:`resolve`. The two sets are disjoint, so the replicas' latency at a given
+    load per replica does not depend on how much work the harness does for the other replicas.
+    """
+
+    replica: tuple[int, ...]
+    harness: tuple[int, ...]
+    source: str
+    """Where the split came from, for messages (``--replica-cpus 1 --harness-cpus 0`` or the default's rule)."""
+
+    @property
+    def replica_list(self) -> str:
+        return format_cpu_list(self.replica)
+
+    @property
+    def harness_list(self) -> str:
+        return format_cpu_list(self.harness)
+
+    def __str__(self) -> str:
+        return f"replicas on CPU {self.replica_list}, harness on CPU {self.harness_list}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"replica_cpus": self.replica_list, "harness_cpus": self.harness_list, "source": self.source}
+
+    @classmethod
+    def default(cls, online: tuple[int, ...] | None = None) -> CpuSplit | None:
+        """The first quarter of the online CPUs (at least one) for the harness, the rest for the replicas.
+
+        On a 2-vCPU host: CPU 0 for the harness, CPU 1 for the replicas. None on a one-CPU host.
+        """
+        cpus = online if online is not None else online_cpus()
+        if len(cpus) < 2:
+            return None
+        k = max(1, len(cpus) // 4)
+        return cls(cpus[k:], cpus[:k], f"the default split of {len(cpus)} online CPUs (harness: the first quarter)")
+
+    @classmethod
+    def resolve(
+        cls, replica_cpus: str = AUTO, harness_cpus: str = AUTO, *, online: tuple[int, ...] | None = None
+    ) -> CpuSplit | None:
+        """The split the options ask for; None for ``--replica-cpus off`` (the old, shared layout).
+
+        ``auto`` for one side: the other online CPUs (both ``auto``: :meth:`default`).
+
+        :raises ConfigError: a list that is malformed, names an offline CPU, is empty, or
+            overlaps the other; or ``auto`` on a one-CPU host.
+        """
+        cpus = online if online is not None else online_cpus()
+        r, h = replica_cpus.strip().lower(), harness_cpus.strip().lower()
+        if r == OFF:
+            return None
+        if h == OFF:
+            raise ConfigError(
+                "--harness-cpus off with --replica-cpus on: the harness must have its own CPUs; pass --harness-cpus "
+                "LIST, or --replica-cpus off for the shared layout"
+            )
+        source = f"--replica-cpus {replica_cpus} --harness-cpus {harness_cpus}"
+        if r == AUTO and h == AUTO:
+            split = cls.default(cpus)
+            if split is None:
+                raise ConfigError(
+                    f"this host has one online CPU ({format_cpu_list(cpus)}): replicas and harness cannot have "
+                    "their own; pass --replica-cpus off"
+                )
+            return split
+        rep = parse_cpu_list(r, source="--replica-cpus") if r != AUTO else None
+        har = parse_cpu_list(h, source="--harness-cpus") if h != AUTO else None
+        for name, given in (("--replica-cpus", rep), ("--harness-cpus", har)):
+            missing = sorted(set(given or ()) - set(cpus))
+            if missing:
+                raise ConfigError(
+                    f"{name} {format_cpu_list(given or ())}: CPU {format_cpu_list(missing)} is not online "
+                    f"(online: {format_cpu_list(cpus)}); pick CPUs from that list"
+                )
+        if rep is None:
+            rep = tuple(c for c in cpus if c not in set(har or ()))
+        if har is None:
+            har = tuple(c for c in cpus if c not in set(rep))
+        if not rep or not har:
+            side = "--replica-cpus" if not rep else "--harness-cpus"
+            raise ConfigError(f"{source} leaves {side} no CPU (online: {format_cpu_list(cpus)}); give each side one")
+        both = sorted(set(rep) & set(har))
+        if both:
+            raise ConfigError(
+                f"{source}: CPU {format_cpu_list(both)} is in both sets; the replicas' and the harness's CPUs "
+                "must not overlap"
+            )
+        return cls(tuple(rep), tuple(har), source)
+
+    def check_quotas(self, quota_cores: float | None, max_replicas: int, *, quota_source: str, max_source: str) -> None:
+        """Refuse replica quotas that add up to more than the replica set at the most replicas.
+
+        :raises ConfigError: ``quota_cores x max_replicas`` exceeds the set; the message names
+            both values, where they came from and the three ways out.
+        """
+        cores = len(self.replica)
+        if quota_cores is None:
+            raise ConfigError(
+                f"{quota_source} 0 (no quota) with the replica CPU set {self.replica_list}: unlimited replicas "
+                f"would share {cores} CPU without bound; give a quota of at most {cores / max_replicas:.3g} "
+                "cores per replica, or pass --replica-cpus off"
+            )
+        total = quota_cores * max_replicas
+        if total > cores + 1e-9:
+            raise ConfigError(
+                f"{quota_source} {quota_cores:g} x {max_source} {max_replicas} = {total:g} cores of quota, more than "
+                f"the replicas' CPU set holds (CPU {self.replica_list}: {cores} core, from {self.source}): lower "
+                f"{quota_source} to at most {cores / max_replicas:.4g}, lower {max_source} to at most "
+                f"{max(1, int(cores / quota_cores + 1e-9))}, or give the replicas more CPUs (--replica-cpus)"
+            )

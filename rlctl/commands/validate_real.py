@@ -2,6 +2,7 @@
 
     rlctl validate-real --quick                      # one 3-minute run of the policy, online path
     rlctl validate-real --out deploy/results/real    # the suite: 4 scenarios x 2 repeats x controllers
+    rlctl bench isolation --json -                   # P99 at a fixed load per replica, 1..max replicas
 
 Needs root or a delegated cgroup (CPU quotas, cgroup v1 or v2; see :mod:`rlctl.cgroups`),
 redis-server, stress-ng and the gosvc binary (``make system gosvc``). Heavy imports happen
@@ -10,18 +11,21 @@ inside the command.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import typer
 
 from policies import registry
+from rlctl.commands.groups import bench_app
 from rlctl.errors import ConfigError
 from rlctl.output import JSON_HELP
 
 
 def register(app: typer.Typer) -> None:
     app.command("validate-real")(validate_real)
+    bench_app.command("isolation")(bench_isolation)
 
 
 def validate_real(
@@ -53,7 +57,25 @@ def validate_real(
     cpu_us: int = typer.Option(
         1000, "--cpu-us", min=0, max=1_000_000, help="CPU work per request (gosvc serve --cpu-us)."
     ),
-    max_replicas: int = typer.Option(5, "--max-replicas", min=1, max=1000, help="Most replicas a controller may run."),
+    max_replicas: int = typer.Option(
+        4,
+        "--max-replicas",
+        min=1,
+        max=1000,
+        help="Most replicas a controller may run (their quotas must fit --replica-cpus).",
+    ),
+    replica_cpus: str = typer.Option(
+        "auto",
+        "--replica-cpus",
+        help="The replicas' CPUs (kernel list, e.g. 1 or 2-7); auto: all but the "
+        "harness's; off: replicas and harness share every CPU (the 2026-11-28 layout).",
+    ),
+    harness_cpus: str = typer.Option(
+        "auto",
+        "--harness-cpus",
+        help="CPUs of the load generator, proxy, Redis, Ray and controller; auto: the "
+        "first quarter of the online CPUs (CPU 0 of 2), or those not in --replica-cpus.",
+    ),
     gosvc: Path | None = typer.Option(None, "--gosvc", help="gosvc binary (default deploy/gosvc/bin/gosvc)."),
     rebuild: bool = typer.Option(
         False, "--rebuild", help="Only recompute --out's summary from its run reports (adds the simulator prediction)."
@@ -81,13 +103,18 @@ def validate_real(
         raise ConfigError(f"--first-repeat {first_repeat}: repeats are numbered from 1")
     if replica_cpu <= 0 or cpu_us <= 0 or max_replicas < 2:
         raise ConfigError("--replica-cpu and --cpu-us must be > 0 and --max-replicas at least 2")
+    from rlctl.cgroups import CpuSplit
+
+    split = CpuSplit.resolve(replica_cpus, harness_cpus)
+    if split is not None:  # refused before anything starts
+        split.check_quotas(replica_cpu, max_replicas, quota_source="--replica-cpu", max_source="--max-replicas")
     for spec in registry.parse_all(controller):  # refused before anything starts, as chaos run --backend local
         registry.check_runs(spec, "local")
     if quick:
         cfg = RealConfig(
             replica_cpu=replica_cpu, cpu_us=cpu_us, max_replicas=max_replicas, repeats=1,
             scenarios=tuple(scenario) or (QUICK,), controllers=tuple(controller) or ("ppo:default",),
-            gosvc=str(gosvc) if gosvc else None,
+            gosvc=str(gosvc) if gosvc else None, cpu_split=split,
         )  # fmt: skip
         folder = out or Path("out/validate-real-quick")
     else:
@@ -95,7 +122,7 @@ def validate_real(
             replica_cpu=replica_cpu, cpu_us=cpu_us, max_replicas=max_replicas, repeats=repeats,
             first_repeat=first_repeat, scenarios=tuple(scenario) or SUITE,
             controllers=tuple(controller) or ("ppo:default", "hpa-tuned"),
-            gosvc=str(gosvc) if gosvc else None,
+            gosvc=str(gosvc) if gosvc else None, cpu_split=split,
         )  # fmt: skip
         folder = out or Path("out/validate-real") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     console = Console(stderr=True)
@@ -123,3 +150,54 @@ def validate_real(
         typer.echo(render_summary(summary))
         summary_out.write(summary)
     console.print(f"wrote {folder}/summary.md, summary.json, summary.png and one report folder per run")
+
+
+def bench_isolation(
+    json_out: Path = typer.Option(Path("-"), "--json", help=f"Write the result here {JSON_HELP}."),
+    max_replicas: int = typer.Option(
+        4, "--max-replicas", min=1, max=64, help="Replicas from 1 to this; each gets the replica CPUs / this of quota."
+    ),
+    cpu_us: int = typer.Option(1000, "--cpu-us", min=1, max=1_000_000, help="CPU work per request (as validate-real)."),
+    fraction: float = typer.Option(
+        0.5, "--fraction", min=0.01, max=1.5, help="Load per replica as a fraction of one isolated replica's knee."
+    ),
+    per_replica_qps: float | None = typer.Option(
+        None, "--per-replica-qps", min=1.0, max=1e6, help="Use this load per replica instead of probing capacity."
+    ),
+    point_s: float = typer.Option(20.0, "--point-s", min=3.0, max=3600.0, help="Measured seconds per point."),
+    warmup_s: float = typer.Option(3.0, "--warmup-s", min=0.0, max=600.0, help="Seconds dropped before each point."),
+    repeats: int = typer.Option(3, "--repeats", min=1, max=100, help="Repeats (n order shuffled, layouts alternated)."),
+    layout: list[str] = typer.Option(
+        [], "--layout", help="isolated and/or shared (repeatable; default both: the before/after)."
+    ),
+    replica_cpus: str = typer.Option("auto", "--replica-cpus", help="The replicas' CPUs (kernel list or auto)."),
+    harness_cpus: str = typer.Option(
+        "auto", "--harness-cpus", help="The harness's CPUs (kernel list or auto: CPU 0 of 2)."
+    ),
+    gosvc: Path | None = typer.Option(None, "--gosvc", help="gosvc binary (default deploy/gosvc/bin/gosvc)."),
+    seed: int = typer.Option(1, "--seed", min=0, max=2**31, help="Seed of the n order and the arrivals."),
+) -> None:
+    """P99 at a fixed load per replica, 1 to --max-replicas replicas, with and without the CPU split."""
+    from rich.console import Console
+
+    from chaos.backends.local.isolation_bench import Bench, FlatnessConfig
+    from rlctl.cgroups import CpuSplit
+    from rlctl.output import JsonOut
+
+    split = CpuSplit.resolve(replica_cpus, harness_cpus)
+    if split is None:
+        raise ConfigError("--replica-cpus off: the benchmark compares the split with the shared layout; give CPUs")
+    cfg = FlatnessConfig(
+        split=split, max_replicas=max_replicas, cpu_us=cpu_us, fraction=fraction, per_replica_qps=per_replica_qps,
+        point_s=point_s, warmup_s=warmup_s, repeats=repeats, layouts=tuple(layout) or ("isolated", "shared"),
+        gosvc=str(gosvc) if gosvc else None, seed=seed,
+    )  # fmt: skip
+    console = Console(stderr=True)
+    with JsonOut(json_out, allow_nan=False) as out:
+        result = Bench(cfg, on_point=lambda msg: console.print(f"{time.strftime('%H:%M:%S')} {msg}")).run()
+        result["command"] = "rlctl bench isolation " + " ".join(sys.argv[3:]) if len(sys.argv) > 2 else ""
+        out.write(result)
+    for name, block in result["layouts"].items():
+        cells = ", ".join(f"n={n}: {b['p99_ms_mean']:.2f} ({b['p99_ms_min']:.2f}-{b['p99_ms_max']:.2f})"
+                          for n, b in block["per_replicas"].items())  # fmt: skip
+        console.print(f"{name}: P99 ms {cells}; max/min {block['ratio_max_min']}")

@@ -6,6 +6,8 @@ boundary validation and the online end-to-end run and test-bed all do to run ``g
 - :mod:`rlctl.harness.process`: the one lookup of the gosvc binary (:func:`find_gosvc`),
   journaled process start (:func:`spawn`, :func:`run`) and stop (SIGTERM, then SIGKILL);
 - :mod:`rlctl.harness.cgroup`: journaled CPU cgroups on top of :mod:`rlctl.cgroups` (v1 or v2);
+- :mod:`rlctl.harness.isolation`: the harness's own CPUs (:class:`HarnessIsolation`: this process
+  and its children in a cpuset, or pinned by ``sched_setaffinity``), apart from the replicas';
 - :mod:`rlctl.harness.admin`: the one client of gosvc's ``/admin/knobs``;
 - :mod:`rlctl.harness.journal`: the on-disk journal every change is written to *before* it
   is made, and :func:`cleanup`, which reverts what a killed command left behind

@@ -26,6 +26,8 @@ class Cgroup:
 
     path: Path
     entry: Entry
+    twin: Entry | None = None
+    """cgroup v1 with a CPU set: the journal entry of the group's twin in the ``cpuset`` hierarchy."""
 
     def add(self, pid: int) -> None:
         """Move ``pid`` with all its threads into the group (children it forks later follow)."""
@@ -39,12 +41,16 @@ class Cgroup:
         """
         try:
             cgroups.remove(self.path, attempts=attempts)
+            if self.twin is not None:
+                cgroups.remove(Path(self.twin.data["path"]), attempts=attempts)
         except RlctlError as exc:
             log.error(
                 "%s; remove it with `rlctl chaos cleanup --backend local --run-id %s`", exc, self.entry.journal.run_id
             )
             return
         self.entry.remove()
+        if self.twin is not None:
+            self.twin.remove()
 
 
 def create(
@@ -54,15 +60,48 @@ def create(
     quota_cores: float | None = None,
     period_us: int = cgroups.PERIOD_US,
     shares: int = 0,
+    cpus: str | None = None,
     journal: Journal | None = None,
     command: str = "rlctl",
 ) -> Cgroup:
-    """Journal, then create ``hierarchy.root / name`` with the limits given (:meth:`rlctl.cgroups.Cgroups.create`)."""
+    """Journal, then create ``hierarchy.root / name`` with the limits given (:meth:`rlctl.cgroups.Cgroups.create`).
+
+    With ``cpus`` on cgroup v1 the group's twin in the ``cpuset`` hierarchy is journaled too,
+    as a ``cgroup`` entry of its own, so a cleanup removes it even when the ``cpu`` group is gone.
+    """
     journal = journal or session(command)
     path = hierarchy.root / name
     entry = journal.record("cgroup", path=str(path))
+    twin = _journal_twin(hierarchy, name, journal) if cpus is not None else None
     try:
-        hierarchy.create(name, quota_cores=quota_cores, period_us=period_us, shares=shares)
+        hierarchy.create(name, quota_cores=quota_cores, period_us=period_us, shares=shares, cpus=cpus)
+    except BaseException:
+        with contextlib.suppress(RlctlError, OSError):
+            cgroups.remove(path)
+            entry.remove()
+            if twin is not None:
+                cgroups.remove(Path(twin.data["path"]))
+                twin.remove()
+        raise
+    return Cgroup(path, entry, twin)
+
+
+def _journal_twin(hierarchy: cgroups.Cgroups, name: str | Path, journal: Journal) -> Entry | None:
+    """v1: journal the ``cpuset`` twin of ``name`` (v2 keeps the cpuset in the group itself)."""
+    if hierarchy.version == 2:
+        return None
+    return journal.record("cgroup", path=str(hierarchy.cpuset_path(name)), cpuset=True)
+
+
+def create_cpuset(
+    hierarchy: cgroups.Cgroups, name: str | Path, cpus: str, *, journal: Journal | None = None, command: str = "rlctl"
+) -> Cgroup:
+    """Journal, then create a group that only pins its tasks to ``cpus`` (:meth:`.Cgroups.create_cpuset`)."""
+    journal = journal or session(command)
+    path = hierarchy.cpuset_path(name)
+    entry = journal.record("cgroup", path=str(path), cpuset=True)
+    try:
+        hierarchy.create_cpuset(name, cpus)
     except BaseException:
         with contextlib.suppress(RlctlError, OSError):
             cgroups.remove(path)

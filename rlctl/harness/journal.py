@@ -22,7 +22,8 @@ another process (``rlctl chaos cleanup --backend local``). One journal per run:
   stopped    SIGCONT the pid (a replica frozen by a pod-failure fault)
   quota      write the original quota back (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``
              on cgroup v1, ``cpu.max`` on v2; see :mod:`rlctl.cgroups`)
-  cgroup     move any task left to the root cgroup and remove the directory
+  cgroup     move any task left to the root cgroup and remove the directory (a cgroup v1
+             CPU set has its own entry, ``cpuset: true``, in the ``cpuset`` hierarchy)
   =========  ====================================================================
 
 A chaos run opens its journal under its ``--run-id`` (:meth:`Journal.open`); every other
@@ -348,7 +349,7 @@ def revert_journal(journal: Journal) -> list[str]:
         Path(e["_path"]).unlink(missing_ok=True)
     for e in sorted(by_kind.pop("cgroup", []), key=lambda e: len(Path(e["path"]).parts), reverse=True):
         path = Path(e["path"])
-        if e.get("only_if_empty") and path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+        if e.get("only_if_empty") and cgroups.has_subgroups(path):
             Path(e["_path"]).unlink(missing_ok=True)
             continue
         if cgroups.remove(path):

@@ -416,6 +416,146 @@ def test_replica_manager_setup_raises_the_one_error(tmp_path: Path) -> None:
         mgr.setup()
 
 
+# ----------------------------------------------------------------------------- the replica / harness split
+
+
+def test_cpu_list_round_trip_and_errors() -> None:
+    assert cgroups.parse_cpu_list("0-2,5, 7") == (0, 1, 2, 5, 7)
+    assert cgroups.format_cpu_list((7, 0, 1, 2, 5, 1)) == "0-2,5,7"
+    with pytest.raises(ConfigError, match=r"--replica-cpus '1-x' is not a CPU list"):
+        cgroups.parse_cpu_list("1-x", source="--replica-cpus")
+    with pytest.raises(ConfigError, match="is not a CPU list"):
+        cgroups.parse_cpu_list("3-1")
+
+
+def test_cpu_split_default_explicit_and_refusals() -> None:
+    two = (0, 1)
+    split = cgroups.CpuSplit.resolve(online=two)
+    assert split is not None and (split.replica, split.harness) == ((1,), (0,))  # this host's default
+    eight = cgroups.CpuSplit.resolve(online=tuple(range(8)))
+    assert eight is not None and (eight.replica_list, eight.harness_list) == ("2-7", "0-1")
+    given = cgroups.CpuSplit.resolve("2-3", "auto", online=(0, 1, 2, 3))
+    assert given is not None and (given.replica_list, given.harness_list) == ("2-3", "0-1")
+    assert "--replica-cpus 2-3" in given.source
+    assert cgroups.CpuSplit.resolve("off", "auto", online=two) is None
+    with pytest.raises(ConfigError, match=r"CPU 1 is in both sets"):
+        cgroups.CpuSplit.resolve("1", "0-1", online=two)
+    with pytest.raises(ConfigError, match=r"--replica-cpus 5: CPU 5 is not online \(online: 0-1\)"):
+        cgroups.CpuSplit.resolve("5", "0", online=two)
+    with pytest.raises(ConfigError, match="leaves --harness-cpus no CPU"):
+        cgroups.CpuSplit.resolve("0-1", "auto", online=two)
+    with pytest.raises(ConfigError, match="one online CPU"):
+        cgroups.CpuSplit.resolve(online=(0,))
+
+
+def test_cpu_split_refuses_quotas_over_the_replica_set() -> None:
+    """The sum of replica quotas at the most replicas must fit the set: exit 2, value, source, fix."""
+    split = cgroups.CpuSplit.resolve(online=(0, 1))
+    assert split is not None
+    split.check_quotas(0.25, 4, quota_source="--replica-cpu", max_source="--max-replicas")  # exactly one core
+    with pytest.raises(ConfigError) as info:
+        split.check_quotas(0.25, 5, quota_source="--replica-cpu", max_source="--max-replicas")
+    msg = str(info.value)
+    assert info.value.exit_code == 2
+    assert msg.startswith("--replica-cpu 0.25 x --max-replicas 5 = 1.25 cores of quota, more than the replicas'")
+    assert "CPU 1: 1 core, from the default split of 2 online CPUs" in msg
+    assert "lower --replica-cpu to at most 0.2" in msg and "lower --max-replicas to at most 4" in msg
+    with pytest.raises(ConfigError, match="no quota"):
+        split.check_quotas(None, 4, quota_source="--replica-cpu", max_source="--max-replicas")
+
+
+def test_v2_fixture_cpuset_only_group_offers_cpuset_on_every_parent(v2_tree: Path) -> None:
+    """v2: a cpuset-only group (the harness's) needs +cpuset, not +cpu, in every parent's subtree_control."""
+    hierarchy = cgroups.detect(v2_tree, controllers=("cpu", "cpuset"))
+    assert hierarchy.controllers == ("cpu", "cpuset")
+    group = hierarchy.create_cpuset("rlctl/harness-x", "0")
+    assert group == v2_tree / "rlctl" / "harness-x" == hierarchy.cpuset_path("rlctl/harness-x")
+    for node in (v2_tree, v2_tree / "rlctl"):
+        assert (node / "cgroup.subtree_control").read_text() == "+cpuset", node
+    assert (group / "cpuset.cpus").read_text() == "0\n" and cgroups.cpus(group) == "0"
+    assert not (group / "cpu.max").exists()  # no quota written, no cpu controller asked for
+
+
+def test_v2_fixture_harness_isolation_journals_its_cpuset(v2_tree: Path, tmp_path: Path) -> None:
+    """HarnessIsolation on v2: the group is journaled before it exists, with the split's harness CPUs."""
+    from rlctl.harness.isolation import CGROUP, HarnessIsolation
+    from rlctl.harness.journal import Journal
+
+    journal = Journal.open("iso-v2-fixture", tmp_path / "state")
+    split = cgroups.CpuSplit.resolve("1", "0", online=(0, 1))
+    assert split is not None
+    iso = HarnessIsolation(split, journal=journal, cgroup_root=v2_tree)
+    iso._enter_cgroup(cgroups.detect(v2_tree, controllers=("cpu", "cpuset")))  # the fixture cannot hold tasks
+    assert iso.mode == CGROUP and iso.group == v2_tree / "rlctl" / "harness-iso-v2-fixture"
+    assert (iso.group / "cpuset.cpus").read_text() == "0\n"
+    assert (v2_tree / "cgroup.subtree_control").read_text() == "+cpuset"
+    assert (iso.group / "cgroup.procs").read_text() != ""  # this process (and its children) written there
+    paths = {e["path"]: e for e in journal.entries() if e["kind"] == "cgroup"}
+    assert str(iso.group) in paths and paths[str(iso.group)]["cpuset"] is True
+
+
+@pytest.mark.real  # the host's cgroups
+def test_v1_real_harness_isolation_pins_this_process_and_its_children_then_restores() -> None:
+    """v1: the harness cpuset holds this process; a child started inside is born on the harness CPUs."""
+    from rlctl.harness.isolation import CGROUP, HarnessIsolation
+    from rlctl.harness.journal import Journal, revert_journal
+
+    hierarchy = _require_v1()
+    if hierarchy.cpuset_root is None or len(cgroups.online_cpus()) < 2:
+        pytest.fail("this v1 host needs the cpuset controller and 2 CPUs for the split", pytrace=False)
+    split = cgroups.CpuSplit.resolve()
+    assert split is not None
+    before = os.sched_getaffinity(0)
+    state = Path(tempfile.mkdtemp(prefix="rlctl-iso-"))
+    journal = Journal.open(f"iso-v1-{os.getpid()}", state)
+    try:
+        with HarnessIsolation(split, journal=journal) as iso:
+            assert iso.mode == CGROUP and iso.group is not None
+            assert iso.group.parent.parent == hierarchy.cpuset_root  # cpuset hierarchy only, no cpu group
+            assert not (V1 / "rlctl" / iso.group.name).exists()
+            assert os.sched_getaffinity(0) == set(split.harness)
+            child = subprocess.Popen(["sleep", "30"])
+            try:
+                allowed = Path(f"/proc/{child.pid}/status").read_text().split("Cpus_allowed_list:")[1].split()[0]
+                assert allowed == split.harness_list
+                assert _cgroup_line(child.pid, "cpuset") == f"/rlctl/{iso.group.name}"
+            finally:
+                _stop(child)
+            assert [e["path"] for e in journal.entries()][-1] == str(iso.group)
+            with HarnessIsolation(split, journal=journal) as inner:  # nested: a no-op
+                assert inner.group == iso.group
+            assert iso.group.is_dir()
+        assert not iso.group.exists()
+        assert os.sched_getaffinity(0) == before
+        assert _cgroup_line(os.getpid(), "cpuset") == "/"
+    finally:
+        revert_journal(journal)
+
+
+@pytest.mark.real  # sched_setaffinity of this process
+def test_harness_isolation_falls_back_to_affinity_without_cgroups(tmp_path: Path) -> None:
+    """No writable cgroup: the harness is pinned by sched_setaffinity, and the mask comes back afterwards."""
+    from rlctl.harness.isolation import AFFINITY, HarnessIsolation
+    from rlctl.harness.journal import Journal
+
+    if len(cgroups.online_cpus()) < 2:
+        pytest.fail("the split needs 2 online CPUs", pytrace=False)
+    split = cgroups.CpuSplit.resolve()
+    assert split is not None
+    before = os.sched_getaffinity(0)
+    journal = Journal.open("iso-affinity", tmp_path / "state")
+    with HarnessIsolation(split, journal=journal, cgroup_root=tmp_path / "none") as iso:
+        assert iso.mode == AFFINITY and "sched_setaffinity" in iso.detail
+        assert os.sched_getaffinity(0) == set(split.harness)
+        out = subprocess.run(["grep", "Cpus_allowed_list", "/proc/self/status"], capture_output=True, text=True)
+        assert out.stdout.split()[-1] == split.harness_list
+    assert os.sched_getaffinity(0) == before
+    assert journal.entries() == []
+    strict = HarnessIsolation(split, journal=journal, cgroup_root=tmp_path / "none", allow_affinity=False)
+    with pytest.raises(ConfigError, match="writable cgroup"):
+        strict.__enter__()
+
+
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--inside-cgroup2-mount":
     result = _inside_cgroup2_mount(Path(sys.argv[2]))
     result["pid"] = os.getpid()

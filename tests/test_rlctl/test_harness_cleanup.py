@@ -196,6 +196,39 @@ def test_chaos_run_local_killed_then_cleaned(tmp_path: Path, state: Path) -> Non
     _run(tmp_path, state, argv, {"proxy", "replica", "loadgen"}, survivors={"proxy", "replica"}, cgroups=1)
 
 
+def test_chaos_run_local_with_cpu_split_killed_then_cleaned(tmp_path: Path, state: Path) -> None:
+    """With --replica-cpus the journals list the cpusets too (the harness's, the replicas' v1 twins); all go."""
+    found = require_cgroups()
+    scenario = write_scenario(
+        tmp_path / "s.yaml", name="harness-kill-split", duration_s=60, slo_p99_ms=200,
+        load={"kind": "constant", "qps": 40}, faults=[],
+    )  # fmt: skip
+    argv = [str(RLCTL), "chaos", "run", str(scenario), "--backend", "local", "-c", "static",
+            "--run-id", f"cpusplit-{os.getpid()}", "--interval", "2", "--replica-cpu", "0.25",
+            "--max-replicas", "4", "--replica-cpus", "auto"]  # fmt: skip
+    cpuset_root = found.cpuset_root if found.version == 1 else found.root
+    assert cpuset_root is not None
+    cmd = Command(tmp_path, argv, state)
+    try:
+        # the run's cpu group, its cpuset twin (v1) and the harness's cpuset
+        seen = cmd.wait_for({"proxy", "replica", "loadgen"}, cgroups=3 if found.version == 1 else 2, timeout_s=90)
+        harness = [g for g in seen.cgroups if g.name.startswith("harness-chaos-run-")]
+        assert len(harness) == 1 and harness[0].parent == cpuset_root / "rlctl", seen.cgroups
+        if found.version == 1:
+            assert cpuset_root / "rlctl" / f"cpusplit-{os.getpid()}" in seen.cgroups, seen.cgroups
+        replica_pids = [pid for role, pid in seen.procs if role == "replica"]
+        status = Path(f"/proc/{replica_pids[0]}/status").read_text()
+        assert "Cpus_allowed_list:\t1\n" in status  # the default split of this 2-vCPU host
+        text, _ = _kill_and_clean(cmd, seen, roles={"proxy", "replica"})
+        # The replicas' groups (and on v1 the run's cpuset twin) go with the run's group, in the same rmdir pass.
+        assert f"removed cgroup {harness[0]}" in text, text
+        assert f"removed cgroup {found.root / 'rlctl' / f'cpusplit-{os.getpid()}'}" in text, text
+        _assert_nothing_left(cmd, seen)
+        assert [p.name for p in state.iterdir()] == [], "every journal (the run's and the session's) is removed"
+    finally:
+        cmd.close()
+
+
 def test_probe_killed_then_cleaned(tmp_path: Path, state: Path) -> None:
     with GoService(["--cpu-us", "100"]) as svc:
         # 5 s intervals: the load generator writes nothing to the dead probe's pipe before cleanup.

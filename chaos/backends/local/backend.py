@@ -20,6 +20,7 @@ A run killed with SIGKILL leaves its journal for ``rlctl chaos cleanup --backend
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -35,8 +36,10 @@ from chaos.backends.local.replicas import ReplicaManager, detect_cgroups
 from chaos.record import RunRecord, fault_label
 from chaos.spec import FaultWindow, Scenario
 from policies.base import Controller
+from rlctl.cgroups import CpuSplit
 from rlctl.contract import Knobs, TelemetrySample
 from rlctl.errors import ChaosError
+from rlctl.harness.isolation import HarnessIsolation
 from rlctl.harness.journal import Journal, revert_journal, stale_runs, using
 from rlctl.harness.process import become_subreaper, find_gosvc, reap_orphans
 from rlctl.telemetry.scrape import Scraper
@@ -65,6 +68,10 @@ class LocalConfig(LiveConfig):
     """network-partition: ``blackhole`` or ``refuse``."""
     health_interval_s: float = 1.0
     """The proxy's readiness probe period (two failures take a replica out of rotation)."""
+    cpu_split: CpuSplit | None = None
+    """Replicas on ``cpu_split.replica`` (their cgroups are cpusets too), the harness (this process, the
+    load generator, proxy, Redis, Ray) on ``cpu_split.harness``; the replicas' quotas at
+    ``bounds.max_replicas`` must fit their set. None: everything shares every CPU (the old layout)."""
 
 
 class LocalBackend:
@@ -80,7 +87,15 @@ class LocalBackend:
         check_local(scenario, stress_ng=self.config.stress_ng)
         find_gosvc(self.config.gosvc)
         if self.config.replica_cpu:
-            detect_cgroups()  # no writable CPU cgroup: the one clear error now, not after the proxy started
+            found = detect_cgroups()  # no writable CPU cgroup: the one clear error now, not after the proxy started
+            if self.config.cpu_split is not None:
+                found.cpuset_path("rlctl")  # v1 without a cpuset controller: its one clear error
+        split = self.config.cpu_split
+        if split is not None:
+            split.check_quotas(
+                self.config.replica_cpu, self.config.bounds.max_replicas, quota_source="--replica-cpu",
+                max_source="--max-replicas",
+            )  # fmt: skip
         stale = stale_runs(self.config.state_dir)
         if stale:
             log.warning(
@@ -94,8 +109,9 @@ class LocalBackend:
         self.check(scenario)
         cfg = self.config
         quota = f"{cfg.replica_cpu:g} core each ({detect_cgroups()})" if cfg.replica_cpu else "no CPU quota"
+        where = f"; {cfg.cpu_split}" if cfg.cpu_split is not None else "; replicas and harness share every CPU"
         lines = [
-            f"start gosvc proxy and {cfg.initial_knobs.replicas} gosvc serve replicas ({quota}) on loopback",
+            f"start gosvc proxy and {cfg.initial_knobs.replicas} gosvc serve replicas ({quota}{where}) on loopback",
             f"replay load {scenario.load.kind} x{cfg.load_scale:g} for {scenario.duration_s:g}s; "
             f"decide every {cfg.interval_s:g}s",
         ]
@@ -118,8 +134,11 @@ class LocalBackend:
                     revert_journal(journal)
                     journal.close()
                 raise
-        with using(journal):  # what the run starts without naming the journal (redis-server for --online) too
-            return execute(run)
+        with contextlib.ExitStack() as stack:
+            if self.config.cpu_split is not None:  # a no-op inside a suite's isolation
+                stack.enter_context(HarnessIsolation(self.config.cpu_split, command="chaos run"))
+            with using(journal):  # what the run starts without naming the journal (redis-server for --online) too
+                return execute(run)
 
 
 def _describe(w: FaultWindow) -> str:
@@ -177,6 +196,7 @@ class _LocalRun(LiveRun):
         self.replicas = ReplicaManager(
             self.gosvc, self.journal, self.proxy, self.knobs, quota_cores=cfg.replica_cpu, cpu_us=cfg.cpu_us,
             serve_args=cfg.serve_args, log_dir=self.log_dir,
+            cpus=cfg.cpu_split.replica_list if cfg.cpu_split is not None and cfg.replica_cpu else None,
         )  # fmt: skip
         self.replicas.setup()
         self.replicas.scale_to(self.knobs.replicas)
@@ -272,6 +292,7 @@ class _LocalRun(LiveRun):
             self._account_cpu()
             self.extra["core_seconds_used"] = round(sum(self.cpu_used.values()), 3)
             self.extra["replica_cpu_cores"] = self.cfg.replica_cpu
+            self.extra["cpu_split"] = self.cfg.cpu_split.to_dict() if self.cfg.cpu_split is not None else None
             self.extra["cpu_iters_per_request"] = self.replicas.cpu_iters
             self.extra["replica_history"] = {r.name: r.history for r in self.replicas.replicas.values()}
 

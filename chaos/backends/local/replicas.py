@@ -82,6 +82,9 @@ class ReplicaManager:
 
     :param quota_cores: CPU quota per replica (a cgroup each, v1 or v2), None for no cgroup.
     :param cgroup_root: where to look for the cgroup hierarchy (default: :func:`rlctl.cgroups.detect`'s).
+    :param cpus: the replicas' CPU set (kernel list, e.g. ``"1"``): each replica's cgroup is also a
+        cpuset (v1: its twin in the ``cpuset`` hierarchy), and a replica is born in its cgroup (its
+        first start runs without quota until gosvc has calibrated its spin loop). None: no CPU set.
     :param cpu_us: CPU work per request (``gosvc serve --cpu-us``).
     :param serve_args: extra ``gosvc serve`` flags (e.g. ``--alloc-bytes``).
     """
@@ -100,6 +103,7 @@ class ReplicaManager:
         start_timeout_s: float = 10.0,
         admin_timeout_s: float = 1.0,
         cgroup_root: Path | None = None,
+        cpus: str | None = None,
     ) -> None:
         self.gosvc = gosvc
         self.journal = journal
@@ -116,6 +120,7 @@ class ReplicaManager:
         self.replicas: dict[str, Replica] = {}
         self._next = 0
         self.cgroup_root = cgroup_root
+        self.cpus = cpus
         self.cgroups: cgroups.Cgroups | None = None
         self.base: Path | None = None
         self.restarts: dict[str, float] = {}  # replica name -> monotonic time it comes back
@@ -130,16 +135,21 @@ class ReplicaManager:
         parent = self.cgroups.root / "rlctl"
         # Shared by concurrent runs: whichever run ends last and finds it empty removes it.
         self.journal.record("cgroup", path=str(parent), only_if_empty=True)
+        if self.cpus is not None and not self.cgroups.cpuset_path("rlctl").exists():
+            self.journal.record("cgroup", path=str(self.cgroups.cpuset_path("rlctl")), only_if_empty=True, cpuset=True)
         self.base = parent / self.journal.run_id
-        harness_cgroup.create(self.cgroups, self.base.relative_to(self.cgroups.root), journal=self.journal)
-        log.info("replica cgroups under %s (%s)", self.base, self.cgroups)
+        harness_cgroup.create(
+            self.cgroups, self.base.relative_to(self.cgroups.root), cpus=self.cpus, journal=self.journal
+        )
+        log.info("replica cgroups under %s (%s%s)", self.base, self.cgroups,
+                 f", CPU {self.cpus}" if self.cpus else "")  # fmt: skip
 
     def _cgroup_for(self, name: str) -> Path | None:
         if self.base is None or self.cgroups is None or self.quota_cores is None:
             return None
         path = self.base / name
         if not path.exists():  # a restarted replica keeps its slot's (possibly changed) quota
-            self.cgroups.create(path.relative_to(self.cgroups.root), quota_cores=self.quota_cores)
+            self.cgroups.create(path.relative_to(self.cgroups.root), quota_cores=self.quota_cores, cpus=self.cpus)
         return path
 
     def set_quota(self, replica: Replica, cores: float | None) -> None:
@@ -176,19 +186,30 @@ class ReplicaManager:
         rep.generation += 1
         rep.log_path = self.log_dir / f"{name}.{rep.generation}.log" if self.log_dir else None
         stderr = rep.log_path.open("a") if rep.log_path else None
+        # With a CPU set the replica is born in its cgroup (never on the harness's CPUs); the first
+        # one's quota is lifted while gosvc calibrates its spin loop, which must run unthrottled.
+        born_in = rep.cgroup if self.cpus is not None else None
+        saved = None
+        if born_in is not None and self.cpu_iters is None:
+            saved = cgroups.quota(born_in)
+            cgroups.write_quota_us(born_in, -1, saved[1])
         try:
             rep.proc = spawn(
-                self.journal, "replica", self._serve_argv(), stdout=subprocess.PIPE,
+                self.journal, "replica", self._serve_argv(), stdout=subprocess.PIPE, cgroup=born_in,
                 stderr=stderr if stderr is not None else subprocess.DEVNULL,
                 env={"GOSVC_ADMIN_TOKEN": self.token}, detail={"replica": name, "cgroup": str(rep.cgroup or "")},
             )  # fmt: skip
+            info = read_json_line(
+                rep.proc, timeout_s=self.start_timeout_s, what=f"replica {name}", log_path=rep.log_path
+            )
         finally:
             if stderr is not None:
                 stderr.close()
-        info = read_json_line(rep.proc, timeout_s=self.start_timeout_s, what=f"replica {name}", log_path=rep.log_path)
+            if saved is not None and born_in is not None:
+                cgroups.write_quota_us(born_in, *saved)
         if self.cpu_iters is None and info.get("cpu_iters_per_us"):
             self.cpu_iters = max(1, round(float(info["cpu_iters_per_us"]) * self.cpu_us))
-        if rep.cgroup is not None:
+        if rep.cgroup is not None and born_in is None:
             # Moved after calibration: cgroup.procs moves every thread of the process.
             cgroups.add(rep.cgroup, rep.proc.pid)
         rep.url = f"http://{info['addr']}"
