@@ -68,10 +68,16 @@ FEATURES: dict[str, str] = {
 }
 
 #: How the online loop sees each fault in the contract's telemetry (any condition fires), from
-#: what each fault does (``envs/model/faults.py``; the local injectors). Kinds absent here have
-#: no telemetry signature the contract carries (pod kills, memory stress, IO latency, time skew):
-#: their rules are learned and listed but enforced only once a reviewer adds a detector.
+#: what each fault does (``envs/model/faults.py``; the local injectors): a killed or failed replica
+#: fails the requests routed to it, loss and partitions fail requests, CPU stress throttles the
+#: replicas' cgroups. Kinds absent here have no telemetry signature the contract carries (memory
+#: stress, IO latency, time skew, bandwidth): their rules are learned and listed but enforced only
+#: once a reviewer adds a detector. A signature may be shared (errors): then every kind it names
+#: counts as detected, the conservative reading.
 DEFAULT_DETECTORS: dict[str, list[dict[str, Any]]] = {
+    "pod-kill": [{"feature": "error_rate", "op": ">=", "value": 0.05}],
+    "pod-failure": [{"feature": "error_rate", "op": ">=", "value": 0.05}],
+    "container-kill": [{"feature": "error_rate", "op": ">=", "value": 0.05}],
     "cpu-stress": [{"feature": "cfs_throttled_fraction", "op": ">=", "value": 0.1}],
     "network-delay": [{"feature": "rtt_mean_ms", "op": ">=", "value": 5.0}],
     "network-loss": [{"feature": "error_rate", "op": ">=", "value": 0.01}],
