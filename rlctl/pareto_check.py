@@ -54,6 +54,10 @@ from rlctl.harness import cgroup as harness_cgroup
 from rlctl.harness.admin import AdminClient
 from rlctl.harness.process import Managed, spawn
 from rlctl.harness.testbed import TESTBED_SERVE_FLAGS, TestBed, parse_loadgen
+
+# The neighbours' CPU as the calibration's steps measure it: busy host CPU minus ours.
+from rlctl.harness.testbed import _children_cpu_s as children_cpu_s
+from rlctl.harness.testbed import _host_busy_s as host_busy_s
 from rlctl.telemetry.scrape import Scraper
 
 log = logging.getLogger(__name__)
@@ -95,10 +99,11 @@ class CheckConfig:
     nice: int = -5
     """Niceness of replicas and generators, as the calibration ran them (negative needs root; 0: inherit)."""
     shares: int = 2 * NICE_M5_WEIGHT
-    """CPU weight of each replica's cgroup (v1 ``cpu.shares`` units; 0: the default 1024). A cgroup
-    competes with the host's other tasks as one entity, whatever its processes' niceness: this
-    gives it the weight its two GOMAXPROCS threads had at ``nice -5`` in the calibration, which
-    ran the service without a cgroup."""
+    """CPU weight of each replica's cgroup and of the generators' (v1 ``cpu.shares`` units; 0: the
+    default 1024, and the generators in no group). A cgroup competes with the host's other tasks
+    as one entity, whatever its processes' niceness: the default gives it the weight its two
+    GOMAXPROCS threads had at ``nice -5`` in the calibration, which ran without a cgroup; more
+    shields the measurement from a busy host's other tenants."""
     serve_flags: tuple[str, ...] = TESTBED_SERVE_FLAGS
     seed: int = 1
 
@@ -158,6 +163,8 @@ class Trial:
     error_rate: float
     interval_s: float
     window_s: float
+    foreign_cores: float = math.nan
+    """CPU the host's other tenants used meanwhile (busy CPU minus the replicas' and the generators')."""
     loadavg: list[float] | None = None
     p99_intervals_ms: list[float] = field(default_factory=list)
 
@@ -256,7 +263,7 @@ def interval_for(rate_qps: float, duration_s: float) -> float:
 
 
 def _loadgens(replicas: Sequence[Replica], rate: float, duration_s: float, interval_s: float, cfg: CheckConfig,
-              seed: int) -> list[str]:  # fmt: skip
+              seed: int, group: Path | None = None) -> list[str]:  # fmt: skip
     """One generator per replica at ``rate`` for ``duration_s``, all at once; their stdouts."""
     running: list[Managed] = []
     try:
@@ -266,7 +273,7 @@ def _loadgens(replicas: Sequence[Replica], rate: float, duration_s: float, inter
                     "--poisson", "--seed", str(seed * 1000 + i)]  # fmt: skip
             if cfg.nice:
                 argv = ["nice", "-n", str(cfg.nice), *argv]
-            running.append(spawn(None, "loadgen", argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            running.append(spawn(None, "loadgen", argv, cgroup=group, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  command=COMMAND))  # fmt: skip
         outs = []
         for m in running:
@@ -297,9 +304,9 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def measure_point(point: CheckPoint, replicas: Sequence[Replica], cfg: CheckConfig, *, repeat: int,
-                  order: int) -> Trial:  # fmt: skip
-    """Set ``point``'s knobs on its replicas, warm up, measure one window."""
+def measure_point(point: CheckPoint, replicas: Sequence[Replica], cfg: CheckConfig, *, repeat: int, order: int,
+                  loadgen_group: Path | None = None) -> Trial:  # fmt: skip
+    """Set ``point``'s knobs on its first replicas, warm up, measure one window (generators in ``loadgen_group``)."""
     used = replicas[: point.replicas]
     body = {k: point.knobs[k] for k in RUNTIME}
     for rep in used:
@@ -309,11 +316,14 @@ def measure_point(point: CheckPoint, replicas: Sequence[Replica], cfg: CheckConf
     interval = interval_for(rate, cfg.duration_s)
     seed = cfg.seed + 100 * repeat + order
     if cfg.warmup_s > 0:
-        _loadgens(used, rate, cfg.warmup_s, interval_for(rate, cfg.warmup_s), cfg, seed + 50_000)
+        _loadgens(used, rate, cfg.warmup_s, interval_for(rate, cfg.warmup_s), cfg, seed + 50_000, loadgen_group)
     load0 = _loadavg()
-    cpu0, t0 = [r.account.seconds() for r in used], time.monotonic()
-    outs = _loadgens(used, rate, cfg.duration_s, interval, cfg, seed)
-    cpu1, t1 = [r.account.seconds() for r in used], time.monotonic()
+    busy0, gen0 = host_busy_s(), children_cpu_s()
+    cpu0, t0 = [r.account.seconds() for r in replicas], time.monotonic()
+    outs = _loadgens(used, rate, cfg.duration_s, interval, cfg, seed, loadgen_group)
+    cpu1, t1 = [r.account.seconds() for r in replicas], time.monotonic()
+    busy1, gen1 = host_busy_s(), children_cpu_s()
+    ours = sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) + (gen1 - gen0)
     heap = _heap_goal_mib(used)
     steps = [parse_loadgen(o, rate) for o in outs]
     p99s = [v for s in steps for v in s.p99s if math.isfinite(v)]
@@ -321,10 +331,11 @@ def measure_point(point: CheckPoint, replicas: Sequence[Replica], cfg: CheckConf
     return Trial(
         point=point.label, repeat=repeat, order=order,
         p99_ms=statistics.median(p99s) if p99s else math.nan,
-        cores_used=sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) / (t1 - t0),
+        cores_used=sum(b - a for a, b in zip(cpu0[: len(used)], cpu1[: len(used)], strict=True)) / (t1 - t0),
         peak_heap_mib=heap,
         offered_qps=sum(s.offered_qps for s in steps), served_qps=sum(s.served_qps for s in steps),
         error_rate=statistics.fmean(s.error_rate for s in steps), interval_s=interval, window_s=t1 - t0,
+        foreign_cores=max(busy1 - busy0 - ours, 0.0) / (t1 - t0),
         loadavg=[round((a + b) / 2, 2) for a, b in zip(load0, load1, strict=True)] if load0 and load1 else None,
         p99_intervals_ms=p99s,
     )  # fmt: skip
@@ -351,8 +362,15 @@ def run_check(
     trials: list[Trial] = []
     with contextlib.ExitStack() as stack:
         replicas = _start_replicas(max(p.replicas for p in points), cfg, stack)
+        group = None
+        if cfg.shares and replicas[0].bed.cgroup is not None:  # the generators weigh as much as a replica
+            hierarchy = cgroups.detect(purpose="the check's load generators")
+            name = f"{replicas[0].bed.cgroup.name}-loadgen"
+            loadgens = harness_cgroup.create(hierarchy, name, shares=cfg.shares, command=COMMAND)
+            stack.callback(loadgens.remove)
+            group = loadgens.path
         for k, (repeat, i) in enumerate(schedule(len(points), cfg.repeats, cfg.seed)):
-            trial = measure_point(points[i], replicas, cfg, repeat=repeat, order=k)
+            trial = measure_point(points[i], replicas, cfg, repeat=repeat, order=k, loadgen_group=group)
             trials.append(trial)
             if on_trial is not None:
                 on_trial(trial)
@@ -407,6 +425,7 @@ def summarise(points: Sequence[CheckPoint], trials: Sequence[Trial], slo_p99_ms:
             "relative_error": {o: round(per[o]["mean"] / p.predicted[o] - 1.0, 4) if p.predicted[o] else None
                                for o in OBJECTIVES},
             "meets_slo_measured": bool(per["p99_ms"]["mean"] <= slo_p99_ms),
+            "foreign_cores_mean": round(statistics.fmean(t.foreign_cores for t in trials if t.point == p.label), 3),
             "dominated_by": by, "clearly_dominated_by": clearly,
             "non_dominated_measured": not by,
         })  # fmt: skip

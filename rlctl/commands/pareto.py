@@ -128,6 +128,15 @@ def pareto(
     check_warmup: Annotated[
         float, typer.Option(min=0.0, max=600.0, help="--check-real: seconds of load before each measurement.")
     ] = 3.0,
+    check_shares: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=262_144,
+            help="--check-real: CPU weight (cpu.shares) of each replica's cgroup and the generators'; the default is "
+            "two threads at nice -5, as calibrated; more shields the measurement from the host's other tenants.",
+        ),
+    ] = 6242,
 ) -> None:
     """The knobs' Pareto front (P99, cores used, peak heap; P99 within the SLO) by NSGA-II in the simulator.
 
@@ -170,25 +179,28 @@ def pareto(
         _print_front(report, rows)
         if check_real:
             assert load is not None
-            report["check"] = _check_real(report, prof, load, slo_p99_ms, repeats, check_duration, check_warmup)
+            report["check"] = _check_real(report, prof, load, slo_p99_ms, repeats, check_duration, check_warmup,
+                                          check_shares)  # fmt: skip
         out.write(report)
 
 
 def _check_real(report: dict[str, Any], prof: Any, load: float, slo_p99_ms: float, repeats: int, duration_s: float,
-                warmup_s: float) -> dict[str, Any]:  # fmt: skip
+                warmup_s: float, shares: int) -> dict[str, Any]:  # fmt: skip
     """The called-out points on real replicas (:mod:`rlctl.pareto_check`), printed and as JSON."""
     from rlctl import pareto_check as C
     from rlctl.progress import progress_bar
 
     points = C.check_points(report)
     quota = float(prof["cpu_quota_cores"][0])
-    cfg = C.CheckConfig(load_qps=load, quota_cores=quota, repeats=repeats, duration_s=duration_s, warmup_s=warmup_s)
+    cfg = C.CheckConfig(load_qps=load, quota_cores=quota, repeats=repeats, duration_s=duration_s, warmup_s=warmup_s,
+                        shares=shares)  # fmt: skip
     with progress_bar("real test-bed", total=len(points) * repeats) as bar:
         trials = C.run_check(points, cfg, on_trial=lambda _t: bar.advance())
     rows = C.summarise(points, trials, slo_p99_ms)
     doc = {
         "load_qps": load, "replica_quota_cores": quota, "repeats": repeats, "duration_s": duration_s,
-        "warmup_s": warmup_s, "nice": cfg.nice, "held": {k: {"value": v, "why": why} for k, (v, why) in C.HELD.items()},
+        "warmup_s": warmup_s, "nice": cfg.nice, "cgroup_shares": cfg.shares,
+        "held": {k: {"value": v, "why": why} for k, (v, why) in C.HELD.items()},
         "serve_flags": list(cfg.serve_flags), "machine": C.machine(), "points": rows,
         "trials": [t.to_dict() for t in trials],
     }  # fmt: skip
@@ -202,16 +214,20 @@ def _print_check(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     m = doc["machine"]
+    one_min = [t["loadavg"][0] for t in doc["trials"] if t.get("loadavg")]
+    foreign = [t["foreign_cores"] for t in doc["trials"]]
     table = Table(
         title=f"Real test-bed at {doc['load_qps']:g} req/s: {doc['repeats']} repeats x {doc['duration_s']:g} s, "
-        f"mean [min-max]; {m['cpu_model']}, {m['cpus']} CPUs, load average {m['loadavg_end']}"
+        f"mean \\[min-max]; {m['cpu_model']}, {m['cpus']} CPUs, 1-min load average "
+        f"{min(one_min, default=0):.1f}-{max(one_min, default=0):.1f}, other tenants' CPU "
+        f"{min(foreign, default=0):.2f}-{max(foreign, default=0):.2f} cores"
     )
     for h in ("point", "repl", "procs", "GOGC", "memlim", "pool", "P99 sim", "P99 real", "cores sim", "cores real",
               "heap sim", "heap real", "real verdict"):  # fmt: skip
         table.add_column(h, justify="left" if h in ("point", "real verdict") else "right")
 
     def rng(o: dict[str, float], fmt: str) -> str:
-        return f"{o['mean']:{fmt}} [{o['min']:{fmt}}-{o['max']:{fmt}}]"
+        return f"{o['mean']:{fmt}} \\[{o['min']:{fmt}}-{o['max']:{fmt}}]"
 
     for r in doc["points"]:
         k, p, me = r["knobs"], r["predicted"], r["measured"]
