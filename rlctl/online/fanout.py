@@ -406,6 +406,8 @@ class KnobFanout:
                 return AdminClient(ep.url, token=self.token, timeout_s=self.timeout_s).get_knobs()
             except ActuatorError as exc:
                 errors.append(str(exc))
+        if len(errors) == 1:
+            raise ActuatorError(errors[0])
         raise ActuatorError(f"no ready replica answered ({len(eps)} tried): " + "; ".join(errors))
 
     def put(self, knobs: Mapping[str, Any]) -> dict[str, ReplicaResult]:
