@@ -19,6 +19,7 @@ from rlctl.contract import (
 )
 from rlctl.dsl.resolve import (
     Resolved,
+    _err,
     _resolve,
 )
 from rlctl.dsl.schema import (
@@ -64,7 +65,7 @@ def compile_limits(spec: LimitsSpec, *, source: str = "<limits>", text: str | No
         },
         "pinned": {k: v for k, v in r.pinned.items()},
     }
-    return {"env": env, "safety": safety, "kubernetes": kubernetes_objects(spec, r)}
+    return {"env": env, "safety": safety, "kubernetes": kubernetes_objects(spec, r, source=source, text=text)}
 
 
 def _bounds_dict(b: KnobBounds) -> dict[str, Any]:
@@ -73,33 +74,88 @@ def _bounds_dict(b: KnobBounds) -> dict[str, Any]:
     return d
 
 
-def kubernetes_objects(spec: LimitsSpec, r: Resolved) -> dict[str, dict[str, Any]]:
-    """HPA, PDB and Deployment patch for ``spec.kubernetes`` (empty without that section)."""
+#: The metric an advised autoscaler scales on (``rlctl.online.loop.ControllerMetrics.desired_replicas``).
+DESIRED_REPLICAS_METRIC = "rlctl_desired_replicas"
+
+
+def autoscaler_for(spec: LimitsSpec, *, source: str = "<limits>", text: str | None = None) -> str:
+    """``none``, ``hpa`` or ``keda``: what replaces or joins the controller on the Deployment's replicas.
+
+    One writer per Deployment: with ``controller: act`` the controller patches the scale
+    subresource, so an HPA or ScaledObject on the same Deployment would be a second writer; the
+    combination is refused (:class:`ConfigError` naming the line and the fix).
+    """
+    k = spec.kubernetes
+    if k is None:
+        return "none"
+    mode = k.controller
+    chosen = k.autoscaler if k.autoscaler is not None else ("none" if mode == "act" else "hpa")
+    where = f"Deployment {k.namespace}/{k.deployment}"
+    if mode == "act" and chosen != "none":
+        raise _err(source, text, ("kubernetes", "autoscaler"),
+                   f"autoscaler {chosen!r} with controller 'act' puts two writers on {where}: rlctl control patches "
+                   f"its scale subresource and the {chosen.upper()} sets its replicas too. Fix: controller: advise "
+                   f"(the {chosen.upper()} scales on rlctl's advice), controller: shadow (rlctl only records), or "
+                   "autoscaler: none (rlctl alone)")  # fmt: skip
+    if mode == "act" and "hpa_cpu_utilization" in k.model_fields_set:
+        raise _err(source, text, ("kubernetes", "hpa_cpu_utilization"),
+                   f"hpa_cpu_utilization asks for a CPU HPA on {where}, but controller 'act' (the default) scales "
+                   "it: two writers. Fix: remove hpa_cpu_utilization (rlctl alone), or set controller: shadow "
+                   "(the CPU HPA scales it, rlctl records what it would have done)")  # fmt: skip
+    if mode == "shadow" and chosen == "keda":
+        raise _err(source, text, ("kubernetes", "autoscaler"),
+                   "autoscaler 'keda' with controller 'shadow': rlctl generates the autoscaler a shadow is "
+                   "compared with only as a CPU HPA. Fix: autoscaler: hpa, or autoscaler: none and keep your own "
+                   "ScaledObject")  # fmt: skip
+    return chosen
+
+
+def _behavior(step: int, period_s: int, *, down_window_s: int) -> dict[str, Any]:
+    return {"scaleUp": {"stabilizationWindowSeconds": 0,
+                        "policies": [{"type": "Pods", "value": step, "periodSeconds": period_s}]},
+            "scaleDown": {"stabilizationWindowSeconds": down_window_s,
+                          "policies": [{"type": "Pods", "value": step, "periodSeconds": period_s}]}}  # fmt: skip
+
+
+def kubernetes_objects(
+    spec: LimitsSpec, r: Resolved, *, source: str = "<limits>", text: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """The autoscaler (HPA or KEDA ScaledObject, see :func:`autoscaler_for`), PDB and Deployment patch
+    for ``spec.kubernetes`` (empty without that section)."""
     k = spec.kubernetes
     if k is None:
         return {}
+    autoscaler = autoscaler_for(spec, source=source, text=text)
     labels = k.labels or {"app": k.deployment}
     meta = {"name": k.deployment, "namespace": k.namespace,
             "labels": {**labels, "app.kubernetes.io/managed-by": "rlctl"}}  # fmt: skip
     step = r.max_step["replicas"]
+    period = max(int(spec.dt_s * 3), 1)
+    target_ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": k.deployment}
+    # Advised: the HPA computes ceil(metric / 1) = the advice; the controller's safety layer already
+    # limits steps and cool-downs, so the HPA adds no stabilisation of its own on the way down.
+    advised_metric = {"type": "External", "external": {
+        "metric": {"name": DESIRED_REPLICAS_METRIC, "selector": {"matchLabels": {"service": spec.service}}},
+        "target": {"type": "AverageValue", "averageValue": "1"}}}  # fmt: skip
+    cpu_metric = {"type": "Resource", "resource": {"name": "cpu", "target": {
+        "type": "Utilization", "averageUtilization": k.hpa_cpu_utilization}}}  # fmt: skip
     hpa = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": meta,
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": k.deployment},
+            "scaleTargetRef": target_ref,
             "minReplicas": r.bounds.min_replicas,
             "maxReplicas": r.bounds.max_replicas,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                "type": "Utilization", "averageUtilization": k.hpa_cpu_utilization}}}],
-            "behavior": {
-                "scaleUp": {"policies": [{"type": "Pods", "value": step, "periodSeconds": int(spec.dt_s * 3)}]},
-                "scaleDown": {"stabilizationWindowSeconds": 60,
-                              "policies": [{"type": "Pods", "value": step, "periodSeconds": int(spec.dt_s * 3)}]},
-            },
+            "metrics": [advised_metric if k.controller == "advise" else cpu_metric],
+            "behavior": _behavior(step, period, down_window_s=0 if k.controller == "advise" else 60),
         },
     }  # fmt: skip
-    objects: dict[str, dict[str, Any]] = {"hpa": hpa}
+    objects: dict[str, dict[str, Any]] = {}
+    if autoscaler == "hpa":
+        objects["hpa"] = hpa
+    elif autoscaler == "keda":
+        objects["scaledobject"] = scaled_object(spec, r, meta, target_ref, _behavior(step, period, down_window_s=0))
     if k.min_available is not None:
         objects["pdb"] = {
             "apiVersion": "policy/v1",
@@ -126,6 +182,43 @@ def kubernetes_objects(spec: LimitsSpec, r: Resolved) -> dict[str, dict[str, Any
     return objects
 
 
+def scaled_object(
+    spec: LimitsSpec, r: Resolved, meta: dict[str, Any], target_ref: dict[str, Any], behavior: dict[str, Any]
+) -> dict[str, Any]:
+    """A KEDA ScaledObject that scales the Deployment to rlctl's advice (``controller: advise``).
+
+    The Prometheus trigger's ``AverageValue`` target of 1 makes the HPA KEDA manages compute
+    ceil(advice / 1). ``ignoreNullValues: false``: when the advice is missing (the controller is
+    down), the query is an error instead of 0, and after three failed polls KEDA runs
+    ``fallback.replicas`` (the upper bound: an absent controller must not shrink the service).
+    """
+    k = spec.kubernetes
+    assert k is not None
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": meta,
+        "spec": {
+            "scaleTargetRef": target_ref,
+            "pollingInterval": max(int(spec.dt_s), 1),
+            "minReplicaCount": r.bounds.min_replicas,
+            "maxReplicaCount": r.bounds.max_replicas,
+            "fallback": {"failureThreshold": 3, "replicas": r.bounds.max_replicas},
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior}},
+            "triggers": [{
+                "type": "prometheus",
+                "metricType": "AverageValue",
+                "metadata": {
+                    "serverAddress": k.prometheus_url,
+                    "query": f'max({DESIRED_REPLICAS_METRIC}{{service="{spec.service}"}})',
+                    "threshold": "1",
+                    "ignoreNullValues": "false",
+                },
+            }],
+        },
+    }  # fmt: skip
+
+
 def validate_kubernetes(objects: dict[str, dict[str, Any]], *, version: str | None = None) -> dict[str, str]:
     """Validate the full objects (HPA, PDB) with ``kubernetes_validate`` in strict mode.
 
@@ -141,6 +234,9 @@ def validate_kubernetes(objects: dict[str, dict[str, Any]], *, version: str | No
     for name, obj in objects.items():
         if name == "deployment-patch":
             out[name] = "skipped: a strategic-merge patch is partial"
+            continue
+        if obj["apiVersion"].startswith("keda.sh/"):
+            out[name] = "skipped: a KEDA custom resource (no CRD schema vendored; its structure is tested)"
             continue
         try:
             kubernetes_validate.validate(obj, target, strict=True)

@@ -148,6 +148,16 @@ class Kubernetes(_Strict):
     memory_request: float | str | None = None
     hpa_cpu_utilization: int = Field(default=60, ge=1, le=100)
     min_available: int | str | None = 1
+    controller: Literal["act", "advise", "shadow"] = "act"
+    """How ``rlctl control --mode`` runs for this Deployment: ``act`` (it scales it), ``advise`` (an
+    autoscaler scales it on rlctl's advice) or ``shadow`` (the autoscaler scales it, rlctl records)."""
+    autoscaler: Literal["none", "hpa", "keda"] | None = None
+    """What ``rlctl limits compile`` emits for the Deployment's replicas; default ``none`` in act mode
+    (the controller is the one writer), ``hpa`` otherwise. In advise mode ``hpa`` is an HPA on the
+    external metric ``rlctl_desired_replicas`` and ``keda`` a ScaledObject with a Prometheus trigger;
+    in shadow mode ``hpa`` is the CPU HPA the shadow is compared with."""
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    """The Prometheus a KEDA ScaledObject asks for rlctl's advice (``autoscaler: keda``)."""
 
     @field_validator("namespace", "deployment", "container")
     @classmethod

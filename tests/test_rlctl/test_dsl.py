@@ -63,7 +63,7 @@ def test_the_example_compiles_to_env_safety_and_kubernetes() -> None:
     assert env.initial_knobs.gomaxprocs == 2 and env.initial_knobs.replicas == 1
     assert out["env"]["constraints"][1] == {"metric": "error_rate", "op": "<=", "value": 0.001}
     k8s = out["kubernetes"]
-    assert k8s["hpa"]["spec"]["minReplicas"] == 1 and k8s["hpa"]["spec"]["maxReplicas"] == 8
+    assert "hpa" not in k8s  # controller: act, the one writer of the replicas (tests/test_rlctl/test_one_writer.py)
     assert k8s["pdb"]["spec"] == {"minAvailable": 1, "selector": {"matchLabels": {"app": "gosvc"}}}
     container = k8s["deployment-patch"]["spec"]["template"]["spec"]["containers"][0]
     assert container["env"] == [{"name": "GOMAXPROCS", "value": "2"}, {"name": "GOGC", "value": "100"},
@@ -73,7 +73,8 @@ def test_the_example_compiles_to_env_safety_and_kubernetes() -> None:
 
 def test_hpa_and_pdb_validate_strictly_against_the_kubernetes_schema() -> None:
     pytest.importorskip("kubernetes_validate")
-    out = compile_boundary(load_boundary(EXAMPLE))
+    advised = EXAMPLE.read_text().replace("controller: act\n  autoscaler: none", "controller: advise")
+    out = compile_boundary(spec_from_text(advised))
     checks = validate_kubernetes(out["kubernetes"])
     assert checks["hpa"].startswith("ok") and checks["pdb"].startswith("ok")
 
@@ -82,7 +83,7 @@ def test_safety_json_round_trips_into_the_controller_safety_layer(tmp_path: Path
     from rlctl.online.safety import SafetyLayer
 
     paths = write_compiled(compile_boundary(load_boundary(EXAMPLE)), tmp_path)
-    assert {p.name for p in paths} == {"env.json", "safety.json", "hpa.yaml", "pdb.yaml", "deployment-patch.yaml"}
+    assert {p.name for p in paths} == {"env.json", "safety.json", "pdb.yaml", "deployment-patch.yaml"}
     cfg = load_safety_config(tmp_path / "safety.json")
     assert cfg.max_step_replicas == 2 and cfg.max_rungs == 1 and cfg.cooldown_s["gomaxprocs"] == 30.0
     layer = SafetyLayer(cfg, interval_s=5.0)
@@ -203,8 +204,9 @@ def test_cli_check_and_compile(tmp_path: Path) -> None:
     assert proc.returncode == 0 and f"ok: {EXAMPLE}" in proc.stdout
     proc = invoke_rlctl("limits", "compile", str(EXAMPLE), "--out", str(tmp_path / "c"))
     assert proc.returncode == 0, proc.stderr
-    hpa = yaml.safe_load((tmp_path / "c" / "k8s" / "hpa.yaml").read_text())
-    assert hpa["kind"] == "HorizontalPodAutoscaler" and hpa["apiVersion"] == "autoscaling/v2"
+    assert not (tmp_path / "c" / "k8s" / "hpa.yaml").exists()  # act: the controller alone scales
+    pdb = yaml.safe_load((tmp_path / "c" / "k8s" / "pdb.yaml").read_text())
+    assert pdb["kind"] == "PodDisruptionBudget" and pdb["apiVersion"] == "policy/v1"
     assert json.loads((tmp_path / "c" / "env.json").read_text())["env_config"]["slo_p99_ms"] == 8.0
 
 
