@@ -256,6 +256,7 @@ def test_rbac_has_no_wildcards_and_only_the_needed_verbs(name: str) -> None:
     }
     assert granted == {
         ("apps", "deployments/scale"): {"get", "patch"},
+        ("", "events"): {"create", "patch"},
         **{("chaos-mesh.org", r): {"create", "get", "list", "delete"} for r in CHAOS_RESOURCES},
     }
     (binding,) = by_kind(docs, "RoleBinding")
