@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "validate_real",
     "pareto",
     "rules",
+    "fleet",
 )
 
 
