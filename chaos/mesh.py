@@ -540,7 +540,7 @@ def native_manifests(scenario: Scenario, *, run_id: str, namespace: str | None =
                                      namespace=namespace, where=f"sequence {seq.name!r}")  # fmt: skip
         total = sum(s.start_s + s.duration_s for s in seq.steps) + seq.gap_s * (len(seq.steps) - 1)
         out.append(NativeObject(manifest, mine, float(seq.start_s), float(seq.start_s + total)))
-    return sorted(out, key=lambda o: o.create_s)
+    return sorted(out, key=lambda o: (o.create_s, o.windows[0].start_s))
 
 
 def to_yaml(manifests: list[dict[str, Any]]) -> str:

@@ -235,8 +235,8 @@ class FakeChaosMesh:
             _set(conditions, "Scheduled", "True")
             _set(conditions, "Accomplished", "False")
             return
-        entry = self.api.objects.get((ns, "workflownodes", status["entryNode"]))
-        if entry is not None and _finished(entry) and not _is(conditions, "Accomplished"):
+        node = self.api.objects.get((ns, "workflownodes", status["entryNode"]))
+        if node is not None and _finished(node) and not _is(conditions, "Accomplished"):
             _set(conditions, "Accomplished", "True")
             status["endTime"] = _iso(now)
 

@@ -256,8 +256,16 @@ class _Parent(_Item):
             self.live = False
             self.report.gone_s = now()
             for obj in spawn:
-                run = self.runs.get(obj["metadata"]["name"])
-                if run is not None and run.gone_s is None:
+                meta = obj["metadata"]
+                if obj["kind"] == mesh.WORKFLOW_NODE:
+                    continue
+                run = self.runs.get(meta["name"])
+                if run is None:  # spawned since the last poll: reported, never seen running
+                    node = (meta.get("labels") or {}).get(mesh.CONTROLLED_BY_LABEL)
+                    run = self.runs[meta["name"]] = MeshRun(obj["kind"], meta["name"], node,
+                                                            meta.get("creationTimestamp"))  # fmt: skip
+                    self.report.runs.append(run)
+                if run.gone_s is None:
                     run.deleted_s, run.gone_s = started, self.report.gone_s
         for run in self.report.runs:
             if run.gone_s is None:
