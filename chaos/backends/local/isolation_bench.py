@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from chaos.backends.live import signals_raise
 from chaos.backends.local.proxy import FaultProxy
 from chaos.backends.local.replicas import ReplicaManager
 from rlctl.boundary.probe import ProbeConfig, Ramp, run_probe
@@ -225,6 +226,11 @@ class Bench:
         return pt
 
     def run(self) -> dict[str, Any]:
+        """Capacity, then every point; SIGINT and SIGTERM stop it cleanly (every process stopped, cgroups removed)."""
+        with signals_raise():
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         started = time.time()
         load_start = _loadavg()
