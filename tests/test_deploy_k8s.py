@@ -256,6 +256,7 @@ def test_rbac_has_no_wildcards_and_only_the_needed_verbs(name: str) -> None:
     }
     assert granted == {
         ("apps", "deployments/scale"): {"get", "patch"},
+        ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
         ("", "events"): {"create", "patch"},
         **{("chaos-mesh.org", r): {"create", "get", "list", "delete"} for r in CHAOS_RESOURCES},
     }
@@ -377,5 +378,23 @@ def test_the_controller_command_parses_with_the_installed_cli() -> None:
     assert args[:2] == ["rlctl", "control"]
     with command.make_context("control", args[2:]) as ctx:
         params = ctx.params
-    assert params["admin"].endswith("/admin/knobs") and params["k8s_deployment"] == "$(POD_NAMESPACE)/gosvc"
+    assert params["knob_endpoint_slices"] == "$(POD_NAMESPACE)/gosvc-admin" and params["admin"] is None
+    assert params["k8s_deployment"] == "$(POD_NAMESPACE)/gosvc"
     assert params["metrics_port"] == 9109 and params["consumer"]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("name", sorted(BUILDS))
+def test_the_knobs_go_to_every_ready_replica_of_the_headless_admin_service(name: str) -> None:
+    docs = build(name)
+    args = container_args(one(docs, "Deployment", "rlctl-controller"))
+    namespace, service_name = args[args.index("--knob-endpoint-slices") + 1].split("/", 1)
+    assert namespace == "$(POD_NAMESPACE)" and "--admin" not in args
+    service = one(docs, "Service", service_name)
+    assert service["spec"]["clusterIP"] == "None"  # headless: its EndpointSlices list every pod
+    port = args[args.index("--knob-port") + 1] if "--knob-port" in args else "admin"
+    (admin,) = [p for p in service["spec"]["ports"] if p["name"] == port]
+    template = one(docs, "Deployment", "gosvc")["spec"]["template"]
+    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+    ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+    assert ports[admin["targetPort"]] == 9091
