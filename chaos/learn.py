@@ -4,7 +4,8 @@
 (``rlctl chaos run``, any backend: :data:`chaos.runner.REPORT_SCHEMA`) becomes one
 :class:`Observation`:
 
-- the fault: its kind and parameters (defaults filled in, :data:`chaos.spec.FAULT_PARAMS`);
+- the fault: its kind and parameters (defaults filled in, :data:`chaos.spec.FAULT_PARAMS`),
+  and the run's SLO (context: a delay that breaks an 8 ms SLO may not break a 250 ms one);
   on a live backend the injected and reverted times, not the planned ones;
 - the knob settings in force when it hit: the series' replicas, GOMAXPROCS and GOGC of the
   last interval ending at or before the onset (the first interval if the fault opens the run),
@@ -27,7 +28,9 @@ windows where the metric broke are the positives, the windows where it did not a
 negatives; a rule is a conjunction of at most ``max_conditions`` thresholds ``f >= v`` or
 ``f <= v`` on the fault's parameters and the features, with ``v`` one of the positives'
 values, that covers no negative. The rule covering the most independent experiments (then the
-fewest conditions, then the most windows) is taken, its positives removed, and so on. A rule
+fewest conditions, then the most windows) is taken, its positives removed, and so on. Conditions
+take only the directions :data:`rlctl.rules.FEATURE_OPS` allows (a monotonicity prior: fewer
+replicas, more load per replica and a stronger fault are never safer). A rule
 with at least ``min_support`` experiments enters the library; fewer, it is a candidate.
 
 **Contradiction.** A window inside a rule's region (its fault kind, parameters and features)
@@ -55,8 +58,10 @@ from chaos.spec import FAULT_PARAMS, FaultKind
 from rlctl.errors import ConfigError
 from rlctl.inputs import read_text
 from rlctl.rules import (
+    FEATURE_OPS,
     FEATURES,
     METRICS,
+    WEAKER_WHEN_HIGHER,
     Condition,
     Experiment,
     Library,
@@ -243,6 +248,7 @@ def observations(report: dict[str, Any], settings: LearnSettings, source: str = 
             knobs = {k: float(_series(res, k, n)[onset]) for k in ("replicas", "gomaxprocs", "gogc")}
             values = {
                 **_params(kind, f.get("params") or {}),
+                "slo_p99_ms": slo,
                 **feature_values(knobs, float(_series(res, "offered_qps", n)[onset])),
             }
             broke, peak = {}, {}
@@ -290,8 +296,8 @@ def _candidate_conditions(kind: str, pos: Sequence[Observation]) -> list[Conditi
         vals = sorted({o.values[name] for o in pos if math.isfinite(o.values.get(name, math.nan))})
         if len(vals) > MAX_THRESHOLDS:  # quantiles of the positives' values keep the search small
             vals = sorted({vals[int(q)] for q in np.linspace(0, len(vals) - 1, MAX_THRESHOLDS)})
-        for v in vals:
-            out += [Condition(feature=name, op=">=", value=v), Condition(feature=name, op="<=", value=v)]
+        ops = FEATURE_OPS.get(name) or (("<=",) if name in WEAKER_WHEN_HIGHER else (">=",))
+        out += [Condition(feature=name, op=op, value=v) for v in vals for op in ops]  # type: ignore[arg-type]
     return out
 
 

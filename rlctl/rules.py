@@ -86,6 +86,23 @@ DEFAULT_DETECTORS: dict[str, list[dict[str, Any]]] = {
     "numa-misplacement": [{"feature": "numa_remote_fraction", "op": ">=", "value": 0.5}],
 }
 
+#: The directions a condition may take (the learner's monotonicity prior, stated once): fewer
+#: replicas and more load per replica are never safer, so rules say ``replicas <=`` and
+#: ``qps_per_replica >=``; GOMAXPROCS and GOGC hurt at both ends (starved or throttled, GC-bound
+#: or memory-bound); a tighter SLO is never easier to meet. The run's SLO is context, like the
+#: fault's parameters (not observable online; the detector stands in for both). A fault
+#: parameter is an intensity: stronger when higher, but for
+#: :data:`WEAKER_WHEN_HIGHER`. Without this prior a rule could read "P99 breaks with *less* load".
+FEATURE_OPS: dict[str, tuple[str, ...]] = {
+    "replicas": ("<=",),
+    "gomaxprocs": (">=", "<="),
+    "gogc": (">=", "<="),
+    "qps_per_replica": (">=",),
+    "slo_p99_ms": ("<=",),
+}
+#: Fault parameters whose fault is weaker when they are higher (a bandwidth cap and its buffers).
+WEAKER_WHEN_HIGHER = frozenset({"rate_mbps", "limit_bytes", "buffer_bytes"})
+
 _FAULT_KINDS = tuple(k.value for k in FaultKind)
 
 
