@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
     app.command("killswitch")(killswitch)
     app.command("shadow-report")(shadow_report)
     bench_app.command("serve")(bench_serve)
+    bench_app.command("knob-fanout")(bench_knob_fanout)
 
 
 def _console() -> Any:
@@ -573,3 +574,25 @@ def bench_serve(
         out.write(run(policy, requests=requests, services=services, concurrency=concurrency, group=group,
                       redis_samples=redis_samples, num_cpus=num_cpus,
                       progress=lambda msg: console.print(f"[dim]{msg}[/]")))  # fmt: skip
+
+
+def bench_knob_fanout(
+    replicas: Annotated[
+        str, typer.Option(help="Replica counts to measure, comma-separated (real gosvc processes, 1..250).")
+    ] = "3,20",
+    repeats: Annotated[int, typer.Option(min=1, max=1000, help="Knob changes timed per replica count.")] = 20,
+    json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
+) -> None:
+    """Wall time of one runtime-knob change reaching every replica (parallel and one by one); one JSON object."""
+    from rlctl.online.fanout_bench import bench_knob_fanout as run
+    from rlctl.output import JsonOut
+
+    try:
+        sizes = [int(v) for v in replicas.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--replicas {replicas!r}: write replica counts as integers, e.g. 3,20") from None
+    if not sizes or any(not 1 <= n <= 250 for n in sizes):
+        raise ConfigError(f"--replicas {replicas!r}: each count between 1 and 250, e.g. 3,20")
+    console = _console()
+    with JsonOut(json_out, indent=None) as out:
+        out.write(run(sizes, repeats=repeats, progress=lambda msg: console.print(f"[dim]{msg}[/]")))
