@@ -5,16 +5,19 @@ Starts ``n`` real ``gosvc serve`` processes (``--gomaxprocs 1``, the admin API o
 :meth:`rlctl.online.fanout.KnobFanout.put` of one knob change (GOGC between 100 and 200)
 to all of them, ``repeats`` times, in parallel (the controller's setting) and one replica
 after another (``max_workers=1``, for comparison); the reconcile of replicas already in
-sync (no request); and a change with one replica stopped (its three tries and backoff,
-bounded by the send's budget). Every figure is wall time on the controller's side, in
-seconds. The endpoint source is the static list: with the EndpointSlice source the list
-comes from the watch's cache, no request per change.
+sync (no request); a change with one replica stopped (its three tries and backoff,
+bounded by the send's budget); and a change with the first replica frozen (SIGSTOP), in
+parallel and one by one, counting the healthy replicas that got it within the budget.
+Every figure is wall time on the controller's side, in seconds. The endpoint source is
+the static list: with the EndpointSlice source the list comes from the watch's cache, no
+request per change.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import statistics
 import tempfile
 import time
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rlctl.errors import ConfigError
-from rlctl.online.fanout import KnobFanout, static_endpoints
+from rlctl.online.fanout import KnobFanout, endpoint_name, static_endpoints
 from rlctl.online.procs import GoService, free_port
 
 TOKEN = "rlctl-bench-knob-fanout-token"
@@ -73,6 +76,7 @@ def bench_one(n: int, *, repeats: int, directory: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         assert parallel.reconcile() == {}
         noop_s = time.perf_counter() - t0
+        hung = _one_hung(procs, urls)
         procs[-1].stop()
         t0 = time.perf_counter()
         one_down = parallel.put({"gogc": 400})
@@ -87,7 +91,35 @@ def bench_one(n: int, *, repeats: int, directory: Path) -> dict[str, Any]:
         "put_one_replica_down_s": round(down_s, 4),
         "one_down_attempts": missed.attempts,
         "applied_with_one_down": sum(r.outcome == "applied" for r in one_down.values()),
+        **hung,
     }
+
+
+def _one_hung(procs: Sequence[GoService], urls: Sequence[str]) -> dict[str, Any]:
+    """A change with the first replica frozen (SIGSTOP: it accepts connections, never answers).
+
+    Per-request timeout 0.5 s, three tries, a 1.5 s budget: in parallel the healthy replicas
+    have the change in milliseconds; one after another they wait behind the frozen one and,
+    the budget spent, miss it.
+    """
+    out: dict[str, Any] = {}
+    procs[0].proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+    try:
+        for name, workers in (("parallel", 32), ("sequential", 1)):
+            fanout = KnobFanout(static_endpoints(urls), token=TOKEN, timeout_s=0.5, attempts=3,
+                                backoff_s=0.1, budget_s=1.5, max_workers=workers)  # fmt: skip
+            t0 = time.perf_counter()
+            results = fanout.put({"gogc": 800})
+            wall = time.perf_counter() - t0
+            healthy = [r for r in results.values() if r.endpoint != endpoint_name(urls[0])]
+            out[f"one_hung_{name}"] = {
+                "wall_s": round(wall, 4),
+                "healthy": len(healthy),
+                "healthy_applied": sum(r.outcome == "applied" for r in healthy),
+            }
+    finally:
+        procs[0].proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+    return out
 
 
 def bench_knob_fanout(
