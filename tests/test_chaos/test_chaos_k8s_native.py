@@ -288,3 +288,62 @@ def test_an_interrupted_cleanup_leaves_runs_the_next_cleanup_finds(fake: FakeKub
     assert all(x["rlctl.io/run-id"] == "r9" and x["app.kubernetes.io/managed-by"] == "rlctl" for x in labels)
     assert sorted(chaos.cleanup("r9")) == sorted(f"PodChaos/demo/{n}" for n in left)
     assert fake.names() == []
+
+
+# ------------------------------------------------------------------ the CLI, end to end
+
+
+@pytest.mark.real  # gosvc
+@pytest.mark.slow
+def test_chaos_run_native_reports_schedule_and_workflow_next_to_the_windows(tmp_path: Any) -> None:
+    """``rlctl chaos run --backend k8s --mesh-objects native``: report JSON, report.md and the console."""
+    import json
+    import subprocess
+
+    from chaos_local_support import GOSVC, require_binaries, write_scenario
+    from conftest import invoke_rlctl
+
+    require_binaries()
+    sel = {"namespace": "rlctl-demo", "labels": {"app": "gosvc"}, "mode": "one"}
+    path = write_scenario(
+        tmp_path / "native.yaml", name="native", duration_s=8, slo_p99_ms=100, load={"kind": "constant", "qps": 20},
+        faults=[{"name": "kill", "kind": "pod-kill", "start_s": 2, "duration_s": 1, "selector": sel,
+                 "repeat": {"every_s": 2, "count": 2}}],
+        sequences=[{"name": "degrade", "start_s": 1, "gap_s": 0.5, "steps": [
+            {"kind": "network-delay", "start_s": 0, "duration_s": 1, "selector": sel, "params": {"latency_ms": 80}},
+            {"kind": "cpu-stress", "start_s": 0, "duration_s": 1, "selector": sel}]}],
+    )  # fmt: skip
+    svc = subprocess.Popen([str(GOSVC), "serve", "--addr", "127.0.0.1:0", "--cpu-us", "50"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert svc.stdout is not None
+        addr = json.loads(svc.stdout.readline())["addr"]
+        with FakeKubeAPI(inject_delay_s=0.2, delete_delay_s=0.2) as api, FakeChaosMesh(api):
+            kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+            proc = invoke_rlctl(
+                "chaos", "run", str(path), "--backend", "k8s", "-n", "rlctl-demo", "--kubeconfig", str(kubeconfig),
+                "--url", f"http://{addr}", "-c", "static", "--interval", "2", "--mesh-objects", "native",
+                "--report", str(tmp_path / "report"), "--run-id", "native-1",
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert posts(api) == ["schedules", "workflows"]  # the Schedule one period before its first run
+            assert api.names() == []
+    finally:
+        svc.terminate()
+        svc.wait(timeout=10)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    result = report["results"]["static"]
+    schedule, workflow = sorted(result["extra"]["chaos_mesh"], key=lambda o: o["kind"])
+    assert schedule["name"] == "native-f0-kill-native-1" and len(schedule["runs"]) == 2 and schedule["error"] is None
+    assert {n["type"] for n in workflow["nodes"]} == {"Serial", "NetworkChaos", "Suspend", "StressChaos"}
+    assert {c["type"]: c["status"] for c in workflow["status"]["conditions"]}["Accomplished"] == "True"
+    # The per-window records, each naming the object Chaos Mesh spawned and its parent.
+    faults = [(i["fault"], i["detail"].split(" spawned by ")[1].split(",")[0]) for i in result["injections"]]
+    assert [f for f, _ in faults] == ["network-delay#0", "kill", "cpu-stress#2", "kill"]
+    assert {p for _, p in faults} == {"Schedule rlctl-demo/native-f0-kill-native-1",
+                                      "Workflow rlctl-demo/native-s0-degrade-native-1"}  # fmt: skip
+    assert all(i["injected_s"] is not None and i["error"] is None for i in result["injections"])
+    assert "static: Schedule rlctl-demo/native-f0-kill-native-1: 2 of 2 runs spawned" in proc.stderr
+    assert "static: Workflow rlctl-demo/native-s0-degrade-native-1: Accomplished=True" in proc.stderr
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "- Schedule rlctl-demo/native-f0-kill-native-1: 2 of 2 runs spawned" in markdown

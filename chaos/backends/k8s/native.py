@@ -21,7 +21,9 @@ Workflow          create it at the sequence's start; poll ``status`` and its ``W
 
 Each object is driven by its own thread, so one object's slow deletion (Chaos Mesh's finalizer
 waits for recovery) does not delay another's polling. Times are seconds from the run start,
-observed by polling (``poll_interval_s``). Each run of a
+observed by polling every ``poll_interval_s``, or more often when windows are short: at least
+:data:`POLLS_PER_WINDOW` times per window, so a run's ``AllInjected`` phase is not missed
+between two polls (never more often than every :data:`MIN_POLL_S`). Each run of a
 Schedule and each chaos step of a Workflow becomes an :class:`~chaos.backends.k8s.inject.Injection`
 matched to the parent's windows in order; a window that got no run is reported with an error.
 :attr:`NativeRun.objects` holds one :class:`MeshObject` per Schedule and Workflow: its runs and
@@ -38,6 +40,7 @@ until ``rlctl chaos cleanup`` deletes it. That is why ``windows`` stays the defa
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -55,6 +58,10 @@ log = logging.getLogger(__name__)
 
 #: Values of ``--mesh-objects``.
 MESH_OBJECTS = ("windows", "native")
+#: The watch polls at least this many times per fault window (the shortest one) ...
+POLLS_PER_WINDOW = 10
+#: ... but never more often than this (seconds).
+MIN_POLL_S = 0.05
 
 
 def check_mesh_objects(value: str, where: str = "--mesh-objects") -> str:
@@ -303,7 +310,7 @@ class _Schedule(_Parent):
         if self.report.created_s is None:
             self.create(now)
             self.stop_s = self.run.now() + (self.report.planned_runs + 0.5) * self.every_s
-            self.due_s = now + self.run.chaos.poll_interval_s
+            self.due_s = now + self.run.poll_s
             return
         if self.live:
             obj = self.run.chaos.get("Schedule", self.report.namespace, self.report.name)
@@ -332,7 +339,7 @@ class _Schedule(_Parent):
                 )
         if not self.live and all(r.gone_s is not None for r in self.report.runs):
             self.done = True
-        self.due_s = self.run.now() + self.run.chaos.poll_interval_s
+        self.due_s = self.run.now() + self.run.poll_s
 
 
 class _Workflow(_Parent):
@@ -349,7 +356,7 @@ class _Workflow(_Parent):
         if self.report.created_s is None:
             self.create(now)
             self.stop_s = self.run.now() + self.stop_after_s
-            self.due_s = now + self.run.chaos.poll_interval_s
+            self.due_s = now + self.run.poll_s
             return
         obj = self.run.chaos.get("Workflow", self.report.namespace, self.report.name)
         if obj is None:
@@ -367,7 +374,7 @@ class _Workflow(_Parent):
                 )
             self.revert(self.run.now, self.run.pause)
             return
-        self.due_s = self.run.now() + self.run.chaos.poll_interval_s
+        self.due_s = self.run.now() + self.run.poll_s
 
     def _observe_node(self, obj: dict[str, Any], now: float) -> None:
         meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
@@ -404,6 +411,7 @@ class NativeRun:
         self.chaos, self.scenario, self.run_id = chaos, scenario, run_id
         self.clock, self.sleep = clock, sleep
         self.items: list[_Item] = []
+        self.poll_s = chaos.poll_interval_s
         self._t0 = 0.0
         self._halt = threading.Event()
         self._errors: list[BaseException] = []
@@ -415,6 +423,10 @@ class NativeRun:
     @property
     def objects(self) -> list[MeshObject]:
         return [it.report for it in self.items if isinstance(it, _Parent)]
+
+    def _poll_s(self, planned: list[mesh.NativeObject]) -> float:
+        shortest = min((w.end_s - w.start_s for p in planned for w in p.windows), default=float("inf"))
+        return min(self.chaos.poll_interval_s, max(MIN_POLL_S, shortest / POLLS_PER_WINDOW))
 
     def _build(self, planned: mesh.NativeObject) -> _Item:
         kind = planned.manifest["kind"]
@@ -437,6 +449,10 @@ class NativeRun:
         removes its own object on the way out.
         """
         planned = plan_native(self.chaos, self.scenario, run_id=self.run_id)
+        self.poll_s = self._poll_s(planned)
+        if self.poll_s < self.chaos.poll_interval_s:  # the chaos calls' own waits poll as often
+            self.chaos = copy.copy(self.chaos)
+            self.chaos.poll_interval_s = self.poll_s
         self.items = [self._build(p) for p in planned]
         if self.chaos.dry_run:
             for p in planned:
@@ -453,7 +469,7 @@ class NativeRun:
         failure: BaseException | None = None
         try:
             while any(t.is_alive() for t in threads) and not self._errors:
-                self.sleep(min(self.chaos.poll_interval_s, 0.05))
+                self.sleep(min(self.poll_s, 0.05))
             if self._errors:
                 raise self._errors[0]
         except BaseException as exc:
