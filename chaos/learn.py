@@ -437,7 +437,7 @@ def update(lib: Library, obs: Sequence[Observation], settings: LearnSettings, ru
 
     Ids are never reused or changed; a relearned rule with the identity (fault, metric, which
     conditions) of an active rule keeps its id and takes the new thresholds; reviewers' ``note``
-    and ``enforce`` are kept.
+    and ``enforce`` are kept. Earlier candidates stay unless this batch contradicts them.
     """
     stamp = now_utc()
     rules = [r.model_copy(deep=True) for r in lib.rules]
@@ -463,6 +463,18 @@ def update(lib: Library, obs: Sequence[Observation], settings: LearnSettings, ru
             by_identity[new.identity()] = new
         else:
             candidates.append(new)
+    learned_ids = {r.identity() for r in learned}
+    for old_c in lib.candidates:  # earlier candidates this batch neither relearned nor contradicted stay
+        if old_c.identity() in learned_ids or contradiction(old_c, obs) is not None:
+            continue
+        c = old_c.model_copy(deep=True)
+        extra = [o.experiment for o in obs if c.matches(o.kind, o.values) and c.breaks in o.broke]
+        c.support = Support.of([*c.support.experiments, *extra])
+        if c.support.count >= settings.min_support:
+            c.id, c.status = max((r.id for r in rules), default=0) + 1, "active"
+            rules.append(c)
+        else:
+            candidates.append(c)
     for r in rules:
         if r.status != "active":
             continue
