@@ -103,8 +103,11 @@ def _one_hung(procs: Sequence[GoService], urls: Sequence[str]) -> dict[str, Any]
     the budget spent, miss it.
     """
     out: dict[str, Any] = {}
-    procs[0].proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+    proc = procs[0].proc
+    assert proc is not None
+    proc.send_signal(signal.SIGSTOP)
     try:
+        _wait_stopped(proc.pid)
         for name, workers in (("parallel", 32), ("sequential", 1)):
             fanout = KnobFanout(static_endpoints(urls), token=TOKEN, timeout_s=0.5, attempts=3,
                                 backoff_s=0.1, budget_s=1.5, max_workers=workers)  # fmt: skip
@@ -118,8 +121,20 @@ def _one_hung(procs: Sequence[GoService], urls: Sequence[str]) -> dict[str, Any]
                 "healthy_applied": sum(r.outcome == "applied" for r in healthy),
             }
     finally:
-        procs[0].proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGCONT)
     return out
+
+
+def _wait_stopped(pid: int, timeout_s: float = 5.0) -> None:
+    """Until every thread of ``pid`` has stopped (a loaded host delivers SIGSTOP to a Go process's threads late)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        tasks = Path(f"/proc/{pid}/task")
+        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
+        if states and all(st == "T" for st in states):
+            return
+        time.sleep(0.01)
+    raise ConfigError(f"knob fan-out bench: replica pid {pid} did not stop within {timeout_s} s of SIGSTOP")
 
 
 def bench_knob_fanout(
