@@ -31,8 +31,10 @@ violations (outside fault windows and the minute after) no worse.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import shlex
@@ -47,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from chaos.backends.local import LocalBackend, LocalConfig
+from chaos.backends.local.isolation_bench import ISOLATED, SHARED, Bench, FlatnessConfig
 from chaos.backends.online import OnlinePath, audit_trail, served_policies
 from chaos.backends.sim import SimBackend, SimConfig
 from chaos.runner import (
@@ -58,7 +61,8 @@ from chaos.runner import (
     score,
     write_report,
 )
-from chaos.spec import load_scenario
+from chaos.spec import Scenario, load_scenario
+from envs.loads import load_qps
 from envs.profile import ServiceProfile
 from rlctl.cgroups import CpuSplit
 from rlctl.contract import KnobBounds, Knobs
@@ -77,6 +81,11 @@ PROFILE = Path(__file__).resolve().parents[1] / "envs" / "profiles" / "testbed-r
 SUMMARY_SCHEMA = "rlctl.validate-real/v1"
 GOAL_VIOLATION_RATIO = 0.5
 GOAL_REPLICA_RATIO = 1.0
+#: A scenario's peak may use at most this fraction of ``max_replicas`` replicas' capacity, so that
+#: every violation is a controller's doing and not the test-bed's ceiling (issue 25).
+SIZING_FRACTION = 0.7
+SIZING_MODES = ("rescale", "refuse", "off")
+_QPS_FIELDS = ("qps", "base_qps", "peak_qps", "start_qps", "end_qps", "step_qps")
 SCORES = ("slo_violation_s", "steady_violation_s", "replica_seconds", "core_seconds_used", "actions", "flaps")
 
 
@@ -100,6 +109,11 @@ class RealConfig:
     first_repeat: int = 1
     """Number of the first repeat (its seed is one less): continue a suite in the same folder."""
     scenarios: tuple[str, ...] = SUITE
+    sizing: str = "rescale"
+    """``rescale``: scale a scenario whose peak is over ``SIZING_FRACTION`` of ``max_replicas``
+    replicas' capacity down to it; ``refuse``: stop with the numbers instead; ``off``: run as written."""
+    replica_capacity_qps: float | None = None
+    """One replica's capacity; None: measured at the start (:func:`measure_replica_capacity`)."""
     gosvc: str | None = None
     predict: bool = True
     """Also run every scenario in the simulator (test-bed profile) and report sim against real."""
@@ -150,6 +164,68 @@ def machine() -> dict[str, Any]:
     }
 
 
+def peak_qps(spec: Scenario) -> float:
+    """The highest per-second rate the load generator is asked for (the load without its Poisson noise)."""
+    load = spec.load.model_copy(update={"noise": False})
+    return float(np.max(load_qps(load, math.ceil(spec.duration_s) + 1, 1.0, np.random.default_rng(0))))
+
+
+def scale_scenario(spec: Scenario, factor: float) -> Scenario:
+    """``spec`` with every rate of its load multiplied by ``factor`` (a trace: its peak)."""
+    load = spec.load.model_copy(update={f: getattr(spec.load, f) * factor for f in _QPS_FIELDS})
+    return spec.model_copy(update={"load": load})
+
+
+def measure_replica_capacity(cfg: RealConfig) -> dict[str, Any]:
+    """One replica's capacity, as the suite runs it (quota, work per request, CPU split): ``rlctl probe``'s
+    ramp and knee (:func:`rlctl.boundary.probe.run_probe`) through the fault proxy, on one replica in
+    the replicas' CPU set (:meth:`chaos.backends.local.isolation_bench.Bench.capacity`)."""
+    bench_cfg = FlatnessConfig(
+        split=cfg.cpu_split, max_replicas=cfg.max_replicas, replica_cpu=cfg.replica_cpu, cpu_us=cfg.cpu_us,
+        gosvc=cfg.gosvc, layouts=(ISOLATED, SHARED) if cfg.cpu_split is not None else (SHARED,),
+    )  # fmt: skip
+    return Bench(bench_cfg, on_point=lambda msg: log.info("%s", msg)).capacity()
+
+
+def size_scenarios(
+    specs: dict[str, Scenario], capacity_qps: float, max_replicas: int, *, mode: str, source: str
+) -> tuple[dict[str, Scenario], dict[str, Any]]:
+    """Each scenario's peak against ``SIZING_FRACTION`` of ``max_replicas`` replicas' capacity.
+
+    :returns: the scenarios to run (rescaled ones replaced) and, per scenario, its peak, the
+        fraction of the capacity it uses and the factor applied.
+    :raises ConfigError: ``mode`` is ``refuse`` and a peak is over the limit (the message names
+        the scenario, its peak, the capacity and where it came from, and the fixes).
+    """
+    if mode not in SIZING_MODES:
+        raise ConfigError(f"--sizing {mode!r}: choose {', '.join(SIZING_MODES)}")
+    total = capacity_qps * max_replicas
+    ceiling = SIZING_FRACTION * total
+    out: dict[str, Scenario] = {}
+    report: dict[str, Any] = {}
+    for name, spec in specs.items():
+        peak = peak_qps(spec)
+        factor = 1.0
+        if peak > ceiling and mode == "refuse":
+            raise ConfigError(
+                f"scenario {name}: its peak of {peak:.0f} QPS is {peak / total:.0%} of {max_replicas} replicas' "
+                f"capacity ({max_replicas} x {capacity_qps:.0f} QPS, {source}); the suite allows "
+                f"{SIZING_FRACTION:.0%} ({ceiling:.0f} QPS): pass --sizing rescale, lower the scenario's load, or "
+                "raise --max-replicas (with a quota that still fits --replica-cpus)"
+            )
+        if peak > ceiling and mode == "rescale":
+            factor = ceiling / peak
+            log.warning(
+                "scenario %s: peak %.0f QPS is %.0f%% of %d replicas' capacity (%.0f QPS each, %s); its load is "
+                "scaled by %.3f to peak at %.0f QPS (%.0f%%)", name, peak, 100 * peak / total, max_replicas,
+                capacity_qps, source, factor, ceiling, 100 * SIZING_FRACTION,
+            )  # fmt: skip
+        out[name] = scale_scenario(spec, factor) if factor != 1.0 else spec
+        report[name] = {"peak_qps": round(peak, 1), "fraction_of_capacity": round(peak / total, 3),
+                        "scale": round(factor, 4), "peak_qps_run": round(peak * factor, 1)}  # fmt: skip
+    return out, report
+
+
 def run_suite(
     cfg: RealConfig,
     out: Path,
@@ -158,8 +234,6 @@ def run_suite(
     on_start: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the suite, writing each run's report under ``out`` and the summary after each scenario."""
-    import contextlib
-
     controllers = check_controller_names(list(cfg.controllers))
     if cfg.repeats < 1:
         raise ConfigError(f"--repeats {cfg.repeats}: run each scenario at least once")
@@ -169,6 +243,23 @@ def run_suite(
         )
     specs = {name: load_scenario(scenario_path(name)) for name in cfg.scenarios}
     out.mkdir(parents=True, exist_ok=True)
+    sizing: dict[str, Any] | None = None
+    if cfg.sizing != "off":
+        if cfg.sizing not in SIZING_MODES:
+            raise ConfigError(f"--sizing {cfg.sizing!r}: choose {', '.join(SIZING_MODES)}")
+        if cfg.replica_capacity_qps is not None:
+            capacity, source = {"capacity_qps": cfg.replica_capacity_qps}, "given by --replica-capacity"
+        else:
+            with contextlib.ExitStack() as pinned:
+                if cfg.cpu_split is not None:
+                    pinned.enter_context(HarnessIsolation(cfg.cpu_split, command="validate-real"))
+                capacity = measure_replica_capacity(cfg)
+            source = "measured by rlctl probe's ramp on one isolated replica"
+        specs, per_scenario = size_scenarios(
+            specs, float(capacity["capacity_qps"]), cfg.max_replicas, mode=cfg.sizing, source=source
+        )
+        sizing = {"mode": cfg.sizing, "fraction": SIZING_FRACTION, "replica_capacity": capacity, "source": source,
+                  "scenarios": per_scenario}  # fmt: skip
     bounds = KnobBounds(max_replicas=cfg.max_replicas, max_gomaxprocs=4)
     knobs = Knobs(replicas=cfg.replicas, gomaxprocs=1)
     meta = {
@@ -184,11 +275,12 @@ def run_suite(
             "path": "gosvc loadgen -> gosvc proxy -> gosvc serve replicas (cgroup each); telemetry -> Redis "
             "Streams -> Ray Serve (policy) or the baseline's rule -> safety layer -> replica manager, /admin/knobs",
         },
+        "sizing": sizing,
         **cfg.extra,
     }  # fmt: skip
     if cfg.predict:
         meta["simulator"] = {"profile": str(PROFILE.relative_to(SCENARIO_DIR.parents[2])),
-                             "scenarios": simulate(list(cfg.scenarios), controllers)}  # fmt: skip
+                             "scenarios": simulate(list(cfg.scenarios), controllers, specs=specs)}  # fmt: skip
     reports: list[dict[str, Any]] = []
     policies = served_policies(controllers)
     with contextlib.ExitStack() as stack:
@@ -328,6 +420,7 @@ def render_summary(summary: dict[str, Any]) -> str:
         f"Test-bed: {st['path']}; {st['replica_cpu_cores']} core per replica, {st['cpu_us_per_request']} µs CPU "
         f"per request, {st['replicas']} replicas at the start, at most {st['max_replicas']}, a decision every "
         f"{st['interval_s']:g} s.",
+        *_split_and_sizing_lines(summary),
         "",
         "Cells: mean over repeats (range in brackets). Violation: seconds with the load generator's P99 over "
         "the SLO. Steady: the same outside fault windows and the minute after them. Core-s: CPU seconds the "
@@ -390,6 +483,23 @@ def render_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _split_and_sizing_lines(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    split = summary["settings"].get("cpu_split")
+    if split:
+        lines.append(f"CPUs: replicas on {split['replica_cpus']}, harness on {split['harness_cpus']} "
+                     f"({split.get('harness_isolation') or split['source']}).  ")  # fmt: skip
+    sizing = summary.get("sizing")
+    if sizing:
+        cap = sizing["replica_capacity"]["capacity_qps"]
+        scaled = ", ".join(f"{n} x{v['scale']:.2f} (peak {v['peak_qps_run']:.0f} QPS)"
+                           for n, v in sizing["scenarios"].items() if v["scale"] != 1.0)  # fmt: skip
+        lines.append(f"Sizing ({sizing['mode']}): one replica's capacity {cap:.0f} QPS ({sizing['source']}); peaks at "
+                     f"most {sizing['fraction']:.0%} of the most replicas' capacity; "
+                     f"{('scaled: ' + scaled) if scaled else 'no scenario scaled'}.")  # fmt: skip
+    return lines
+
+
 def plot_summary(summary: dict[str, Any], path: Path) -> Path:
     """Bars per scenario: violation seconds and replica-seconds, one bar per controller (range as error bars)."""
     import matplotlib
@@ -432,7 +542,12 @@ def write_summary(summary: dict[str, Any], out: Path) -> dict[str, str]:
 
 
 def simulate(
-    names: Sequence[str], controllers: Sequence[str], *, profile: Path | None = None, seeds: Sequence[int] = (0,)
+    names: Sequence[str],
+    controllers: Sequence[str],
+    *,
+    profile: Path | None = None,
+    seeds: Sequence[int] = (0,),
+    specs: dict[str, Scenario] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """The simulator's prediction of the suite: per scenario and controller, mean scores over ``seeds``.
 
@@ -446,7 +561,7 @@ def simulate(
     knobs = Knobs(replicas=cfg.replicas, gomaxprocs=1)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in names:
-        spec = load_scenario(scenario_path(name))
+        spec = specs[name] if specs and name in specs else load_scenario(scenario_path(name))
         out[spec.name] = {}
         for c in controllers:
             runs = []
@@ -467,13 +582,15 @@ def rebuild_summary(out: Path, *, predict: bool = True) -> dict[str, Any]:
     if not reports:
         raise ConfigError(f"{out}: no */report.json to summarize; run the suite into it first")
     reports.sort(key=lambda r: (int(r.get("repeat", 1)), r.get("run_id", "")))
-    keep = ("schema", "command", "started", "machine", "settings")
+    keep = ("schema", "command", "started", "machine", "settings", "sizing")
     meta = {k: old[k] for k in keep if k in old}
     if predict:
-        names = [Path(r["scenario"]["file"]).stem for r in reports if r["scenario"].get("file")]
+        names = list(dict.fromkeys(Path(r["scenario"]["file"]).stem for r in reports if r["scenario"].get("file")))
         controllers = list(dict.fromkeys(c for r in reports for c in r["controllers"]))
+        scales = {n: float(v["scale"]) for n, v in ((old.get("sizing") or {}).get("scenarios") or {}).items()}
+        specs = {n: scale_scenario(load_scenario(scenario_path(n)), scales.get(n, 1.0)) for n in names}
         meta["simulator"] = {"profile": str(PROFILE.relative_to(SCENARIO_DIR.parents[2])),
-                             "scenarios": simulate(list(dict.fromkeys(names)), controllers)}  # fmt: skip
+                             "scenarios": simulate(names, controllers, specs=specs)}  # fmt: skip
     summary = summarize(reports, meta)
     write_summary(summary, out)
     return summary

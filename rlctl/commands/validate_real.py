@@ -76,6 +76,20 @@ def validate_real(
         help="CPUs of the load generator, proxy, Redis, Ray and controller; auto: the "
         "first quarter of the online CPUs (CPU 0 of 2), or those not in --replica-cpus.",
     ),
+    sizing: str | None = typer.Option(
+        None,
+        "--sizing",
+        help="rescale (default): scale a scenario whose peak is over 70% of --max-replicas "
+        "replicas' capacity down to it; refuse: stop with the numbers; off: run as written (--quick's default).",
+    ),
+    replica_capacity: float | None = typer.Option(
+        None,
+        "--replica-capacity",
+        min=1.0,
+        max=1e7,
+        help="One replica's capacity in QPS for --sizing (default: "
+        "measured first, by rlctl probe's ramp on one isolated replica, about a minute).",
+    ),
     gosvc: Path | None = typer.Option(None, "--gosvc", help="gosvc binary (default deploy/gosvc/bin/gosvc)."),
     rebuild: bool = typer.Option(
         False, "--rebuild", help="Only recompute --out's summary from its run reports (adds the simulator prediction)."
@@ -105,6 +119,8 @@ def validate_real(
         raise ConfigError("--replica-cpu and --cpu-us must be > 0 and --max-replicas at least 2")
     from rlctl.cgroups import CpuSplit
 
+    if sizing is not None and sizing not in ("rescale", "refuse", "off"):
+        raise ConfigError(f"--sizing {sizing!r}: choose rescale, refuse or off")
     split = CpuSplit.resolve(replica_cpus, harness_cpus)
     if split is not None:  # refused before anything starts
         split.check_quotas(replica_cpu, max_replicas, quota_source="--replica-cpu", max_source="--max-replicas")
@@ -115,6 +131,7 @@ def validate_real(
             replica_cpu=replica_cpu, cpu_us=cpu_us, max_replicas=max_replicas, repeats=1,
             scenarios=tuple(scenario) or (QUICK,), controllers=tuple(controller) or ("ppo:default",),
             gosvc=str(gosvc) if gosvc else None, cpu_split=split,
+            sizing=sizing or ("rescale" if replica_capacity else "off"), replica_capacity_qps=replica_capacity,
         )  # fmt: skip
         folder = out or Path("out/validate-real-quick")
     else:
@@ -123,6 +140,7 @@ def validate_real(
             first_repeat=first_repeat, scenarios=tuple(scenario) or SUITE,
             controllers=tuple(controller) or ("ppo:default", "hpa-tuned"),
             gosvc=str(gosvc) if gosvc else None, cpu_split=split,
+            sizing=sizing or "rescale", replica_capacity_qps=replica_capacity,
         )  # fmt: skip
         folder = out or Path("out/validate-real") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     console = Console(stderr=True)

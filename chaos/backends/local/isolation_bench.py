@@ -58,9 +58,12 @@ ISOLATED, SHARED = "isolated", "shared"
 class FlatnessConfig:
     """What the benchmark measures; see the module docstring."""
 
-    split: CpuSplit
+    split: CpuSplit | None
+    """None: only the ``shared`` layout can run (and :meth:`Bench.capacity` probes a shared replica)."""
     max_replicas: int = 4
-    """Most replicas; each gets ``len(split.replica) / max_replicas`` cores of quota."""
+    """Most replicas; each gets ``len(split.replica) / max_replicas`` cores of quota (unless ``replica_cpu``)."""
+    replica_cpu: float | None = None
+    """Quota per replica in cores, instead of the replica set divided by ``max_replicas``."""
     cpu_us: int = 1000
     """CPU work per request (``gosvc serve --cpu-us``), as ``rlctl validate-real``."""
     fraction: float = 0.5
@@ -85,6 +88,8 @@ class FlatnessConfig:
         bad = [x for x in self.layouts if x not in (ISOLATED, SHARED)]
         if bad or not self.layouts:
             raise ConfigError(f"--layout {','.join(self.layouts)}: choose from {ISOLATED}, {SHARED}")
+        if self.split is None and (ISOLATED in self.layouts or self.replica_cpu is None):
+            raise ConfigError("the isolated layout, and a quota from the replica CPU set, need a CPU split")
         if not 0 < self.fraction <= 1.5:
             raise ConfigError(f"--fraction {self.fraction:g}: use a fraction of the capacity in (0, 1.5]")
         if self.warmup_s < 0 or self.point_s < 3:
@@ -92,6 +97,9 @@ class FlatnessConfig:
 
     @property
     def quota_cores(self) -> float:
+        if self.replica_cpu is not None:
+            return self.replica_cpu
+        assert self.split is not None
         return len(self.split.replica) / self.max_replicas
 
 
@@ -149,7 +157,9 @@ class Bench:
         with contextlib.ExitStack() as stack:
             stack.callback(journal.close)
             stack.callback(revert_journal, journal)
-            if layout == ISOLATED:
+            isolated = layout == ISOLATED and cfg.split is not None
+            if isolated:
+                assert cfg.split is not None
                 stack.enter_context(HarnessIsolation(cfg.split, command="bench isolation"))
             stack.enter_context(using(journal))
             proxy = FaultProxy(self.gosvc, journal, seed=cfg.seed, hold_s=max(10.0, 5 * cfg.request_timeout_s))
@@ -157,7 +167,7 @@ class Bench:
             stack.callback(proxy.stop)
             mgr = ReplicaManager(
                 self.gosvc, journal, proxy, Knobs(replicas=n, gomaxprocs=1), quota_cores=cfg.quota_cores,
-                cpu_us=cfg.cpu_us, cpus=cfg.split.replica_list if layout == ISOLATED else None,
+                cpu_us=cfg.cpu_us, cpus=cfg.split.replica_list if isolated and cfg.split is not None else None,
             )  # fmt: skip
             mgr.cpu_iters = self.cpu_iters  # the same work per request at every point
             stack.callback(mgr.shutdown)
@@ -167,11 +177,12 @@ class Bench:
             yield proxy, mgr
 
     def capacity(self) -> dict[str, Any]:
-        """One isolated replica's knee by the probe's ramp, through the proxy."""
+        """One replica's knee (isolated when there is a split) by ``rlctl probe``'s ramp, through the proxy."""
         cfg = self.cfg
         top = cfg.quota_cores * 1e6 / cfg.cpu_us  # requests/s the quota allows at best
         ramp = Ramp(start_qps=round(0.1 * top, 1), step_qps=round(0.08 * top, 1), step_s=4.0)
-        with self.plant(ISOLATED, 1) as (proxy, mgr):
+        layout = ISOLATED if cfg.split is not None else SHARED
+        with self.plant(layout, 1) as (proxy, mgr):
             rep = mgr.ready()[0]
             probe = ProbeConfig(
                 url=f"{proxy.url}/work", metrics_url=f"{rep.url}/metrics", pprof_url=None, ramp=ramp,
@@ -184,8 +195,9 @@ class Bench:
             raise TelemetryError(f"the probe found no knee for one replica (stopped at {report.get('stopped_at_qps')})")
         out = {k: report.get(k) for k in ("knee_qps", "knee_qps_second_method", "max_qps_at_slo", "stopped_at_qps",
                                           "stopped_by")}  # fmt: skip
-        out |= {"capacity_qps": float(knee), "ramp": str(ramp), "quota_cores": cfg.quota_cores}
-        self.on_point(f"capacity of one isolated replica: {float(knee):.0f} qps (probe knee)")
+        out |= {"capacity_qps": float(knee), "ramp": str(ramp), "quota_cores": cfg.quota_cores, "layout": layout,
+                "cpu_us": cfg.cpu_us, "loadavg_after": _loadavg()}  # fmt: skip
+        self.on_point(f"capacity of one {layout} replica: {float(knee):.0f} qps (probe knee)")
         return out
 
     def point(self, layout: str, n: int, rate: float, repeat: int) -> Point:
@@ -252,7 +264,11 @@ class Bench:
                     points.append(self.point(layout, n, rate, repeat))
         return {
             "schema": SCHEMA,
-            "config": {**asdict(cfg), "split": cfg.split.to_dict(), "quota_cores": cfg.quota_cores},
+            "config": {
+                **asdict(cfg),
+                "split": cfg.split.to_dict() if cfg.split else None,
+                "quota_cores": cfg.quota_cores,
+            },
             "per_replica_qps": round(rate, 2),
             "capacity": cap,
             "loadavg_start": load_start,
