@@ -326,6 +326,11 @@ def load_library(path: str | Path) -> Library:
         raise ConfigError(f"{p}: invalid rule library: {_where(exc)}") from None
 
 
+def to_yaml(data: Any) -> str:
+    """YAML as the library writes it: conditions and experiments on one line each."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+
+
 def library_text(lib: Library) -> str:
     """The library as YAML, with a header that says what the file is."""
     data = lib.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -333,7 +338,7 @@ def library_text(lib: Library) -> str:
         "# rlctl boundary rule library: learned from chaos run reports by `rlctl rules learn`.\n"
         "# Reviewers may edit thresholds, 'enforce', 'note' and 'detectors'; ids are never reused.\n"
     )
-    return head + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+    return head + to_yaml(data)
 
 
 class _Dumper(yaml.SafeDumper):

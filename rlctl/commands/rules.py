@@ -138,11 +138,10 @@ def show(
     json_out: JsonOpt = None,
 ) -> None:
     """One rule in full: conditions, support (experiments, scenarios, first and last seen), evidence."""
-    import yaml
     from rich.console import Console
 
     from rlctl.output import JsonOut
-    from rlctl.rules import compile_rules, load_library, unenforced
+    from rlctl.rules import compile_rules, load_library, to_yaml, unenforced
 
     lib = load_library(library)
     rule = lib.rule(rule_id)
@@ -154,7 +153,7 @@ def show(
         console = Console(stderr=out.to_stdout)
         console.print(f"[bold]rule {rule.id}[/bold] ({rule.status}): {rule.statement or rule.describe()}")
         console.print("enforced by the safety layer" if enforced else f"not enforced: {why}")
-        console.print(yaml.safe_dump(doc, sort_keys=False, width=110), markup=False, highlight=False)
+        console.print(to_yaml(doc), markup=False, highlight=False, soft_wrap=True)
 
 
 def _brief(r: Any) -> dict[str, Any]:
