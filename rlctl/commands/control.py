@@ -376,6 +376,8 @@ def control(
         signal.signal(signal.SIGTERM, previous)
         if refresher is not None:
             refresher.stop()
+        if hasattr(knob_source, "stop"):  # the EndpointSlice watch
+            knob_source.stop()
         _console().print(f"stopped after {loop.steps} decisions")
 
 

@@ -275,3 +275,27 @@ def test_a_refused_value_is_not_retried_and_does_not_become_the_target(replicas:
     with contextlib.suppress(Exception):
         fanout.put({"gogc": 0})
     assert [replicas.gogc(i) for i in range(2)] == [200, 200]
+
+
+@pytest.mark.real  # gosvc x2, redis-server
+def test_control_reads_the_replicas_from_endpoint_slices(
+    replicas: Replicas, redis: RedisServer, tmp_path: Path
+) -> None:
+    from conftest import invoke_rlctl
+
+    for i in range(2):
+        replicas.start(i)
+    AdminClient(f"http://{replicas.address(0)}:{replicas.port}", token=TOKEN).put_knobs({"gogc": 400})
+    with FakeKubeAPI() as api:
+        api.put_endpoint_slice(NS, replicas.slice({0: False, 1: True}))
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
+        r = invoke_rlctl("control", "--service", "svc", "--metrics", replicas.procs[1].metrics_url,
+                         "--knob-endpoint-slices", f"{NS}/{SVC}", "--kubeconfig", str(kubeconfig),
+                         "--admin-token-file", str(replicas.token_file), "--redis", redis.url,
+                         "--interval", "0.3", "--max-steps", "2", "--metrics-port", "0", "--no-status")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        slices = [q for q in api.calls("GET") if q.path.endswith("/endpointslices")]
+        assert slices[0].query.get("watch") is None and any(q.query.get("watch") == ["true"] for q in slices)
+    audit = TelemetryStore(redis.url).audit_records("svc")
+    assert len(audit) == 2 and not any(k.startswith("read-") for a in audit for k in a.actuation)
+    assert audit[-1].current_knobs and audit[-1].current_knobs["gogc"] == 100  # read from the ready replica only
