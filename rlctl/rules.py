@@ -264,7 +264,7 @@ class Library(BaseModel):
     rules: list[Rule] = Field(default_factory=list)
     candidates: list[Rule] = Field(default_factory=list)
     runs_read: int = 0
-    """Chaos run reports the library was learned from, over every ``rules learn``."""
+    """Chaos run reports read, summed over every ``rules learn`` (a report read twice counts twice)."""
 
     @model_validator(mode="after")
     def _check(self) -> Library:
