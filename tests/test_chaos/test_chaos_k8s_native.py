@@ -347,3 +347,27 @@ def test_chaos_run_native_reports_schedule_and_workflow_next_to_the_windows(tmp_
     assert "static: Workflow rlctl-demo/native-s0-degrade-native-1: Accomplished=True" in proc.stderr
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "- Schedule rlctl-demo/native-f0-kill-native-1: 2 of 2 runs spawned" in markdown
+
+
+def test_api_error_mid_run_removes_everything_and_names_the_object(fake: FakeKubeAPI, client: Any) -> None:
+    fake.fail("GET", r"/workflows/t-s0-seq-r1$", 500, times=1, message="etcd timed out")
+    run = NativeRun(backend(client), scenario([repeat(start_s=0.5, every_s=0.5)], [sequence()]), run_id="r1")
+    with pytest.raises(
+        ChaosError, match=r"get Workflow t-s0-seq-r1 in namespace demo failed: HTTP 500 .*etcd timed out"
+    ):
+        run.run()
+    assert fake.names() == []
+    assert {r.path.rsplit("/", 1)[-1] for r in fake.calls("DELETE")} >= {"t-s0-seq-r1", "t-f0-pod-kill-r1"}
+
+
+def test_a_forbidden_label_patch_says_which_verb_to_grant(fake: FakeKubeAPI, client: Any) -> None:
+    chaos = backend(client)
+    (planned,) = mesh.native_manifests(scenario([repeat(start_s=0.3, every_s=0.3, duration_s=0.2)]), run_id="r9")
+    chaos.create(planned.manifest)
+    deadline = time.monotonic() + 5
+    while not fake.names("podchaos") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fake.fail("PATCH", r"/podchaos/", 403)
+    with pytest.raises(ChaosError, match=r"verb 'patch' on resource 'podchaos'.*--verb=create,get,list,delete,patch "):
+        chaos.cleanup("r9")
+    assert fake.names("schedules") == ["t-f0-pod-kill-r9"]  # nothing deleted before its spawn is labelled

@@ -181,10 +181,12 @@ class ChaosMeshBackend:
         if exc.status == 401:
             return f"the API server rejected the credentials (401) for {what}: refresh the kubeconfig or token"
         if exc.status == 403:
+            # patch: --mesh-objects native labels what a Schedule or Workflow spawned before deleting it.
+            verbs = "create,get,list,delete" + (f",{verb}" if verb not in ("create", "get", "list", "delete") else "")
             return (
                 f"forbidden: RBAC does not allow verb {verb!r} on resource '{plural}' in API group "
                 f"'{mesh.GROUP}' in namespace {namespace} ({what}); grant it, e.g. `kubectl create role rlctl-chaos "
-                f"-n {namespace} --verb=create,get,list,delete --resource={plural}.{mesh.GROUP}` and a RoleBinding "
+                f"-n {namespace} --verb={verbs} --resource={plural}.{mesh.GROUP}` and a RoleBinding "
                 f"(server said: {said})"
             )
         if exc.status == 404:
