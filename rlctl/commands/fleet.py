@@ -16,13 +16,13 @@ def register(app: typer.Typer) -> None:
     bench_app.command("fleet")(bench_fleet)
 
 
-def _replica_counts(text: str) -> list[int]:
+def _replica_counts(text: str, option: str, *, allow_empty: bool = False) -> list[int]:
     try:
         counts = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        counts = []
-    if not counts or any(not 1 <= c <= 64 for c in counts):
-        raise ConfigError(f"--replicas {text!r}: give comma-separated replica counts from 1 to 64, e.g. 1,2,4")
+        counts = [0]
+    if (not counts and not allow_empty) or any(not 1 <= c <= 64 for c in counts):
+        raise ConfigError(f"{option} {text!r}: give comma-separated replica counts from 1 to 64, e.g. 1,2,4")
     return counts
 
 
@@ -31,9 +31,9 @@ def bench_fleet(
     interval: Annotated[float, typer.Option(min=0.5, max=300.0, help="Seconds between samples of each service.")] = 5.0,
     replicas: Annotated[str, typer.Option(help="Controller replica counts, one run each (e.g. 1,2,4).")] = "1,2,4",
     ticks: Annotated[int, typer.Option(min=4, max=10_000, help="Intervals of telemetry per run.")] = 12,
-    kill: Annotated[
-        bool, typer.Option(help="SIGKILL one controller replica mid-run (runs with at least two replicas).")
-    ] = True,
+    drills: Annotated[
+        str, typer.Option(help="Replica counts of the kill drills, one run each ('' for none); at least 2.")
+    ] = "2,4",
     policy: Annotated[str, typer.Option(help="Artifact the replicas load in-process (default: the shipped one).")] = (
         "default"
     ),
@@ -46,8 +46,11 @@ def bench_fleet(
     from rlctl.online.fleet_bench import bench_fleet as run
     from rlctl.output import JsonOut
 
-    counts = _replica_counts(replicas)
+    counts = _replica_counts(replicas, "--replicas")
+    drill_counts = _replica_counts(drills, "--drills", allow_empty=True)
+    if any(c < 2 for c in drill_counts):
+        raise ConfigError(f"--drills {drills!r}: a kill drill needs at least 2 replicas (one is killed)")
     console = Console(stderr=True)
     with JsonOut(json_out) as out:
-        out.write(run(services=services, interval_s=interval, replica_counts=counts, ticks=ticks, kill=kill,
-                      policy=policy, progress=lambda msg: console.print(f"[dim]{msg}[/]")))  # fmt: skip
+        out.write(run(services=services, interval_s=interval, replica_counts=counts, drill_counts=drill_counts,
+                      ticks=ticks, policy=policy, progress=lambda msg: console.print(f"[dim]{msg}[/]")))  # fmt: skip

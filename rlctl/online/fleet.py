@@ -30,13 +30,17 @@ replica records its decisions and acknowledges their entries in one Lua script t
 checks the replica's own lease: a replica that was declared dead (its heartbeat too old,
 by the server's clock) records nothing and acknowledges nothing, so the replica that took
 its services over is the only one that can record the entries it claimed. A replica also
-acts only while its lease is fresh by its own clock (``lease_margin``).
+renews its lease before each chunk of ``DECIDE_CHUNK`` services it acts on, and acts on
+nothing more once a renewal finds that the lease had lapsed (it was stalled longer than
+``dead_after_s``): the others may have claimed its entries. What it acted on between the last
+renewal and a refused record is acted on again by the new owner (knob targets are absolute,
+so acting twice on one sample sets the same values).
 
 **No sample lost; takeover within one interval.** When the live members change, a replica
 takes over the streams it now owns: it claims (``XPENDING`` + ``XCLAIM``) the entries pending
 for consumers that are no longer live and re-reads its own pending ones (``XREADGROUP ... 0``),
-then decides them with the new ones. Detection takes ``dead_after_s`` (default 30 % of the
-interval), the next poll at most ``poll_s`` more. Every interval a sweep does the same for
+then decides them with the new ones. Detection takes ``dead_after_s`` (default half the
+interval), the next poll at most ``poll_s`` more. Every three intervals a sweep does the same for
 all owned streams (entries of a consumer that died before this replica started).
 
 **One decision path, batched.** Per service the replica keeps a
@@ -142,7 +146,8 @@ class FleetConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     slo_p99_ms: float = DEFAULT_SLO_P99_MS
     dead_after_s: float | None = None
-    """A replica whose heartbeat is older than this is dead; default 30 % of the interval."""
+    """A replica whose heartbeat is older than this is dead; default half the interval (a busy host
+    stalls a live replica for a second or more; shorter leases then lapse, and batches are redone)."""
     poll_s: float | None = None
     """Longest block of one read, and the heartbeat period; default 10 % of the interval, at most 0.25 s."""
     read_count: int = 100
@@ -166,7 +171,7 @@ class FleetConfig:
 
     @property
     def dead_after(self) -> float:
-        return self.dead_after_s if self.dead_after_s is not None else 0.3 * self.interval_s
+        return self.dead_after_s if self.dead_after_s is not None else 0.5 * self.interval_s
 
     @property
     def poll(self) -> float:
@@ -311,13 +316,23 @@ class MemoryReplicas:
 
 # ----------------------------------------------------------------------------- Redis scripts
 
-# Renew this replica's lease (server time) and return (now ms, the live members).
+# Renew this replica's lease (server time); return (1 when the lease had lapsed meanwhile, the live members).
 _HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prev = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local lapsed = 0
+if prev and now - tonumber(prev) > tonumber(ARGV[2]) then lapsed = 1 end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
-return {now, redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')}
+return {lapsed, redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')}
 """
+
+#: Intervals between sweeps of all owned streams for entries of consumers that are not live (a
+#: member's death is handled at once, on the reshard; the sweep is for consumers nobody saw die).
+SWEEP_INTERVALS = 3
+
+#: Services decided (and recorded) per chunk of a batch; the lease is renewed before each chunk.
+DECIDE_CHUNK = 100
 
 # Record decisions and acknowledge their entries, all or nothing, only while the lease holds.
 # KEYS: members, decisions, telemetry streams...; ARGV: me, dead_after_ms, maxlen, group, then per
@@ -436,7 +451,7 @@ class FleetReplica:
         self.owned: list[str] = []
         self.groups: set[str] = set()
         self.stats = ReplicaStats()
-        self.lease_ok_until = 0.0
+        self.lapsed = False
         self._heartbeat = self.redis.register_script(_HEARTBEAT)
         self._record = self.redis.register_script(_RECORD)
         self.redis.script_load(_RECORD)
@@ -453,11 +468,11 @@ class FleetReplica:
         self.redis.xadd(events_stream(self.config.fleet), body, maxlen=100_000, approximate=True)
 
     def heartbeat(self) -> list[str]:
-        t = time.monotonic()
+        """Renew the lease; returns the live members. :attr:`lapsed`: the lease had run out before this
+        renewal, so the others may have claimed our pending entries (and we must not act on them)."""
         dead_ms = int(self.config.dead_after * 1000)
-        _now, live = self._heartbeat(keys=[members_key(self.config.fleet)], args=[self.me, dead_ms])
-        # Our own clock's view of the lease: act only well inside it (the server's view fences the record).
-        self.lease_ok_until = t + 0.8 * self.config.dead_after
+        lapsed, live = self._heartbeat(keys=[members_key(self.config.fleet)], args=[self.me, dead_ms])
+        self.lapsed = bool(int(lapsed))
         return sorted(str(m) for m in live)
 
     def refresh_services(self) -> None:
@@ -503,10 +518,13 @@ class FleetReplica:
         for s in services:
             pipe.xpending_range(telemetry_stream(s), self.group, "-", "+", 10_000)
         claims: dict[str, list[str]] = {}
+        mine: list[str] = []  # streams with entries pending for this replica once the claims are done
         for s, rows in zip(services, pipe.execute(), strict=True):
             ids = [str(r["message_id"]) for r in rows if str(r["consumer"]) not in live]
             if ids:
                 claims[s] = ids
+            if ids or any(str(r["consumer"]) == self.me for r in rows):
+                mine.append(s)
         if claims:
             pipe = self.redis.pipeline(transaction=False)
             for s, ids in claims.items():
@@ -515,7 +533,7 @@ class FleetReplica:
             n = sum(len(v) for v in claims.values())
             self.stats.claimed += n
             self.event("claim", services=len(claims), entries=n)
-        return self._read(services, "0")
+        return self._read(mine, "0")
 
     # ------------------------------------------------------------------ reading
 
@@ -579,10 +597,10 @@ class FleetReplica:
         if not entries:
             return 0
         t0 = time.monotonic()
-        self.heartbeat()  # the lease covers this batch from here
         by_service: dict[str, list[_Entry]] = collections.defaultdict(list)
         # Every entry read is pending for this replica: decide it even if its service moved meanwhile.
-        for e in sorted(entries, key=lambda e: tuple(int(p) for p in e.id.split("-"))):
+        unique = {(e.service, e.id): e for e in entries}  # a take-over and a sweep may re-read the same one
+        for e in sorted(unique.values(), key=lambda e: tuple(int(p) for p in e.id.split("-"))):
             by_service[e.service].append(e)
         self._backfill(by_service)
         services, windows, knobs = [], [], []
@@ -602,18 +620,22 @@ class FleetReplica:
                 knobs.append(current)
         answers = self.policy.decide_many(services, windows, np.asarray(knobs).reshape(len(services), len(KNOB_FIELDS)))
         self.primed.answers = dict(zip(services, answers, strict=True))
-        if time.monotonic() > self.lease_ok_until:  # we may have been declared dead meanwhile: do not act
-            self.stats.fenced += len(by_service)
-            log.warning("fleet %s: lease may have expired (%s): not acting on %d services", self.config.fleet,
-                        self.me, len(by_service))  # fmt: skip
-            self._next_sweep = 0.0  # the entries stay pending for us: re-read them at the next step
-            return 0
-        now_wall = time.time()
-        records = [self._decide_one(s, es, now_wall) for s, es in by_service.items()]
-        n = self._write(records)
+        todo = list(by_service)
+        n = 0
+        for lo in range(0, len(todo), DECIDE_CHUNK):
+            self.heartbeat()
+            if self.lapsed:  # declared dead meanwhile: the new owners have our entries; act on nothing
+                self.stats.fenced += len(todo) - lo
+                log.warning("fleet %s: %s's lease lapsed: not acting on %d services", self.config.fleet, self.me,
+                            len(todo) - lo)  # fmt: skip
+                self._next_sweep = 0.0  # what nobody claimed is still pending for us: re-read it next step
+                break
+            now_wall = time.time()
+            n += self._write([self._decide_one(s, by_service[s], now_wall) for s in todo[lo : lo + DECIDE_CHUNK]])
+        self.primed.answers.clear()
         self.stats.decide_s.append(time.monotonic() - t0)
         self.stats.batches += 1
-        self.stats.max_batch = max(self.stats.max_batch, len(records))
+        self.stats.max_batch = max(self.stats.max_batch, len(todo))
         return n
 
     def _decide_one(
@@ -692,7 +714,7 @@ class FleetReplica:
             self._sharded_on = (members, self.services)
             backlog += self.take_over(self.reshard(members))
         if time.monotonic() >= self._next_sweep:
-            self._next_sweep = time.monotonic() + self.config.interval_s
+            self._next_sweep = time.monotonic() + SWEEP_INTERVALS * self.config.interval_s
             backlog += self.take_over(self.owned)
         return self.decide(backlog + self.poll())
 
