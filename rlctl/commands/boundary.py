@@ -55,8 +55,17 @@ def register(app: typer.Typer) -> None:
             None, help="File with the bearer token for --pprof-url (gosvc: its admin token)."
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No live table (a progress bar on a terminal)."),
+        harness_cpus: str = typer.Option(
+            "off",
+            "--harness-cpus",
+            help="Run the probe and its load generator on these CPUs only (kernel list, "
+            "e.g. 0; auto: the first quarter of the online CPUs), apart from a service pinned to the others "
+            "(a cgroup cpuset, else sched_setaffinity); off: every CPU.",
+        ),
     ) -> None:
         """Ramp load until the service crosses its boundary, then report the knee."""
+        import contextlib
+
         from rich.console import Console
 
         from rlctl.boundary.probe import ProbeConfig, ProbeDisplay, Ramp, plot_report, run_probe, write_report
@@ -77,9 +86,15 @@ def register(app: typer.Typer) -> None:
             pprof_url=pprof_url,
             pprof_token=_read_token(pprof_token_file) if pprof_token_file else None,
         )
+        from rlctl.cgroups import CpuSplit
+        from rlctl.harness.isolation import HarnessIsolation
         from rlctl.output import JsonOut
 
-        with JsonOut(json_out, allow_nan=False) as out:  # with --json -, the loadgen's output goes to stderr
+        split = None if harness_cpus.strip().lower() == "off" else CpuSplit.resolve("auto", harness_cpus)
+        with contextlib.ExitStack() as stack, JsonOut(json_out, allow_nan=False) as out:
+            # with --json -, the loadgen's output goes to stderr
+            if split is not None:
+                stack.enter_context(HarnessIsolation(split, command="probe"))
             if quiet:
                 report = _probe_with_bar(config, run_probe)
             else:

@@ -556,6 +556,32 @@ def test_harness_isolation_falls_back_to_affinity_without_cgroups(tmp_path: Path
         strict.__enter__()
 
 
+def test_probe_harness_cpus_refuses_an_offline_cpu() -> None:
+    from conftest import invoke_rlctl
+
+    r = invoke_rlctl("probe", "http://127.0.0.1:9", "--json", "-", "--harness-cpus", "999")
+    assert r.returncode == 2 and "--harness-cpus 999: CPU 999 is not online" in r.stderr
+
+
+@pytest.mark.real  # gosvc, the load generator, the host's cgroups
+def test_probe_with_harness_cpus_runs_pinned_and_restores_this_process(tmp_path: Path) -> None:
+    from conftest import invoke_rlctl
+
+    from rlctl.online.procs import GoService
+
+    if len(cgroups.online_cpus()) < 2:
+        pytest.fail("the split needs 2 online CPUs", pytrace=False)
+    before = os.sched_getaffinity(0)
+    out = tmp_path / "probe.json"
+    with GoService(["--cpu-us", "100"]) as svc:
+        r = invoke_rlctl("probe", svc.url, "--ramp", "50,50,2", "--max-qps", "300", "--quiet", "--json", str(out),
+                         "--harness-cpus", "0", env={"RLCTL_STATE_DIR": str(tmp_path / "state")})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert len(report["curve"]) >= 3 and report["stopped_at_qps"] > 0
+    assert os.sched_getaffinity(0) == before
+
+
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--inside-cgroup2-mount":
     result = _inside_cgroup2_mount(Path(sys.argv[2]))
     result["pid"] = os.getpid()
