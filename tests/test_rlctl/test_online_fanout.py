@@ -21,7 +21,14 @@ from rlctl.contract import KNOB_COL
 from rlctl.errors import ActuatorError, ConfigError
 from rlctl.harness.admin import AdminClient
 from rlctl.online.actuators import Actuators, AdminKnobsActuator
-from rlctl.online.fanout import Endpoint, EndpointSliceSource, KnobFanout, parse_endpoint_list, static_endpoints
+from rlctl.online.fanout import (
+    Endpoint,
+    EndpointSliceSource,
+    KnobFanout,
+    endpoint_name,
+    parse_endpoint_list,
+    static_endpoints,
+)
 from rlctl.online.loop import ControlConfig, ControlLoop
 from rlctl.online.policy import Decision
 from rlctl.online.procs import GoService, RedisServer, free_port
@@ -299,3 +306,72 @@ def test_control_reads_the_replicas_from_endpoint_slices(
     audit = TelemetryStore(redis.url).audit_records("svc")
     assert len(audit) == 2 and not any(k.startswith("read-") for a in audit for k in a.actuation)
     assert audit[-1].current_knobs and audit[-1].current_knobs["gogc"] == 100  # read from the ready replica only
+
+
+class Answers500:
+    """An admin endpoint that answers ``failures`` PUTs with 500, then accepts them (as gosvc would)."""
+
+    def __init__(self, failures: int) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.failures = failures
+        self.puts: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_PUT(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.puts.append(body)
+                failing = len(outer.puts) <= outer.failures
+                data = json.dumps({"error": "injected"} if failing else body).encode()
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_5xx_is_retried_with_backoff_within_the_budget() -> None:
+    flaky, down = Answers500(failures=2), Answers500(failures=100)
+    try:
+        fanout = KnobFanout(static_endpoints([flaky.url, down.url]), token=TOKEN, timeout_s=1.0, attempts=3,
+                            backoff_s=0.05)  # fmt: skip
+        results = fanout.put({"gogc": 200})
+        ok, missed = results[endpoint_name(flaky.url)], results[endpoint_name(down.url)]
+        assert (ok.outcome, ok.attempts) == ("applied", 3) and ok.seconds >= 0.05 + 0.1  # two waits: 0.05, 0.1 s
+        assert (missed.outcome, missed.attempts, missed.rejected) == ("missed", 3, False)
+        assert "HTTP 500: injected" in missed.detail
+        assert missed.text().startswith("missed: PUT ") and "(3 attempts, " in missed.text()
+        assert len(down.puts) == 3 and fanout.in_sync() == [endpoint_name(flaky.url)]
+        # Bounded: the next reconcile tries the missed one again (three more), not the one in sync.
+        assert list(fanout.reconcile()) == [endpoint_name(down.url)] and len(down.puts) == 6 and len(flaky.puts) == 3
+    finally:
+        flaky.close()
+        down.close()
+
+
+@pytest.mark.real  # gosvc x1
+def test_a_replica_back_from_not_ready_gets_the_knobs_again(replicas: Replicas) -> None:
+    replicas.start(0)
+    url = f"http://{replicas.address(0)}:{replicas.port}"
+    state = {"ready": True}
+    fanout = KnobFanout(lambda: [Endpoint("gosvc-0", f"{url}/admin/knobs", state["ready"])], token=TOKEN)
+    assert fanout.put({"gogc": 400})["gosvc-0"].outcome == "applied" and fanout.reconcile() == {}
+    state["ready"] = False  # e.g. its container restarts: the readiness probe fails first
+    replicas.procs[0].stop()
+    replicas.start(0)
+    assert fanout.reconcile() == {} and replicas.gogc(0) == 100  # not ready: left alone
+    state["ready"] = True
+    assert fanout.reconcile()["gosvc-0"].outcome == "applied" and replicas.gogc(0) == 400
