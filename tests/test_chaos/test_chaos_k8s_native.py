@@ -371,3 +371,13 @@ def test_a_forbidden_label_patch_says_which_verb_to_grant(fake: FakeKubeAPI, cli
     with pytest.raises(ChaosError, match=r"verb 'patch' on resource 'podchaos'.*--verb=create,get,list,delete,patch "):
         chaos.cleanup("r9")
     assert fake.names("schedules") == ["t-f0-pod-kill-r9"]  # nothing deleted before its spawn is labelled
+
+
+def test_check_refuses_what_only_a_workflow_cannot_express() -> None:
+    seq = sequence()
+    seq["steps"][1]["repeat"] = {"every_s": 1, "count": 2}
+    s = scenario(sequences=[seq])
+    K8sRunBackend(K8sConfig(namespaces=("demo",), url="http://127.0.0.1:1")).check(s)  # windows: expanded, fine
+    cfg = K8sConfig(namespaces=("demo",), url="http://127.0.0.1:1", mesh_objects="native")
+    with pytest.raises(ChaosError, match=r"step #1 \(cpu-stress\): a step of a sequence cannot `repeat`"):
+        K8sRunBackend(cfg).check(s)

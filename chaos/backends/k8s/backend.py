@@ -100,6 +100,8 @@ class K8sRunBackend:
 
     def check(self, scenario: Scenario) -> None:
         self.mesh().plan(scenario, run_id="check")
+        if self.config.mesh_objects == "native":  # the Schedules and Workflows too, before anything starts
+            plan_native(self.mesh(), scenario, run_id="check")
         if not self.config.dry_run and not self.config.url:
             raise ConfigError(
                 "--backend k8s needs --url: the service's base URL reachable from here (an ingress, a NodePort, "
