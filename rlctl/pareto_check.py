@@ -253,6 +253,7 @@ def _start_replicas(n: int, cfg: CheckConfig, stack: contextlib.ExitStack) -> li
             iters = Scraper(bed.metrics_url).snapshot().gauge("gosvc_spin_iterations_per_cpu_second")
             if math.isfinite(iters) and iters > 0:
                 flags += ["--iters-per-us", f"{iters / 1e6:.6f}"]
+                log.info("spin loop: %.1f iterations per CPU microsecond (fixed for every replica)", iters / 1e6)
     return out
 
 

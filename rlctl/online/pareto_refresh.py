@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 POINTS: tuple[str, ...] = ("knee", "cheapest", "lowest_p99")
 #: Telemetry this recent (seconds, by the samples' timestamps) makes the load.
 LOAD_WINDOW_S = 60.0
+#: Seconds to the next try when no load was known (the loop's first samples arrive within an interval).
+NO_LOAD_RETRY_S = 5.0
 #: The shipped, calibrated test-bed profile: the default when no profile is given.
 DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "envs" / "profiles" / "testbed.yaml"
 
@@ -246,13 +248,15 @@ class ParetoRefresher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            wait = self.config.every_s
             try:
-                self.refresh_once()
+                if self.refresh_once() is None and not math.isfinite(self.load()):
+                    wait = min(wait, NO_LOAD_RETRY_S)  # at start the loop has no telemetry yet: look again soon
             except Exception:  # advisory: a failed refresh must never reach the controller
                 self.metrics.refreshes.labels(self.config.service, "error").inc()
                 log.exception("%s: refreshing the Pareto front failed; trying again in %g s", self.config.service,
                               self.config.every_s)  # fmt: skip
-            self._stop.wait(self.config.every_s)
+            self._stop.wait(wait)
 
     def start(self) -> ParetoRefresher:
         """Refresh now and then every ``every_s``, in a daemon thread."""
