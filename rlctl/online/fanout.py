@@ -395,9 +395,9 @@ class KnobFanout:
                 del self.applied[name]
         return eps
 
-    def get(self) -> dict[str, int]:
-        """The runtime knobs (contract names) of the first ready replica that answers."""
-        eps = [e for e in self.endpoints() if e.ready]
+    def get(self, tries: int = 3) -> dict[str, int]:
+        """The runtime knobs (contract names) of the first ready replica that answers (of the first ``tries``)."""
+        eps = [e for e in self.endpoints() if e.ready][:tries]  # a few hung replicas must not stall the step
         if not eps:
             raise ActuatorError("no ready replica: the service has no admin endpoint to read the knobs from")
         errors = []
