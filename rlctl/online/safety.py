@@ -225,7 +225,9 @@ class SafetyLayer:
                     break
                 out = self._leave(c, out, offered)
             moved = ", ".join(
-                f"{n} {_fmt(before[i])} -> {_fmt(out[i])}" for i, n in enumerate(KNOB_FIELDS) if before[i] != out[i]
+                f"{n} {_fmt(before[i])} -> {_fmt(out[i])}"
+                for i, n in enumerate(KNOB_FIELDS)
+                if before[i] != out[i] and not (math.isnan(before[i]) and math.isnan(out[i]))
             )
             if self._inside(rule, out, offered):
                 notes.append(f"{why}: cannot leave it within bounds and allow ({moved or 'nothing moved'})")

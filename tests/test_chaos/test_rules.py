@@ -207,6 +207,12 @@ def test_safety_layer_forbids_the_rule_only_while_the_fault_is_detected(library:
     assert out[g] == 2 and any("forbids gomaxprocs <= 1" in n and "cfs_throttled_fraction=0.4" in n for n in notes)
     out, notes = layer.limit(Knobs(gomaxprocs=1).to_array(), Knobs(gomaxprocs=1).to_array(), 1000.0)
     assert out[g] == 2 and any("gomaxprocs 1 -> 2" in n for n in notes)  # already inside: leaves it
+    unknown = np.full(8, np.nan)  # knobs nobody can read stay unknown, and the note names only what moved
+    unknown[g] = 2
+    want_unknown = unknown.copy()
+    want_unknown[g] = 1
+    out, notes = layer.limit(unknown, want_unknown, 1000.0)
+    assert out[g] == 2 and [n.split(": ")[-1] for n in notes if n.startswith("rule ")] == ["gomaxprocs 1 -> 2"]
 
 
 # --------------------------------------------------------------------------- end to end, real gosvc
