@@ -258,7 +258,8 @@ def test_rbac_has_no_wildcards_and_only_the_needed_verbs(name: str) -> None:
         ("apps", "deployments/scale"): {"get", "patch"},
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
         ("", "events"): {"create", "patch"},
-        **{("chaos-mesh.org", r): {"create", "get", "list", "delete"} for r in CHAOS_RESOURCES},
+        **{("chaos-mesh.org", r): {"create", "get", "list", "patch", "delete"} for r in CHAOS_RESOURCES},
+        ("chaos-mesh.org", "workflownodes"): {"get", "list", "patch", "delete"},
     }
     (binding,) = by_kind(docs, "RoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rlctl-controller"}
