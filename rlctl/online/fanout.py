@@ -17,7 +17,9 @@ controller makes must land on every one of them, and stay there as replicas come
 
 Each send is retried on a refused connection, a timeout or a 5xx (bounded: ``attempts``
 tries, ``backoff_s`` doubling between them, all within ``budget_s`` so a dead replica
-cannot stall the control step); a 4xx (bad token, value out of range) is not retried. What
+cannot stall the control step); a 4xx (bad token, value out of range) is not retried. A
+replica that missed is tried again at the next reconcile, and, while it keeps missing, at
+every 2nd, 4th, ... 16th one (``max_skip``). What
 happened on each replica is a :class:`ReplicaResult`; the control loop writes them into its
 audit record (``actuation``, one ``admin@<replica>`` entry each).
 
@@ -354,6 +356,9 @@ class KnobFanout:
     :param budget_s: the whole send (all replicas, all tries) ends within about this long:
         no try starts after it and none runs past it (default: ``attempts * timeout_s``).
     :param max_workers: replicas sent to at once.
+    :param max_skip: a replica that keeps missing is retried less often: after its n-th miss
+        in a row, the next ``2**(n-1) - 1`` reconciles pass it by, at most ``max_skip`` (a dead
+        replica still listed as ready must not cost every control step its budget).
     """
 
     def __init__(
@@ -366,6 +371,7 @@ class KnobFanout:
         backoff_s: float = 0.1,
         budget_s: float | None = None,
         max_workers: int = 32,
+        max_skip: int = 15,
     ) -> None:
         if attempts < 1:
             raise ConfigError(f"knob fan-out: attempts={attempts} must be at least 1")
@@ -376,8 +382,12 @@ class KnobFanout:
         self.backoff_s = backoff_s
         self.budget_s = budget_s if budget_s is not None else attempts * timeout_s
         self.max_workers = max_workers
+        self.max_skip = max_skip
         self.target: dict[str, int] = {}
         self.applied: dict[str, _Applied] = {}
+        self.misses: dict[str, int] = {}
+        """Misses in a row, per replica still ready."""
+        self._skip: dict[str, int] = {}
         self.last_results: dict[str, ReplicaResult] = {}
 
     def endpoints(self) -> list[Endpoint]:
@@ -393,6 +403,9 @@ class KnobFanout:
             ep = ready.get(name)
             if ep is None or (ep.url, ep.uid) != (self.applied[name].url, self.applied[name].uid):
                 del self.applied[name]
+        for name in [n for n in self.misses if n not in ready]:
+            del self.misses[name]
+            self._skip.pop(name, None)
         return eps
 
     def get(self, tries: int = 3) -> dict[str, int]:
@@ -436,12 +449,18 @@ class KnobFanout:
             self.last_results = {}
             return {}
         eps = self.endpoints()
-        due = [e for e in eps if e.ready and self._differs(e)]
+        due = [e for e in eps if e.ready and self._differs(e) and not self._backing_off(e.name)]
         return self._send([], due) if due else {}
 
     def in_sync(self) -> list[str]:
         """Names of the replicas known to hold the target."""
         return sorted(n for n, a in self.applied.items() if a.knobs == self.target)
+
+    def _backing_off(self, name: str) -> bool:
+        left = self._skip.get(name, 0)
+        if left > 0:
+            self._skip[name] = left - 1
+        return left > 0
 
     def _differs(self, ep: Endpoint) -> bool:
         got = self.applied.get(ep.name)
@@ -461,8 +480,12 @@ class KnobFanout:
                 results[ep.name] = result
                 if result.outcome == "applied":
                     self.applied[ep.name] = _Applied(ep.url, ep.uid, dict(target))
+                    self.misses.pop(ep.name, None)
+                    self._skip.pop(ep.name, None)
                 else:
-                    log.warning("knobs %s missed replica %s: %s", target, ep.name, result.detail)
+                    n = self.misses[ep.name] = self.misses.get(ep.name, 0) + 1
+                    self._skip[ep.name] = min(2 ** (n - 1) - 1, self.max_skip)
+                    log.warning("knobs %s missed replica %s (%d in a row): %s", target, ep.name, n, result.detail)
         self.last_results = results
         return results
 

@@ -355,8 +355,12 @@ def test_a_5xx_is_retried_with_backoff_within_the_budget() -> None:
         assert "HTTP 500: injected" in missed.detail
         assert missed.text().startswith("missed: PUT ") and "(3 attempts, " in missed.text()
         assert len(down.puts) == 3 and fanout.in_sync() == [endpoint_name(flaky.url)]
-        # Bounded: the next reconcile tries the missed one again (three more), not the one in sync.
+        # The next reconcile tries the missed one again (three more), not the one in sync; while it keeps
+        # missing, reconciles pass it by: one after its 2nd miss in a row, three after its 3rd.
         assert list(fanout.reconcile()) == [endpoint_name(down.url)] and len(down.puts) == 6 and len(flaky.puts) == 3
+        assert fanout.misses == {endpoint_name(down.url): 2}
+        tried = [bool(fanout.reconcile()) for _ in range(6)]
+        assert tried == [False, True, False, False, False, True] and len(down.puts) == 12
     finally:
         flaky.close()
         down.close()
