@@ -236,7 +236,7 @@ class Replica:
     admin: AdminClient
 
 
-def _start_replicas(n: int, cfg: CheckConfig, stack: contextlib.ExitStack) -> list[Replica]:
+def _start_replicas(n: int, cfg: CheckConfig, stack: contextlib.ExitStack, meta: dict[str, Any]) -> list[Replica]:
     """``n`` test-bed services in quota cgroups; the first one's spin calibration fixes everyone's work."""
     out: list[Replica] = []
     flags = [*cfg.serve_flags, "--shutdown-timeout", "2s"]
@@ -254,6 +254,7 @@ def _start_replicas(n: int, cfg: CheckConfig, stack: contextlib.ExitStack) -> li
             if math.isfinite(iters) and iters > 0:
                 flags += ["--iters-per-us", f"{iters / 1e6:.6f}"]
                 log.info("spin loop: %.1f iterations per CPU microsecond (fixed for every replica)", iters / 1e6)
+                meta["spin_iters_per_us"] = round(iters / 1e6, 3)
     return out
 
 
@@ -355,14 +356,21 @@ def schedule(n_points: int, repeats: int, seed: int) -> list[tuple[int, int]]:
 
 
 def run_check(
-    points: Sequence[CheckPoint], cfg: CheckConfig, *, on_trial: Callable[[Trial], None] | None = None
+    points: Sequence[CheckPoint],
+    cfg: CheckConfig,
+    *,
+    on_trial: Callable[[Trial], None] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> list[Trial]:
-    """Every point ``cfg.repeats`` times, interleaved, on real replicas; the replicas are always stopped."""
+    """Every point ``cfg.repeats`` times, interleaved, on real replicas; the replicas are always stopped.
+
+    ``meta`` gets ``spin_iters_per_us``: the work per request every replica was started with.
+    """
     if not points:
         raise ConfigError("no front points to check; the front is empty")
     trials: list[Trial] = []
     with contextlib.ExitStack() as stack:
-        replicas = _start_replicas(max(p.replicas for p in points), cfg, stack)
+        replicas = _start_replicas(max(p.replicas for p in points), cfg, stack, meta if meta is not None else {})
         group = None
         if cfg.shares and replicas[0].bed.cgroup is not None:  # the generators weigh as much as a replica
             hierarchy = cgroups.detect(purpose="the check's load generators")

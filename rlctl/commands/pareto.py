@@ -195,13 +195,14 @@ def _check_real(report: dict[str, Any], prof: Any, load: float, slo_p99_ms: floa
     cfg = C.CheckConfig(load_qps=load, quota_cores=quota, repeats=repeats, duration_s=duration_s, warmup_s=warmup_s,
                         shares=shares)  # fmt: skip
     with progress_bar("real test-bed", total=len(points) * repeats) as bar:
-        trials = C.run_check(points, cfg, on_trial=lambda _t: bar.advance())
+        meta: dict[str, Any] = {}
+        trials = C.run_check(points, cfg, on_trial=lambda _t: bar.advance(), meta=meta)
     rows = C.summarise(points, trials, slo_p99_ms)
     doc = {
         "load_qps": load, "replica_quota_cores": quota, "repeats": repeats, "duration_s": duration_s,
         "warmup_s": warmup_s, "nice": cfg.nice, "cgroup_shares": cfg.shares,
         "held": {k: {"value": v, "why": why} for k, (v, why) in C.HELD.items()},
-        "serve_flags": list(cfg.serve_flags), "machine": C.machine(), "points": rows,
+        "serve_flags": list(cfg.serve_flags), **meta, "machine": C.machine(), "points": rows,
         "trials": [t.to_dict() for t in trials],
     }  # fmt: skip
     _print_check(doc)

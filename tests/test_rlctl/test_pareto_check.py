@@ -83,7 +83,7 @@ def test_check_real_on_a_tiny_front(tmp_path: Path) -> None:
     assert check["held"]["turbo"]["value"] is True and check["held"]["prefetch"]["value"] is True
     # Prefetch and turbo were held in the front itself, not only on the test-bed.
     assert all(p["knobs"]["turbo"] is True and p["knobs"]["prefetch"] is True for p in doc["front"])
-    assert len(check["trials"]) == 2 * len(check["points"])
+    assert len(check["trials"]) == 2 * len(check["points"]) and check["spin_iters_per_us"] > 0
     for row in check["points"]:
         m = row["measured"]
         assert row["repeats"] == 2
