@@ -284,10 +284,12 @@ def run_suite(
     reports: list[dict[str, Any]] = []
     policies = served_policies(controllers)
     with contextlib.ExitStack() as stack:
-        if cfg.cpu_split is not None:  # before Redis and Ray start, so they are born on the harness's CPUs
+        path = stack.enter_context(OnlinePath(policies))
+        if cfg.cpu_split is not None:
+            # After Redis and Ray are up (a policy deployment starting on one busy core can take minutes): the
+            # isolation moves them, with every other process below this one, onto the harness's CPUs.
             iso = stack.enter_context(HarnessIsolation(cfg.cpu_split, command="validate-real"))
             meta["settings"]["cpu_split"]["harness_isolation"] = iso.detail
-        path = stack.enter_context(OnlinePath(policies))
         for rep in range(cfg.first_repeat - 1, cfg.first_repeat - 1 + cfg.repeats):
             order = controllers if rep % 2 == 0 else list(reversed(controllers))
             for name, spec in specs.items():
