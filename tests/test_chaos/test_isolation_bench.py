@@ -41,8 +41,12 @@ def test_bench_isolation_tiny_run_measures_both_layouts_and_cleans_up(tmp_path: 
         assert p["target_qps"] == pytest.approx(20 * p["replicas"])
         assert p["seconds"] >= 2 and p["error_rate"] < 0.05 and p["p99_ms"] > 0
         assert len(p["loadavg_before"]) == 3 and len(p["loadavg_after"]) == 3
+        assert set(p["cpu_busy"]) == {str(c) for c in cgroups.online_cpus()} and p["replicas_cores"] > 0
         if p["layout"] == "isolated":
             assert p["harness"].startswith("cgroup cpuset") and "CPU 0" in p["harness"]
+            assert p["foreign_cores_on_replica_cpus"] is not None
+        else:
+            assert p["foreign_cores_on_replica_cpus"] is None
     for layout in ("isolated", "shared"):
         block = data["layouts"][layout]
         assert set(block["per_replicas"]) == {"1", "2"} and block["ratio_max_min"] >= 1.0

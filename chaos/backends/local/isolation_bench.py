@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chaos.backends.live import signals_raise
+from chaos.backends.local.backend import process_cpu_seconds
 from chaos.backends.local.proxy import FaultProxy
 from chaos.backends.local.replicas import ReplicaManager
 from rlctl.boundary.probe import ProbeConfig, Ramp, run_probe
@@ -118,6 +119,12 @@ class Point:
     served_qps: float
     error_rate: float
     seconds: int
+    cpu_busy: dict[str, float]
+    """Busy fraction of each CPU during the load (this benchmark's processes and everyone else's)."""
+    replicas_cores: float
+    """Cores the replica processes used during the load."""
+    foreign_cores_on_replica_cpus: float | None
+    """Isolated layout: busy cores of the replica CPUs minus the replicas' own (other tenants of the host)."""
     loadavg_before: list[float]
     loadavg_after: list[float]
     started: str
@@ -136,6 +143,23 @@ class _Plant:
 
 def _loadavg() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
+
+
+def _cpu_busy_s() -> dict[int, float]:
+    """Busy seconds of every CPU so far (``/proc/stat``: all but idle and iowait)."""
+    out: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit():
+                ticks = [int(v) for v in fields]
+                out[int(name[3:])] = (sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)) / tick
+    return out
+
+
+def _replicas_cpu_s(mgr: ReplicaManager) -> float:
+    return sum(process_cpu_seconds(r.proc.pid) or 0.0 for r in mgr.live() if r.proc is not None)
 
 
 class Bench:
@@ -203,7 +227,7 @@ class Bench:
     def point(self, layout: str, n: int, rate: float, repeat: int) -> Point:
         cfg = self.cfg
         before, started = _loadavg(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with self.plant(layout, n) as (proxy, _mgr):
+        with self.plant(layout, n) as (proxy, mgr):
             iso = active()
             argv = [
                 self.gosvc, "loadgen", "--url", f"{proxy.url}/work", "--rate", f"{n * rate:.3f}",
@@ -211,7 +235,14 @@ class Bench:
                 "--timeout", f"{cfg.request_timeout_s:g}s", "--poisson", "--seed", str(cfg.seed + repeat),
                 "--max-inflight", "2000",
             ]  # fmt: skip
+            busy0, rep0, t0 = _cpu_busy_s(), _replicas_cpu_s(mgr), time.monotonic()
             proc = harness_run("loadgen", argv, timeout_s=cfg.warmup_s + cfg.point_s + 30)
+            busy1, rep1, t1 = _cpu_busy_s(), _replicas_cpu_s(mgr), time.monotonic()
+        busy = {str(c): round((busy1[c] - busy0[c]) / (t1 - t0), 3) for c in sorted(busy1) if c in busy0}
+        replicas_cores = max(0.0, rep1 - rep0) / (t1 - t0)
+        foreign = None
+        if layout == ISOLATED and cfg.split is not None:
+            foreign = round(max(0.0, sum(busy[str(c)] for c in cfg.split.replica) - replicas_cores), 3)
         if proc.returncode != 0:
             raise TelemetryError(f"load generator exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
         lines = [json.loads(x) for x in proc.stdout.splitlines() if x.strip().startswith("{")]
@@ -228,12 +259,13 @@ class Bench:
             served_qps=round(sum(float(x["completed"]) for x in steady) / sum(float(x["interval_s"]) for x in steady),
                              1),
             error_rate=round(sum(float(x["errors"]) for x in steady) / offered, 5) if offered else 0.0,
-            seconds=len(steady), loadavg_before=before, loadavg_after=_loadavg(), started=started,
+            seconds=len(steady), cpu_busy=busy, replicas_cores=round(replicas_cores, 3),
+            foreign_cores_on_replica_cpus=foreign, loadavg_before=before, loadavg_after=_loadavg(), started=started,
             harness=iso.detail if iso is not None and layout == ISOLATED else "shared with the replicas",
         )  # fmt: skip
         self.on_point(
             f"{layout} n={n} r{repeat}: P99 {pt.p99_ms:.2f} ms at {pt.target_qps:.0f} qps "
-            f"(load {before[0]:.1f} -> {pt.loadavg_after[0]:.1f})"
+            f"(load {before[0]:.1f} -> {pt.loadavg_after[0]:.1f}; CPUs busy {busy}, replicas {replicas_cores:.2f} core)"
         )
         return pt
 
@@ -288,10 +320,14 @@ def summarize(points: list[Point], cfg: FlatnessConfig) -> dict[str, Any]:
         for n in range(1, cfg.max_replicas + 1):
             v = [p.p99_ms for p in points if p.layout == layout and p.replicas == n]
             if v:
-                loads = [p.loadavg_before[0] for p in points if p.layout == layout and p.replicas == n]
+                mine = [p for p in points if p.layout == layout and p.replicas == n]
+                foreign = [p.foreign_cores_on_replica_cpus for p in mine if p.foreign_cores_on_replica_cpus is not None]
                 per_n[str(n)] = {"p99_ms_mean": round(statistics.fmean(v), 3), "p99_ms_min": min(v),
                                  "p99_ms_max": max(v), "repeats": len(v), "p99_ms": v,
-                                 "loadavg_1m_before": loads}  # fmt: skip
+                                 "p50_ms_median": statistics.median(p.p50_ms for p in mine),
+                                 "replicas_cores_mean": round(statistics.fmean(p.replicas_cores for p in mine), 3),
+                                 "foreign_cores_on_replica_cpus": foreign,
+                                 "loadavg_1m_before": [p.loadavg_before[0] for p in mine]}  # fmt: skip
         means = [b["p99_ms_mean"] for b in per_n.values()]
         ratio = max(means) / min(means) if means and min(means) > 0 else None
         out[layout] = {
