@@ -6,7 +6,9 @@ when it decided (``current_knobs``, read from the Deployment's scale subresource
 ``/admin/knobs``: what the running autoscaler set) and the knobs it would have set
 (``safe_knobs``, after the safety limits). :func:`shadow_report` pairs them over a window:
 
-- **would**: the replicas of decision *i* (``safe_knobs``; on a hold, what ran);
+- **would**: the replicas of decision *i* (``safe_knobs``). A hold (stale or missing telemetry,
+  the kill switch) is no decision: it is counted in ``held`` and left out of the comparison, so
+  a shadow that saw nothing is not scored as agreeing;
 - **did**: the replicas the autoscaler ran one interval later (the next decision's
   ``current_knobs``), or, with ``observed`` (e.g. a Prometheus range query
   ``count(up{job="gosvc"} == 1)``), the observed count at that time;
@@ -68,8 +70,9 @@ def shadow_report(
         (Prometheus); default: each next record's ``current_knobs``.
     :param only_mode: keep only records whose ``actuation["mode"]`` is this (``None``: all).
 
-    Returns ``decisions``, ``interval_s`` (median spacing), ``agree_share`` (decisions where the
-    replicas would have been what ran), ``would_more`` / ``would_fewer`` (counts),
+    Returns ``decisions``, ``compared``, ``held`` (holds: not compared), ``interval_s`` (median
+    spacing), ``agree_share`` (compared decisions where the replicas would have been what ran),
+    ``would_more`` / ``would_fewer`` (counts),
     ``mean_abs_diff_replicas``, ``max_abs_diff_replicas``, ``replica_seconds`` (would, did),
     ``over_slo`` (decisions whose P99 was over the SLO: all, and where the shadow wanted more
     replicas than ran), ``knob_disagreements`` (per runtime knob), ``reasons`` and ``timeline``.
@@ -106,7 +109,9 @@ def shadow_report(
                          "ran": _num(r.current_knobs, "replicas"), "would": would, "did": did,
                          "p99_ms": _r(p99)})  # fmt: skip
 
-    pairs = [(p["would"], p["did"], p["p99_ms"]) for p in timeline if math.isfinite(p["would"] + p["did"])]
+    n_held = sum(1 for p in timeline if p["reason"] in ("hold", "killswitch"))
+    pairs = [(p["would"], p["did"], p["p99_ms"]) for p in timeline
+             if math.isfinite(p["would"] + p["did"]) and p["reason"] not in ("hold", "killswitch")]  # fmt: skip
     diffs = [w - d for w, d, _ in pairs]
     over = [(w, d) for w, d, p in pairs if p is not None and p > slo_p99_ms]
     step = interval if math.isfinite(interval) else 0.0
@@ -119,6 +124,7 @@ def shadow_report(
     return {
         "decisions": len(rows),
         "compared": len(pairs),
+        "held": n_held,
         "window_s": [_r(rows[0].time_s), _r(rows[-1].time_s)] if rows else None,
         "interval_s": _r(interval),
         "did_from": "observed" if obs is not None else "audit (next decision's current_knobs)",

@@ -240,8 +240,11 @@ def test_the_shadow_report_pairs_would_with_what_ran_next() -> None:
     records = [_audit(100.0 + 5 * i, r, w) for i, (r, w) in enumerate(zip(ran, would, strict=True))]
     records.insert(2, _audit(109.0, 9, 9, mode="act"))  # another controller's record: not compared
     samples = [_sample(100.0 + 5 * i, p) for i, p in enumerate([12.0, 11.0, 6.0, 5.0, 5.0])]
+    rep = shadow_report([*records, _audit(125.0, 4, 9, reason="hold")], telemetry=samples, slo_p99_ms=8.0)
+    assert rep["decisions"] == 6 and rep["held"] == 1 and rep["reasons"] == {"policy": 5, "hold": 1}
+    assert rep["timeline"][-1]["would"] == 4.0  # a hold would keep what runs; it is not compared
     rep = shadow_report(records, telemetry=samples, slo_p99_ms=8.0)
-    assert rep["decisions"] == 5 and rep["compared"] == 4 and rep["interval_s"] == 5.0
+    assert rep["decisions"] == 5 and rep["compared"] == 4 and rep["held"] == 0 and rep["interval_s"] == 5.0
     # pairs (would, did): (3,2) (4,3) (4,4) (4,4)
     assert rep["would_more"] == 2 and rep["would_fewer"] == 0 and rep["agree_share"] == 0.5
     assert rep["mean_abs_diff_replicas"] == 0.5 and rep["max_abs_diff_replicas"] == 1
