@@ -68,6 +68,20 @@ SERVICE = "gosvc"
 #: The ScaledObject's query (deploy/k8s/advise-keda/scaledobject.yaml).
 ADVICE_QUERY = f'max(rlctl_desired_replicas{{service="{SERVICE}"}})'
 REPLICAS_QUERY = 'count(up{job="gosvc"} == 1)'
+#: The shadow report's fields the summary repeats.
+SUMMARY_FIELDS = (
+    "decisions",
+    "compared",
+    "held",
+    "agree_share",
+    "would_more",
+    "would_fewer",
+    "mean_abs_diff_replicas",
+    "max_abs_diff_replicas",
+    "replica_seconds",
+    "over_slo",
+    "reasons",
+)
 
 
 @dataclass(frozen=True)
@@ -422,10 +436,7 @@ def run_shadow(cfg: ModesE2EConfig, work: Path, out: Path) -> dict[str, Any]:
         "summary": {
             "shadow_replica_writes": writers.by().get(shadow_thread.name, 0),
             "running_replica_writes": writers.by().get("running-autoscaler", 0),
-            **{f"report_{k}": {f: v["report"][f] for f in ("decisions", "compared", "agree_share", "would_more",
-                                                            "would_fewer", "mean_abs_diff_replicas",
-                                                            "max_abs_diff_replicas", "replica_seconds", "over_slo")}
-               for k, v in reports.items()},
+            **{f"report_{k}": {f: v["report"][f] for f in SUMMARY_FIELDS} for k, v in reports.items()},
         },
     }  # fmt: skip
 
