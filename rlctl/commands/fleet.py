@@ -37,6 +37,10 @@ def bench_fleet(
     policy: Annotated[str, typer.Option(help="Artifact the replicas load in-process (default: the shipped one).")] = (
         "default"
     ),
+    serve: Annotated[
+        bool, typer.Option(help="Decide through the Ray Serve deployment (POST /act/many) instead of in-process.")
+    ] = False,
+    num_cpus: Annotated[int, typer.Option(min=1, max=64, help="CPUs for the local Ray instance (--serve).")] = 2,
     json_out: Annotated[Path, typer.Option("--json", help=f"Write the JSON here {JSON_HELP}.")] = STDOUT_PATH,
 ) -> None:
     """One fleet controller deployment over many services with simulated telemetry: decision latency,
@@ -53,4 +57,5 @@ def bench_fleet(
     console = Console(stderr=True)
     with JsonOut(json_out) as out:
         out.write(run(services=services, interval_s=interval, replica_counts=counts, drill_counts=drill_counts,
-                      ticks=ticks, policy=policy, progress=lambda msg: console.print(f"[dim]{msg}[/]")))  # fmt: skip
+                      ticks=ticks, policy=policy, serve=serve, num_cpus=num_cpus,
+                      progress=lambda msg: console.print(f"[dim]{msg}[/]")))  # fmt: skip

@@ -334,15 +334,16 @@ SWEEP_INTERVALS = 3
 #: Services decided (and recorded) per chunk of a batch; the lease is renewed before each chunk.
 DECIDE_CHUNK = 100
 
-# Record decisions and acknowledge their entries, all or nothing, only while the lease holds.
+# Record decisions and acknowledge their entries, only while the lease holds, and each decision
+# only if all its entries are still pending for this replica (none claimed away meanwhile).
 # KEYS: members, decisions, telemetry streams...; ARGV: me, dead_after_ms, maxlen, group, then per
 # decision: key index, number of ids, ids..., number of field pairs, fields...
 _RECORD = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if (not beat) or (now - tonumber(beat) > tonumber(ARGV[2])) then return {-1, now} end
-local i, n = 5, 0
+if (not beat) or (now - tonumber(beat) > tonumber(ARGV[2])) then return {-1, 0} end
+local i, n, skipped = 5, 0, 0
 while i <= #ARGV do
   local key = KEYS[tonumber(ARGV[i])]
   local nids = tonumber(ARGV[i + 1])
@@ -353,11 +354,20 @@ while i <= #ARGV do
   local fields = {'recorded_ms', tostring(now), 'replica', ARGV[1]}
   for j = 1, 2 * nf do fields[#fields + 1] = ARGV[i + j] end
   i = i + 1 + 2 * nf
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
-  redis.call('XACK', key, ARGV[4], unpack(ids))
-  n = n + 1
+  local mine = true
+  for j = 1, nids do
+    local p = redis.call('XPENDING', key, ARGV[4], ids[j], ids[j], 1)
+    if #p == 0 or p[1][2] ~= ARGV[1] then mine = false end
+  end
+  if mine then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+    redis.call('XACK', key, ARGV[4], unpack(ids))
+    n = n + 1
+  else
+    skipped = skipped + 1
+  end
 end
-return {n, now}
+return {n, skipped}
 """
 
 
@@ -510,7 +520,8 @@ class FleetReplica:
         return acquired
 
     def take_over(self, services: Sequence[str]) -> list[_Entry]:
-        """Claim entries pending for consumers that are not live, then re-read all own pending ones."""
+        """Claim entries pending for consumers that are not live (or held longer than a lease), then
+        re-read this replica's pending entries of those streams."""
         if not services:
             return []
         live = set(self.members)
@@ -519,8 +530,13 @@ class FleetReplica:
             pipe.xpending_range(telemetry_stream(s), self.group, "-", "+", 10_000)
         claims: dict[str, list[str]] = {}
         mine: list[str] = []  # streams with entries pending for this replica once the claims are done
+        idle_ms = int(self.config.dead_after * 1000)
         for s, rows in zip(services, pipe.execute(), strict=True):
-            ids = [str(r["message_id"]) for r in rows if str(r["consumer"]) not in live]
+            # Entries of consumers that are not live, and entries a live one has held longer than a lease
+            # (it stalled, or no longer owns the stream and will not re-read them): the record script
+            # refuses the old holder's decision on them once they are ours.
+            ids = [str(r["message_id"]) for r in rows if str(r["consumer"]) != self.me
+                   and (str(r["consumer"]) not in live or int(r["time_since_delivered"]) > idle_ms)]  # fmt: skip
             if ids:
                 claims[s] = ids
             if ids or any(str(r["consumer"]) == self.me for r in rows):
@@ -679,7 +695,10 @@ class FleetReplica:
             args += [len(keys), len(ids), *ids, len(fields)]
             for k, v in fields.items():
                 args += [k, v]
-        n, _now = self._evalsha(self._record.sha, len(keys), *keys, *args)
+        n, skipped = self._evalsha(self._record.sha, len(keys), *keys, *args)
+        if int(skipped):  # acted on, but another replica had claimed the entries: it acts again
+            self.stats.fenced += int(skipped)
+            self._next_sweep = 0.0
         if int(n) < 0:
             self.stats.fenced += len(records)
             log.warning("fleet %s: %s's lease expired before recording %d decisions: left to the new owners",
@@ -687,7 +706,7 @@ class FleetReplica:
             self._next_sweep = 0.0  # what nobody claimed is still pending for us: re-read it at the next step
             return 0
         self.stats.decisions += int(n)
-        self.stats.samples += sum(len(ids) for _s, ids, _f in records)
+        self.stats.samples += sum(len(ids) for _s, ids, _f in records) if not int(skipped) else 0
         return int(n)
 
     def _evalsha(self, *args: Any) -> Any:

@@ -17,9 +17,13 @@ replicas write in the same Lua script that acknowledges the entries:
 - ``samples_lost``: samples written minus samples some decision consumed (an entry that was
   acknowledged without a decision counts as lost); ``double_acted``: samples consumed by
   more than one decision; ``pending_after``: entries still unacknowledged at the end;
-- with a kill: ``takeover_s``, from the SIGKILL to the last survivor's reshard that acquired
-  the victim's services (goal: under one interval), and ``takeover_decision_s``, to the
-  first decision by a survivor for every one of the victim's services.
+- with a kill: ``takeover_s``, from the SIGKILL to the latest of the survivors' first reshards
+  after it (each takes its share of the victim's services and claims their pending entries
+  then; goal: under one interval), and ``takeover_decision_s``, to the first decision by a
+  survivor for every one of the victim's services (which also waits for their next sample);
+- per replica (``replica_stats``, from its ``stopped`` event; the victim has none): ``fenced``,
+  decisions whose record the lease or the entry check refused (acted on, perhaps, and decided
+  again by the replica that holds the entries: the window in which a knob can be set twice).
 
 The telemetry is simulated (a diurnal sine per service, noise, a P99 that grows as 1/(1-rho)
 with the utilisation); the controllers cannot tell it from a collector's.
@@ -45,7 +49,7 @@ import numpy as np
 from rlctl.contract import COL, N_TELEMETRY, Knobs, TelemetrySample
 from rlctl.harness.process import Managed, spawn
 from rlctl.online.fleet import decisions_stream, events_stream, group_name, members_key, services_key
-from rlctl.online.procs import RedisServer
+from rlctl.online.procs import RedisServer, free_port
 from rlctl.online.store import TelemetryStore, telemetry_stream
 
 log = logging.getLogger(__name__)
@@ -112,9 +116,13 @@ class Telemetry:
         return rows
 
 
-def _start_replica(url: str, fleet: str, name: str, interval_s: float, policy: str, log_dir: Path) -> Managed:
+def _start_replica(
+    url: str, fleet: str, name: str, interval_s: float, policy: str, policy_url: str | None, log_dir: Path
+) -> Managed:
     argv = [sys.executable, "-m", "rlctl.online.fleet", "--redis", url, "--fleet", fleet, "--consumer", name,
             "--interval", repr(interval_s), "--policy", policy, "--actuators", "memory"]  # fmt: skip
+    if policy_url is not None:
+        argv += ["--policy-url", policy_url]
     out = (log_dir / f"{name}.log").open("w")
     try:
         return spawn(None, f"fleet-{name}", argv, stdout=out, stderr=subprocess.STDOUT, command="bench-fleet")
@@ -141,6 +149,7 @@ def run_fleet(
     ticks: int,
     kill: bool,
     policy: str,
+    policy_url: str | None = None,
     warmup_ticks: int = 2,
     kill_delay_s: float = 0.05,
     ready_timeout_s: float = 300.0,
@@ -156,7 +165,7 @@ def run_fleet(
         store = TelemetryStore(server.url, maxlen=1_000_000, timeout_s=30.0)
         r = store.redis
         r.sadd(services_key(fleet), *svc)
-        procs = {n: _start_replica(server.url, fleet, n, interval_s, policy, Path(tmp)) for n in names}
+        procs = {n: _start_replica(server.url, fleet, n, interval_s, policy, policy_url, Path(tmp)) for n in names}
         try:
             deadline = time.monotonic() + ready_timeout_s
             while r.zcard(members_key(fleet)) < replicas:
@@ -221,9 +230,16 @@ def run_fleet(
     return {
         "services": services, "interval_s": interval_s, "controller_replicas": replicas, "ticks": ticks,
         "warmup_ticks": warmup_ticks, **result, "pending_after": pending_after,
-        "policy": f"in-process PolicyModel({policy}): one forward pass per batch",
+        "policy": _policy_note(policy, policy_url),
         "load_average_before": load_before, "load_average_after": load_average(),
     }  # fmt: skip
+
+
+def _policy_note(policy: str, policy_url: str | None) -> str:
+    if policy_url is None:
+        return f"in-process PolicyModel({policy}) in each replica: one forward pass per batch"
+    return (f"Ray Serve {policy_url}/act/many ({policy}): one request per batch, decided by the deployment's "
+            "@serve.batch in forward passes of up to 64")  # fmt: skip
 
 
 def _decided_count(r: Any, fleet: str) -> int:
@@ -293,18 +309,19 @@ def _analyse(
             stats[e["replica"]] = {k: json.loads(v) for k, v in e.items() if k not in ("replica", "kind", "time_s")}
     out["replica_stats"] = stats
     if kill_at is not None and victim is not None:
-        reshards = [(float(e["time_s"]), e) for _i, e in events if e.get("kind") == "reshard"
-                    and e["replica"] != victim and float(e["time_s"]) > kill_at]  # fmt: skip
-        acquired = sum(int(e["acquired"]) for _t, e in reshards)
+        first: dict[str, tuple[float, int]] = {}  # each survivor's first reshard after the kill
+        for _i, e in events:
+            if e.get("kind") == "reshard" and e["replica"] != victim and float(e["time_s"]) > kill_at:
+                first.setdefault(e["replica"], (float(e["time_s"]), int(e["acquired"])))
         claims = [e for _i, e in events if e.get("kind") == "claim" and float(e["time_s"]) > kill_at]
         late = [first_after[s] for s in victim_services if s in first_after]
         all_late = len(late) == len(victim_services)
         out["kill"] = {
             "victim": victim,
             "victim_services": len(victim_services),
-            "acquired_by_survivors": acquired,
+            "acquired_by_survivors": sum(n for _t, n in first.values()),
             "claimed_entries": sum(int(e["entries"]) for e in claims),
-            "takeover_s": round(max(t for t, _e in reshards) - kill_at, 3) if reshards else None,
+            "takeover_s": round(max(t for t, _n in first.values()) - kill_at, 3) if first else None,
             "takeover_decision_s": round(max(late) - kill_at, 3) if late and all_late else None,
         }
     return out
@@ -318,6 +335,8 @@ def bench_fleet(
     drill_counts: Sequence[int] = (2, 4),
     ticks: int = 12,
     policy: str = "default",
+    serve: bool = False,
+    num_cpus: int = 2,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
     """A steady run at each of ``replica_counts`` (the latency and how it scales), then a kill drill at
@@ -329,12 +348,22 @@ def bench_fleet(
     """
     plan = [(n, False) for n in replica_counts] + [(n, True) for n in drill_counts]
     runs = []
-    for n, kill in plan:
-        progress(f"fleet: {services} services, {n} controller replica(s), interval {interval_s:g} s"
-                 f"{', kill drill' if kill else ''}")  # fmt: skip
-        run = run_fleet(services=services, interval_s=interval_s, replicas=n, ticks=ticks, kill=kill, policy=policy,
-                        progress=progress)  # fmt: skip
-        runs.append({"drill": kill, **run})
+    server = None
+    if serve:
+        from rlctl.online.serve import LocalServe  # local: Ray Serve (the serve extra) is heavy
+
+        progress(f"ray serve: starting the policy deployment (num_cpus={num_cpus})")
+        server = LocalServe(policy, port=free_port(), num_cpus=num_cpus).start()
+    try:
+        for n, kill in plan:
+            progress(f"fleet: {services} services, {n} controller replica(s), interval {interval_s:g} s"
+                     f"{', kill drill' if kill else ''}")  # fmt: skip
+            run = run_fleet(services=services, interval_s=interval_s, replicas=n, ticks=ticks, kill=kill,
+                            policy=policy, policy_url=server.url if server else None, progress=progress)  # fmt: skip
+            runs.append({"drill": kill, **run})
+    finally:
+        if server is not None:
+            server.stop()
     steady = [r for r in runs if not r["drill"] and r["decision_p99_s"] is not None]
     best = min(steady, key=lambda r: r["decision_p99_s"]) if steady else None
     takeovers = [r["kill"]["takeover_s"] for r in runs if "kill" in r and r["kill"]["takeover_s"] is not None]
