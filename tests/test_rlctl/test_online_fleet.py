@@ -109,3 +109,30 @@ def test_kill_drill_loses_nothing_acts_once_and_takes_over_within_one_interval()
     assert kill["takeover_s"] is not None and kill["takeover_s"] < 1.0, kill
     assert set(result["decisions_by_replica"]) == {"r0", "r1"}
     assert np.isfinite(result["decision_p99_s"])
+
+
+@pytest.mark.real
+def test_an_entry_a_live_replica_holds_past_a_lease_is_claimed_and_its_holder_cannot_record_it(
+    server: RedisServer, policy: InProcessBatch
+) -> None:
+    fleet = "strand"
+    services = SERVICES[:8]
+    store = TelemetryStore(server.url, timeout_s=5.0)
+    store.redis.sadd(services_key(fleet), *services)
+    a, b = _replica(server, policy, "a", fleet), _replica(server, policy, "b", fleet)
+    for r in (a, b, a):
+        r.step()
+    assert a.owned and b.owned and sorted(a.owned + b.owned) == services
+    rows = Telemetry(len(services), 1.0).rows(time.time())
+    ids = store.add_many([TelemetrySample.from_array(r, service=s) for r, s in zip(rows, services, strict=True)])
+    held = a._read(services, ">")  # a holds every entry, b's streams too (as after a reshard it missed)
+    assert len(held) == len(services)
+    time.sleep(a.config.dead_after + 0.2)
+    a.heartbeat()  # a stays live: only the entries' idle time lets b take them
+    b.heartbeat()
+    assert b.decide(b.take_over(b.owned)) == len(b.owned)
+    assert a.decide(held) == len(a.owned) and a.stats.fenced == len(b.owned)  # refused: b holds them now
+    decided = [i for _id, f in store.redis.xrange(decisions_stream(fleet)) for i in f["ids"].split()]
+    assert sorted(decided) == sorted(ids)  # each sample once
+    by = {f["service"]: f["replica"] for _id, f in store.redis.xrange(decisions_stream(fleet))}
+    assert {s for s, r in by.items() if r == "b"} == set(b.owned)
