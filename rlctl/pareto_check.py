@@ -105,6 +105,10 @@ class CheckConfig:
     GOMAXPROCS threads had at ``nice -5`` in the calibration, which ran without a cgroup; more
     shields the measurement from a busy host's other tenants."""
     serve_flags: tuple[str, ...] = TESTBED_SERVE_FLAGS
+    iters_per_us: float | None = None
+    """Spin-loop iterations per CPU microsecond for every replica (``gosvc serve --iters-per-us``),
+    which fixes the work of ``--cpu-us``; None: the first replica calibrates it at its start, so
+    it follows the host's state then and differs between runs."""
     seed: int = 1
 
     def __post_init__(self) -> None:
@@ -191,7 +195,7 @@ class CpuAccount:
         if cgroups.is_v2(group) or (group / "cpuacct.usage").exists():
             self.path = group
             return
-        root = _mount_root(group)
+        root = cgroups._mount_root(group)  # the hierarchy's root, as rlctl.cgroups finds it
         acct = root.parent / "cpuacct"
         if not (acct / "cpuacct.usage").exists():
             raise ConfigError(
@@ -217,15 +221,6 @@ class CpuAccount:
             self._twin = None
 
 
-def _mount_root(path: Path) -> Path:
-    root = path
-    for parent in path.parents:
-        if not (parent / "cgroup.procs").exists():
-            break
-        root = parent
-    return root
-
-
 # ------------------------------------------------------------------------------ replicas and load
 
 
@@ -240,6 +235,9 @@ def _start_replicas(n: int, cfg: CheckConfig, stack: contextlib.ExitStack, meta:
     """``n`` test-bed services in quota cgroups; the first one's spin calibration fixes everyone's work."""
     out: list[Replica] = []
     flags = [*cfg.serve_flags, "--shutdown-timeout", "2s"]
+    if cfg.iters_per_us is not None:
+        flags += ["--iters-per-us", f"{cfg.iters_per_us:g}"]
+        meta["spin_iters_per_us"] = cfg.iters_per_us
     for i in range(n):
         bed = stack.enter_context(TestBed(flags, cgroup_quota_cores=cfg.quota_cores, nice=cfg.nice))
         if bed.cgroup is None:
@@ -249,7 +247,7 @@ def _start_replicas(n: int, cfg: CheckConfig, stack: contextlib.ExitStack, meta:
         account = CpuAccount(bed.cgroup, bed.proc.pid if bed.proc else 0)
         stack.callback(account.close)
         out.append(Replica(bed, account, AdminClient(bed.admin_root, token=bed.token, timeout_s=5.0)))
-        if i == 0:
+        if i == 0 and cfg.iters_per_us is None:
             iters = Scraper(bed.metrics_url).snapshot().gauge("gosvc_spin_iterations_per_cpu_second")
             if math.isfinite(iters) and iters > 0:
                 flags += ["--iters-per-us", f"{iters / 1e6:.6f}"]

@@ -137,6 +137,15 @@ def pareto(
             "two threads at nice -5, as calibrated; more shields the measurement from the host's other tenants.",
         ),
     ] = 6242,
+    check_iters_per_us: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0,
+            max=1e6,
+            help="--check-real: fix every replica's spin rate (gosvc --iters-per-us), so runs do the same work per "
+            "request; default: the first replica calibrates it at its start.",
+        ),
+    ] = None,
 ) -> None:
     """The knobs' Pareto front (P99, cores used, peak heap; P99 within the SLO) by NSGA-II in the simulator.
 
@@ -180,12 +189,12 @@ def pareto(
         if check_real:
             assert load is not None
             report["check"] = _check_real(report, prof, load, slo_p99_ms, repeats, check_duration, check_warmup,
-                                          check_shares)  # fmt: skip
+                                          check_shares, check_iters_per_us)  # fmt: skip
         out.write(report)
 
 
 def _check_real(report: dict[str, Any], prof: Any, load: float, slo_p99_ms: float, repeats: int, duration_s: float,
-                warmup_s: float, shares: int) -> dict[str, Any]:  # fmt: skip
+                warmup_s: float, shares: int, iters_per_us: float | None) -> dict[str, Any]:  # fmt: skip
     """The called-out points on real replicas (:mod:`rlctl.pareto_check`), printed and as JSON."""
     from rlctl import pareto_check as C
     from rlctl.progress import progress_bar
@@ -193,7 +202,7 @@ def _check_real(report: dict[str, Any], prof: Any, load: float, slo_p99_ms: floa
     points = C.check_points(report)
     quota = float(prof["cpu_quota_cores"][0])
     cfg = C.CheckConfig(load_qps=load, quota_cores=quota, repeats=repeats, duration_s=duration_s, warmup_s=warmup_s,
-                        shares=shares)  # fmt: skip
+                        shares=shares, iters_per_us=iters_per_us)  # fmt: skip
     with progress_bar("real test-bed", total=len(points) * repeats) as bar:
         meta: dict[str, Any] = {}
         trials = C.run_check(points, cfg, on_trial=lambda _t: bar.advance(), meta=meta)
