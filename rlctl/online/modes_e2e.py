@@ -288,7 +288,9 @@ def _r(x: float) -> float | None:
 
 def _loop(cfg: ModesE2EConfig, mode: str, target_cpu: float, actuators: Actuators, source: Any,
           store: TelemetryStore | None, metrics: ControllerMetrics | None = None) -> ControlLoop:  # fmt: skip
-    hpa = HPAConfig(target_cpu=target_cpu, sync_s=cfg.interval_s, downscale_window_s=cfg.downscale_window_s,
+    # sync_s below the interval: the rule syncs on telemetry time, and a sample 1.99 s after the last
+    # would skip a sync; a skipped sync answers "what runs", which in advise mode is a flapping advice.
+    hpa = HPAConfig(target_cpu=target_cpu, sync_s=0.5 * cfg.interval_s, downscale_window_s=cfg.downscale_window_s,
                     min_replicas=1, max_replicas=cfg.max_replicas, metric_window_s=2 * cfg.interval_s,
                     metric_lag_s=0.0, pod_ready_s=0.0)  # fmt: skip
     bounds = KnobBounds(min_replicas=1, max_replicas=cfg.max_replicas)
