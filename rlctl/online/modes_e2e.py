@@ -15,7 +15,9 @@ telemetry from Prometheus (:class:`~rlctl.online.prometheus.PrometheusSource`).
    Prometheus trigger computes, on the same query and the same server.
 2. **shadow**: a running autoscaler (the HPA rule at the Kubernetes default
    ``running_target_cpu``, acting) scales the replicas; the shadow controller (the HPA rule at
-   ``shadow_target_cpu``) runs with ``mode="shadow"``, audits to Redis and writes nothing.
+   ``shadow_target_cpu``, without ``behavior``: the legacy rate rule, ``max(2 * current, 4)``
+   per sync, because the v2 behavior remembers its own scale events as if they had happened,
+   which a shadow's never do) runs with ``mode="shadow"``, audits to Redis and writes nothing.
    Afterwards ``rlctl shadow-report`` (the real CLI, in a subprocess) compares what the shadow
    would have done with what ran, once from the audit and once from Prometheus' replica count.
 
@@ -287,12 +289,13 @@ def _r(x: float) -> float | None:
 
 
 def _loop(cfg: ModesE2EConfig, mode: str, target_cpu: float, actuators: Actuators, source: Any,
-          store: TelemetryStore | None, metrics: ControllerMetrics | None = None) -> ControlLoop:  # fmt: skip
+          store: TelemetryStore | None, metrics: ControllerMetrics | None = None, *,
+          behavior: bool = True) -> ControlLoop:  # fmt: skip
     # sync_s below the interval: the rule syncs on telemetry time, and a sample 1.99 s after the last
     # would skip a sync; a skipped sync answers "what runs", which in advise mode is a flapping advice.
     hpa = HPAConfig(target_cpu=target_cpu, sync_s=0.5 * cfg.interval_s, downscale_window_s=cfg.downscale_window_s,
                     min_replicas=1, max_replicas=cfg.max_replicas, metric_window_s=2 * cfg.interval_s,
-                    metric_lag_s=0.0, pod_ready_s=0.0)  # fmt: skip
+                    metric_lag_s=0.0, pod_ready_s=0.0, behavior=behavior)  # fmt: skip
     bounds = KnobBounds(min_replicas=1, max_replicas=cfg.max_replicas)
     config = ControlConfig(SERVICE, interval_s=cfg.interval_s, slo_p99_ms=cfg.slo_p99_ms, hpa=hpa, mode=mode,
                            safety=SafetyConfig(bounds=bounds))  # fmt: skip
@@ -405,7 +408,8 @@ def run_shadow(cfg: ModesE2EConfig, work: Path, out: Path) -> dict[str, Any]:
         running = _loop(cfg, "act", cfg.running_target_cpu, Actuators(replicas=reps), source, None)
         seen_by_shadow = Recorded(source, t0)
         shadow = _loop(cfg, "shadow", cfg.shadow_target_cpu, ReadOnlyActuators(Actuators(replicas=reps), mode="shadow"),
-                       seen_by_shadow, TelemetryStore(redis.url, timeout_s=0.5), metrics)  # fmt: skip
+                       seen_by_shadow, TelemetryStore(redis.url, timeout_s=0.5), metrics,
+                       behavior=False)  # fmt: skip
         running_thread = threading.Thread(target=running.run, name="running-autoscaler", daemon=True)
         running_thread.start()
         shadow_thread = run_in_thread(shadow)
