@@ -171,6 +171,26 @@ class LocalPrometheus:
             self._proc.stop()
 
 
+class LockedReplicas(ProcessReplicaActuator):
+    """Local replicas read and scaled from several threads (driver, controllers, the KEDA stand-in).
+
+    :class:`ProcessReplicaActuator` drops dead replicas from its list on every read; two threads
+    doing it at once (one stopping a replica, one counting) would remove it twice.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.RLock()
+
+    def get_replicas(self) -> int:
+        with self._lock:
+            return super().get_replicas()
+
+    def set_replicas(self, n: int) -> int:
+        with self._lock:
+            return super().set_replicas(n)
+
+
 class Writers:
     """Wraps ``set_replicas`` to record every replica change with the thread that made it."""
 
@@ -246,7 +266,7 @@ def _bench(cfg: ModesE2EConfig, work: Path, name: str) -> Iterator[tuple[Any, ..
     port = free_port()
     server = metrics.serve(port)
     prom = LocalPrometheus(work / f"prom-{name}", controller=f"127.0.0.1:{port}", scrape_s=cfg.scrape_s)
-    with RedisServer(directory=work / f"redis-{name}") as redis, ProcessReplicaActuator(args, token_file=token) as reps:
+    with RedisServer(directory=work / f"redis-{name}") as redis, LockedReplicas(args, token_file=token) as reps:
         splitter = LoadSplitter(reps)
 
         def changed(actuator: Any) -> None:
