@@ -37,6 +37,10 @@ def bench_fleet(
     policy: Annotated[str, typer.Option(help="Artifact the replicas load in-process (default: the shipped one).")] = (
         "default"
     ),
+    phases: Annotated[
+        int,
+        typer.Option(min=1, max=1000, help="Scrape phases: services in this many groups spread over the interval."),
+    ] = 1,
     serve: Annotated[
         bool, typer.Option(help="Decide through the Ray Serve deployment (POST /act/many) instead of in-process.")
     ] = False,
@@ -57,5 +61,5 @@ def bench_fleet(
     console = Console(stderr=True)
     with JsonOut(json_out) as out:
         out.write(run(services=services, interval_s=interval, replica_counts=counts, drill_counts=drill_counts,
-                      ticks=ticks, policy=policy, serve=serve, num_cpus=num_cpus,
+                      ticks=ticks, policy=policy, serve=serve, num_cpus=num_cpus, phases=phases,
                       progress=lambda msg: console.print(f"[dim]{msg}[/]")))  # fmt: skip

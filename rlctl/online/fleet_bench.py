@@ -3,9 +3,11 @@
 Per run: a real ``redis-server`` on a free port; ``replicas`` controller replicas, each a
 ``python -m rlctl.online.fleet`` process started through the test-bed harness; a producer (this
 process) that writes one simulated :class:`~rlctl.contract.TelemetrySample` per service per
-interval into the service's stream, all services at each tick (every collector scraping at
-once: the largest batches). With ``kill``, one replica is SIGKILLed just after the middle
-tick, while it is deciding, and the others must take its services and its pending entries over.
+interval into the service's stream: by default all services at each tick (every collector
+scraping at once: the largest batches); with ``phases`` P, the services in P groups spread
+evenly over the interval (as collectors with their own scrape offsets). With ``kill``, one
+replica is SIGKILLed just after the first phase of the middle tick is written, while it is
+deciding, and the others must take its services and its pending entries over.
 
 Figures per run, from the decisions stream (``rlctl:fleet:<fleet>:decisions``), which the
 replicas write in the same Lua script that acknowledges the entries:
@@ -150,6 +152,7 @@ def run_fleet(
     kill: bool,
     policy: str,
     policy_url: str | None = None,
+    phases: int = 1,
     warmup_ticks: int = 2,
     kill_delay_s: float = 0.05,
     ready_timeout_s: float = 300.0,
@@ -190,7 +193,11 @@ def run_fleet(
                 if k == warmup_ticks:
                     measured_from = now - 1e-3
                 rows = gen.rows(now)
+                step = -(-services // phases)  # services per phase
                 for lo in range(0, services, PRODUCER_CHUNK):  # stamped as written, as a collector's scrape
+                    wait = now + (lo // step) * interval_s / phases - time.time()
+                    if wait > 0:  # --phases: this chunk's services are scraped later in the interval
+                        time.sleep(wait)
                     names = svc[lo : lo + PRODUCER_CHUNK]
                     stamp = time.time()
                     rows[lo : lo + PRODUCER_CHUNK, COL["timestamp_s"]] = stamp
@@ -201,11 +208,11 @@ def run_fleet(
                     for s, i in zip(names, ids, strict=True):
                         produced_keys.append((s, i))
                         produced[f"{s} {i}"] = stamp
-                if victim is not None and k == ticks // 2:
-                    time.sleep(max(kill_delay_s - (time.time() - now), 0.0))
-                    kill_at = time.time()
-                    procs[victim].kill()  # SIGKILL, mid-batch
-                    progress(f"killed {victim} (SIGKILL) {kill_at - now:.3f} s after tick {k}")
+                    if victim is not None and k == ticks // 2 and kill_at is None and lo + PRODUCER_CHUNK >= step:
+                        time.sleep(kill_delay_s)  # the first phase is written: kill while it is being decided
+                        kill_at = time.time()
+                        procs[victim].kill()  # SIGKILL, mid-batch
+                        progress(f"killed {victim} (SIGKILL) {kill_at - now:.3f} s after tick {k}")
             # Drain: wait until every sample has a decision, or three intervals.
             deadline = time.monotonic() + 3 * interval_s
             while time.monotonic() < deadline:
@@ -229,6 +236,7 @@ def run_fleet(
     result = _analyse(produced, decisions, events, measured_from, kill_at, victim, t0, interval_s)
     return {
         "services": services, "interval_s": interval_s, "controller_replicas": replicas, "ticks": ticks,
+        "phases": phases,
         "warmup_ticks": warmup_ticks, **result, "pending_after": pending_after,
         "policy": _policy_note(policy, policy_url),
         "load_average_before": load_before, "load_average_after": load_average(),
@@ -337,6 +345,7 @@ def bench_fleet(
     policy: str = "default",
     serve: bool = False,
     num_cpus: int = 2,
+    phases: int = 1,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
     """A steady run at each of ``replica_counts`` (the latency and how it scales), then a kill drill at
@@ -359,7 +368,8 @@ def bench_fleet(
             progress(f"fleet: {services} services, {n} controller replica(s), interval {interval_s:g} s"
                      f"{', kill drill' if kill else ''}")  # fmt: skip
             run = run_fleet(services=services, interval_s=interval_s, replicas=n, ticks=ticks, kill=kill,
-                            policy=policy, policy_url=server.url if server else None, progress=progress)  # fmt: skip
+                            policy=policy, policy_url=server.url if server else None, phases=phases,
+                            progress=progress)  # fmt: skip
             runs.append({"drill": kill, **run})
     finally:
         if server is not None:
@@ -370,6 +380,7 @@ def bench_fleet(
     return {
         "services": services,
         "interval_s": interval_s,
+        "phases": phases,
         "controller_replicas": list(replica_counts),
         "drill_replicas": list(drill_counts),
         "decision_p99_s": best["decision_p99_s"] if best else None,
