@@ -47,6 +47,7 @@ def test_bench_isolation_tiny_run_measures_both_layouts_and_cleans_up(tmp_path: 
             assert p["foreign_cores_on_replica_cpus"] is not None
         else:
             assert p["foreign_cores_on_replica_cpus"] is None
+        assert p["foreign_cores"] >= 0
     for layout in ("isolated", "shared"):
         block = data["layouts"][layout]
         assert set(block["per_replicas"]) == {"1", "2"} and block["ratio_max_min"] >= 1.0

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -125,6 +126,8 @@ class Point:
     """Cores the replica processes used during the load."""
     foreign_cores_on_replica_cpus: float | None
     """Isolated layout: busy cores of the replica CPUs minus the replicas' own (other tenants of the host)."""
+    foreign_cores: float
+    """Busy cores of the whole host minus this benchmark's (replicas, proxy, load generator, itself)."""
     loadavg_before: list[float]
     loadavg_after: list[float]
     started: str
@@ -160,6 +163,13 @@ def _cpu_busy_s() -> dict[int, float]:
 
 def _replicas_cpu_s(mgr: ReplicaManager) -> float:
     return sum(process_cpu_seconds(r.proc.pid) or 0.0 for r in mgr.live() if r.proc is not None)
+
+
+def _own_cpu_s(proxy: FaultProxy) -> float:
+    """CPU seconds of this process, its waited-for children (the load generator) and the proxy."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    px = process_cpu_seconds(proxy.proc.pid) if proxy.proc is not None else None
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + (px or 0.0)
 
 
 class Bench:
@@ -235,11 +245,13 @@ class Bench:
                 "--timeout", f"{cfg.request_timeout_s:g}s", "--poisson", "--seed", str(cfg.seed + repeat),
                 "--max-inflight", "2000",
             ]  # fmt: skip
-            busy0, rep0, t0 = _cpu_busy_s(), _replicas_cpu_s(mgr), time.monotonic()
+            busy0, rep0, own0, t0 = _cpu_busy_s(), _replicas_cpu_s(mgr), _own_cpu_s(proxy), time.monotonic()
             proc = harness_run("loadgen", argv, timeout_s=cfg.warmup_s + cfg.point_s + 30)
-            busy1, rep1, t1 = _cpu_busy_s(), _replicas_cpu_s(mgr), time.monotonic()
+            busy1, rep1, own1, t1 = _cpu_busy_s(), _replicas_cpu_s(mgr), _own_cpu_s(proxy), time.monotonic()
         busy = {str(c): round((busy1[c] - busy0[c]) / (t1 - t0), 3) for c in sorted(busy1) if c in busy0}
         replicas_cores = max(0.0, rep1 - rep0) / (t1 - t0)
+        ours = replicas_cores + max(0.0, own1 - own0) / (t1 - t0)
+        foreign_all = round(max(0.0, sum(busy.values()) - ours), 3)
         foreign = None
         if layout == ISOLATED and cfg.split is not None:
             foreign = round(max(0.0, sum(busy[str(c)] for c in cfg.split.replica) - replicas_cores), 3)
@@ -260,12 +272,14 @@ class Bench:
                              1),
             error_rate=round(sum(float(x["errors"]) for x in steady) / offered, 5) if offered else 0.0,
             seconds=len(steady), cpu_busy=busy, replicas_cores=round(replicas_cores, 3),
-            foreign_cores_on_replica_cpus=foreign, loadavg_before=before, loadavg_after=_loadavg(), started=started,
+            foreign_cores_on_replica_cpus=foreign, foreign_cores=foreign_all,
+            loadavg_before=before, loadavg_after=_loadavg(), started=started,
             harness=iso.detail if iso is not None and layout == ISOLATED else "shared with the replicas",
         )  # fmt: skip
         self.on_point(
             f"{layout} n={n} r{repeat}: P99 {pt.p99_ms:.2f} ms at {pt.target_qps:.0f} qps "
-            f"(load {before[0]:.1f} -> {pt.loadavg_after[0]:.1f}; CPUs busy {busy}, replicas {replicas_cores:.2f} core)"
+            f"(load {before[0]:.1f} -> {pt.loadavg_after[0]:.1f}; CPUs busy {busy}, replicas "
+            f"{replicas_cores:.2f} core, other tenants {foreign_all:.2f} core)"
         )
         return pt
 
@@ -327,6 +341,7 @@ def summarize(points: list[Point], cfg: FlatnessConfig) -> dict[str, Any]:
                                  "p50_ms_median": statistics.median(p.p50_ms for p in mine),
                                  "replicas_cores_mean": round(statistics.fmean(p.replicas_cores for p in mine), 3),
                                  "foreign_cores_on_replica_cpus": foreign,
+                                 "foreign_cores": [p.foreign_cores for p in mine],
                                  "loadavg_1m_before": [p.loadavg_before[0] for p in mine]}  # fmt: skip
         means = [b["p99_ms_mean"] for b in per_n.values()]
         ratio = max(means) / min(means) if means and min(means) > 0 else None
