@@ -143,12 +143,22 @@ class ControlConfig:
         return self.policy_timeout_s if self.policy_timeout_s is not None else min(0.4 * self.interval_s, 2.0)
 
     def hpa_config(self) -> HPAConfig:
-        if self.hpa is not None:
-            return self.hpa
+        """The HPA rule's settings.
+
+        In advise and shadow mode the rule's decisions are not applied by the loop, so two of its
+        assumptions go: it syncs every step (``sync_s`` at most half the interval; between syncs it
+        answers "what runs", which in act mode is its last decision but would make the advice
+        flap with the telemetry clock), and it runs without ``behavior`` (the v2 rate limits
+        count the rule's own scale events as done; the autoscaler that carries out the advice
+        applies its own). The rule's legacy limit, ``max(2 * current, 4)`` per sync, still holds.
+        """
         b = self.safety.bounds
-        return HPAConfig(
+        cfg = self.hpa or HPAConfig(
             sync_s=self.interval_s, min_replicas=b.min_replicas, max_replicas=b.max_replicas, metric_lag_s=0.0
         )
+        if self.mode != "act":
+            cfg = dataclasses.replace(cfg, sync_s=min(cfg.sync_s, 0.5 * self.interval_s), behavior=False)
+        return cfg
 
 
 class ControllerMetrics:

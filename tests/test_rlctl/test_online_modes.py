@@ -59,14 +59,16 @@ class HotService:
         return TelemetrySample(**row, service="svc")
 
 
-def make_loop(fake: FakeKubeAPI, mode: str, *, events: bool = True) -> tuple[ControlLoop, DecisionEvents | None]:
+def make_loop(
+    fake: FakeKubeAPI, mode: str, *, events: bool = True, scrape: Any = None
+) -> tuple[ControlLoop, DecisionEvents | None]:
     client = fake.api_client()
     inner = Actuators(replicas=K8sScaleActuator(client, f"{NS}/{NAME}"))
     actuators = inner if mode == "act" else ReadOnlyActuators(inner, mode=mode)
     sink = DecisionEvents(client, f"{NS}/{NAME}", mode=mode, slo_p99_ms=8.0, min_interval_s=30.0) if events else None
     config = ControlConfig("svc", interval_s=0.2, mode=mode,
                            safety=SafetyConfig(bounds=KnobBounds(min_replicas=1, max_replicas=8)))  # fmt: skip
-    loop = ControlLoop(config, actuators, scrape=HotService(), metrics=ControllerMetrics(), events=sink)
+    loop = ControlLoop(config, actuators, scrape=scrape or HotService(), metrics=ControllerMetrics(), events=sink)
     return loop, sink
 
 
@@ -138,6 +140,24 @@ def test_the_read_only_actuators_refuse_a_write_even_if_asked(fake: FakeKubeAPI)
     assert results == {"all": "error: refused: a controller in advise mode writes nothing"}
     assert now[KNOB_COL["replicas"]] == 2.0 and fake.writes() == []
     assert ro.controllable() == ("replicas",)
+
+
+def test_the_advice_does_not_flap_with_the_telemetry_clock(fake: FakeKubeAPI) -> None:
+    # Samples 0.19 s apart at a 0.2 s interval: with sync_s = the interval the rule would skip
+    # every other sync and answer "what runs" (2) in between; the advice must stay put.
+    hot = HotService()
+
+    def slightly_early() -> TelemetrySample:
+        hot.t -= 0.01
+        return hot()
+
+    loop, _ = make_loop(fake, "advise", scrape=slightly_early)
+    assert loop.config.hpa_config().sync_s == 0.1 and ControlConfig("svc", interval_s=0.2).hpa_config().sync_s == 0.2
+    wanted = []
+    for _ in range(6):
+        loop.step()
+        wanted.append(loop.metrics.registry.get_sample_value("rlctl_desired_replicas", {"service": "svc"}))
+    assert all(w is not None and w > 2 for w in wanted), wanted
 
 
 def test_an_unknown_mode_is_refused_with_the_choices() -> None:
