@@ -203,8 +203,8 @@ def test_events_are_rate_limited_per_reason_and_keep_the_count(fake: FakeKubeAPI
     now[0] = 1040.0
     sink.record(_result(4, 5))
     sink.flush()  # what was held back is written on stopping
-    (up,) = [e for e in fake.list_events(DESCRIBE) if e["reason"] == "ScaledUp"]
-    assert up["count"] == 7 and up["message"].startswith("replicas 4 -> 5")
+    (latest,) = [e for e in fake.list_events(DESCRIBE) if e["reason"] == "ScaledUp"]
+    assert latest["count"] == 7 and latest["message"].startswith("replicas 4 -> 5")
     now[0] = 1040.0 + 601.0  # a long quiet spell: a new Event
     sink.record(_result(5, 6))
     assert len([e for e in fake.list_events(DESCRIBE) if e["reason"] == "ScaledUp"]) == 2
