@@ -28,8 +28,9 @@ while nobody else's move. A replica reads (``XREADGROUP ... >``) only the stream
 **No sample decided twice.** The consumer group delivers each entry to one consumer. A
 replica records its decisions and acknowledges their entries in one Lua script that first
 checks the replica's own lease: a replica that was declared dead (its heartbeat too old,
-by the server's clock) records nothing and acknowledges nothing, so the replica that took
-its services over is the only one that can record the entries it claimed. A replica also
+by the server's clock) records nothing and acknowledges nothing, and a decision is recorded
+only if every entry it consumed is still pending for the recording replica, so once another
+replica has claimed an entry only that one can record it. A replica also
 renews its lease before each chunk of ``DECIDE_CHUNK`` services it acts on, and acts on
 nothing more once a renewal finds that the lease had lapsed (it was stalled longer than
 ``dead_after_s``): the others may have claimed its entries. What it acted on between the last
@@ -41,7 +42,8 @@ takes over the streams it now owns: it claims (``XPENDING`` + ``XCLAIM``) the en
 for consumers that are no longer live and re-reads its own pending ones (``XREADGROUP ... 0``),
 then decides them with the new ones. Detection takes ``dead_after_s`` (default half the
 interval), the next poll at most ``poll_s`` more. Every three intervals a sweep does the same for
-all owned streams (entries of a consumer that died before this replica started).
+all owned streams, also claiming entries a live replica has held longer than ``dead_after_s``
+(it stalled, or it lost the stream in a reshard before it decided them).
 
 **One decision path, batched.** Per service the replica keeps a
 :class:`~rlctl.online.loop.ControlLoop` (its window, safety layer, HPA fallback, SLO guard) and
@@ -53,8 +55,15 @@ runs it in batches of up to 64). What the loop does around the decision (scrapin
 Redis reads, the boundary detector's forecast, per-service audit streams) the fleet does
 not: the decisions stream is its audit.
 
+The loop's private steps are used on purpose: ``ControlLoop.step`` also scrapes, reads and
+acknowledges Redis per service and runs the boundary detector (about 0.6 ms per service),
+which a batch of 1,000 services cannot afford; the steps themselves are the loop's, so the
+modes (``act``/``advise``/``shadow``), dry run, guard and safety limits are the same.
+
 Known limits: a service taken over starts with a fresh safety layer (cooldowns and step
-limits restart) and a fresh decoder carry; its window is re-read from its stream.
+limits restart) and a fresh decoder carry; its window is re-read from its stream. Acting is
+at least once across a takeover (``fenced`` in :class:`ReplicaStats` counts the decisions
+whose record was refused), recording exactly once.
 """
 
 from __future__ import annotations
@@ -407,7 +416,13 @@ class _Entry:
 
 @dataclass
 class ReplicaStats:
-    """What one replica did, reported in its ``stopped`` event."""
+    """What one replica did, reported in its ``stopped`` event.
+
+    ``decisions`` recorded; ``samples`` consumed by chunks recorded in full (a chunk with a
+    refused decision is not counted); ``fenced`` decisions not recorded (lease lapsed, or the
+    entries were claimed by another replica); ``claimed`` entries taken from other consumers;
+    ``acquired`` services taken on at reshards; ``decide_s`` wall time of each batch.
+    """
 
     batches: int = 0
     decisions: int = 0
