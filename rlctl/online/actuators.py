@@ -442,3 +442,7 @@ class ReadOnlyActuators(Actuators):
     def apply(self, current: npt.ArrayLike, target: npt.ArrayLike) -> tuple[FloatArray, dict[str, str]]:
         now = np.asarray(current, dtype=np.float64).reshape(len(KNOB_FIELDS)).copy()
         return now, {"all": f"error: refused: a controller in {self.mode} mode writes nothing"}
+
+    def reconcile(self) -> dict[str, str]:
+        """Re-sending the knobs to replicas that missed them is a write too: none."""
+        return {}

@@ -264,7 +264,9 @@ class DecisionEvents:
             series.count += add
             series.pending, series.pending_message = 0, ""
             series.last_write = now
-        series.last_seen = now
+            series.last_seen = now
+        else:  # gone (an Event's TTL is an hour) or refused: the next decision starts a new Event
+            self._series = {k: v for k, v in self._series.items() if v is not series}
 
     def _deployment_uid(self) -> str | None:
         """The Deployment's uid (``kubectl describe`` selects on it), from its scale subresource."""

@@ -140,6 +140,7 @@ def test_the_read_only_actuators_refuse_a_write_even_if_asked(fake: FakeKubeAPI)
     assert results == {"all": "error: refused: a controller in advise mode writes nothing"}
     assert now[KNOB_COL["replicas"]] == 2.0 and fake.writes() == []
     assert ro.controllable() == ("replicas",)
+    assert ro.reconcile() == {}
 
 
 def test_the_advice_does_not_flap_with_the_telemetry_clock(fake: FakeKubeAPI) -> None:
@@ -209,6 +210,20 @@ def test_events_are_rate_limited_per_reason_and_keep_the_count(fake: FakeKubeAPI
     sink.record(_result(5, 6))
     assert len([e for e in fake.list_events(DESCRIBE) if e["reason"] == "ScaledUp"]) == 2
     assert sink.written == 5 and sink.errors == 0
+
+
+def test_an_event_that_expired_is_started_again(fake: FakeKubeAPI) -> None:
+    now = [0.0]
+    sink = DecisionEvents(fake.api_client(), f"{NS}/{NAME}", min_interval_s=30.0, clock=lambda: now[0])
+    sink.record(_result(2, 3))
+    fake.events.clear()  # the API server dropped it (events live an hour)
+    now[0] = 40.0
+    sink.record(_result(3, 4))  # the patch finds nothing
+    assert sink.errors == 1 and fake.events == {}
+    now[0] = 45.0
+    sink.record(_result(4, 5))
+    (event,) = fake.list_events(DESCRIBE)
+    assert event["count"] == 1 and event["message"].startswith("replicas 4 -> 5")
 
 
 def test_the_event_is_a_valid_core_v1_event_with_a_readable_why(fake: FakeKubeAPI) -> None:
