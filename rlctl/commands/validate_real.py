@@ -176,6 +176,14 @@ def bench_isolation(
         4, "--max-replicas", min=1, max=64, help="Replicas from 1 to this; each gets the replica CPUs / this of quota."
     ),
     cpu_us: int = typer.Option(1000, "--cpu-us", min=1, max=1_000_000, help="CPU work per request (as validate-real)."),
+    cpu_iters: int | None = typer.Option(
+        None,
+        "--cpu-iters",
+        min=1,
+        max=10**12,
+        help="Spin iterations per request instead of --cpu-us at the fastest "
+        "of three calibrations (gosvc serve --cpu-iters).",
+    ),
     fraction: float = typer.Option(
         0.5, "--fraction", min=0.01, max=1.5, help="Load per replica as a fraction of one isolated replica's knee."
     ),
@@ -206,7 +214,8 @@ def bench_isolation(
     if split is None:
         raise ConfigError("--replica-cpus off: the benchmark compares the split with the shared layout; give CPUs")
     cfg = FlatnessConfig(
-        split=split, max_replicas=max_replicas, cpu_us=cpu_us, fraction=fraction, per_replica_qps=per_replica_qps,
+        split=split, max_replicas=max_replicas, cpu_us=cpu_us, cpu_iters=cpu_iters, fraction=fraction,
+        per_replica_qps=per_replica_qps,
         point_s=point_s, warmup_s=warmup_s, repeats=repeats, layouts=tuple(layout) or ("isolated", "shared"),
         gosvc=str(gosvc) if gosvc else None, seed=seed,
     )  # fmt: skip

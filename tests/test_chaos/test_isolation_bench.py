@@ -33,6 +33,8 @@ def test_bench_isolation_tiny_run_measures_both_layouts_and_cleans_up(tmp_path: 
     data = json.loads(out.read_text())
     assert data["schema"] == "rlctl.bench.isolation/v1"
     assert data["config"]["quota_cores"] == pytest.approx(0.5)  # one replica CPU over two replicas
+    assert len(data["cpu_iters_calibrations"]) == 3  # the work per request: the fastest calibration
+    assert data["cpu_iters_per_request"] == max(data["cpu_iters_calibrations"])
     points = data["points"]
     assert sorted((p["layout"], p["replicas"]) for p in points) == [
         ("isolated", 1), ("isolated", 2), ("shared", 1), ("shared", 2),

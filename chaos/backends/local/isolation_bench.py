@@ -68,6 +68,11 @@ class FlatnessConfig:
     """Quota per replica in cores, instead of the replica set divided by ``max_replicas``."""
     cpu_us: int = 1000
     """CPU work per request (``gosvc serve --cpu-us``), as ``rlctl validate-real``."""
+    cpu_iters: int | None = None
+    """Spin iterations per request (``gosvc serve --cpu-iters``); None: ``cpu_us`` at the fastest of
+    ``calibrations`` spin-loop calibrations (a neighbour's burst only slows a calibration down, which
+    would make every request of the run cheaper; the 19:08 run calibrated 36 % low)."""
+    calibrations: int = 3
     fraction: float = 0.5
     """Load per replica as a fraction of one isolated replica's measured capacity."""
     per_replica_qps: float | None = None
@@ -180,6 +185,7 @@ class Bench:
         self.gosvc = find_gosvc(cfg.gosvc)
         self.on_point = on_point or (lambda _msg: None)
         self.cpu_iters: int | None = None
+        self.calibrated: list[int] = []
         self._k = 0
 
     @contextlib.contextmanager
@@ -209,6 +215,23 @@ class Bench:
             mgr.scale_to(n)
             self.cpu_iters = mgr.cpu_iters
             yield proxy, mgr
+
+    def calibrate(self) -> int:
+        """Spin iterations per request: ``cpu_us`` at the fastest of ``calibrations`` replica starts."""
+        cfg = self.cfg
+        if cfg.cpu_iters is not None:
+            self.cpu_iters = cfg.cpu_iters
+            return cfg.cpu_iters
+        found: list[int] = []
+        for _ in range(cfg.calibrations):
+            self.cpu_iters = None
+            with self.plant(ISOLATED if cfg.split is not None else SHARED, 1):
+                assert self.cpu_iters is not None
+                found.append(self.cpu_iters)
+        self.cpu_iters = max(found)
+        self.calibrated = found
+        self.on_point(f"work per request: {self.cpu_iters} spin iterations (calibrations {found})")
+        return self.cpu_iters
 
     def capacity(self) -> dict[str, Any]:
         """One replica's knee (isolated when there is a split) by ``rlctl probe``'s ramp, through the proxy."""
@@ -292,6 +315,7 @@ class Bench:
         cfg = self.cfg
         started = time.time()
         load_start = _loadavg()
+        self.calibrate()
         cap: dict[str, Any]
         if cfg.per_replica_qps is not None:
             cap = {"capacity_qps": None, "given_per_replica_qps": cfg.per_replica_qps}
@@ -321,6 +345,7 @@ class Bench:
             "loadavg_end": _loadavg(),
             "duration_s": round(time.time() - started, 1),
             "cpu_iters_per_request": self.cpu_iters,
+            "cpu_iters_calibrations": self.calibrated,
             "layouts": summarize(points, cfg),
             "points": [asdict(p) for p in points],
         }
