@@ -216,6 +216,25 @@ class Writers:
         return out
 
 
+def scaled_object_replicas(
+    value: float, current: int, failures: int, *, threshold: float = 1.0, min_replicas: int = 1,
+    max_replicas: int = 4, tolerance: float = 0.1, fallback_after: int = 3,
+) -> int:  # fmt: skip
+    """The replicas a KEDA ScaledObject's HPA sets for a Prometheus trigger answering ``value``.
+
+    ``AverageValue`` target ``threshold``: ``ceil(value / threshold)``, unless the ratio to
+    ``current`` is within the HPA's ``tolerance``; bounded by min/max. ``value`` NaN is a failed
+    poll (``ignoreNullValues: false``): after ``fallback_after`` in a row, ``fallback.replicas``
+    (here ``max_replicas``), before that no change.
+    """
+    if math.isnan(value):
+        desired = max_replicas if failures >= fallback_after else current
+    else:
+        ratio = value / (threshold * max(current, 1))
+        desired = current if abs(ratio - 1.0) <= tolerance else math.ceil(value / threshold)
+    return min(max(desired, min_replicas), max_replicas)
+
+
 class KedaStandIn:
     """What a KEDA ScaledObject with a Prometheus trigger (AverageValue, threshold 1) does to the replicas."""
 
@@ -241,14 +260,8 @@ class KedaStandIn:
                 value = self.prom.query(ADVICE_QUERY)
             except TelemetryError:
                 value = math.nan
-            if math.isnan(value):  # ignoreNullValues: false -> an empty result is a failed poll
-                self.failures += 1
-                desired = self.cfg.max_replicas if self.failures >= 3 else current  # fallback.replicas
-            else:
-                self.failures = 0
-                ratio = value / max(current, 1)
-                desired = current if abs(ratio - 1.0) <= 0.1 else math.ceil(value / 1.0)
-            desired = min(max(desired, 1), self.cfg.max_replicas)
+            self.failures = self.failures + 1 if math.isnan(value) else 0
+            desired = scaled_object_replicas(value, current, self.failures, max_replicas=self.cfg.max_replicas)
             self.timeline.append({"t_s": round(time.time() - self.t0, 1), "advice": None if math.isnan(value)
                                   else value, "replicas": current, "set": desired})  # fmt: skip
             if desired != current:

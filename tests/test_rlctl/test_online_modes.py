@@ -334,3 +334,13 @@ def test_rlctl_control_mode_through_the_cli(tmp_path: Path, fake: FakeKubeAPI, m
     else:
         assert deployment_writes(fake) == [] and fake.deployments[(NS, NAME)]["replicas"] == 2
         assert reasons == (["Advised"] if mode == "advise" else [])
+
+
+def test_the_scaled_object_stand_in_does_kedas_arithmetic() -> None:
+    from rlctl.online.modes_e2e import scaled_object_replicas as replicas
+
+    assert replicas(3.0, 1, 0) == 3 and replicas(2.4, 1, 0) == 3  # ceil(advice / threshold 1)
+    assert replicas(10.0, 1, 0) == 4 and replicas(0.0, 3, 0) == 1  # the bounds
+    assert replicas(10.5, 10, 0, max_replicas=16) == 10  # within the HPA's 10 % tolerance
+    assert replicas(12.0, 10, 0, max_replicas=16) == 12
+    assert replicas(math.nan, 2, 2) == 2 and replicas(math.nan, 2, 3) == 4  # fallback after 3 failed polls
