@@ -9,16 +9,16 @@ controller's decisions show up beside the Deployment's own::
     Normal   ScaledUp    rlctl-controller  replicas 2 -> 4 by ppo:default (act): P99 12.3 ms over the 8 ms SLO, ...
     Normal   Advised     rlctl-controller  replicas 2 -> 4 by hpa (advise): ...; the autoscaler carries it out
 
-============  ========  ==============================================================
-reason        type      when
-============  ========  ==============================================================
-ScaledUp      Normal    ``act``: the replicas went up (other knobs may have changed too)
-ScaledDown    Normal    ``act``: the replicas went down
-KnobsChanged  Normal    ``act``: runtime or host knobs changed, the replicas did not
-Advised       Normal    ``advise``: the advice (desired knobs) changed and differs from what runs
-Fallback*     Warning   any of the above decided by the fallback rule (``FallbackScaledUp``, ...)
-ActuationFailed Warning ``act``: an actuator refused a change (its error in the message)
-============  ========  ==============================================================
+===============  ========  ==============================================================
+reason           type      when
+===============  ========  ==============================================================
+ScaledUp         Normal    ``act``: the replicas went up (other knobs may have changed too)
+ScaledDown       Normal    ``act``: the replicas went down
+KnobsChanged     Normal    ``act``: runtime or host knobs changed, the replicas did not
+Advised          Normal    ``advise``: the advice (desired knobs) changed and differs from what runs
+Fallback*        Warning   any of the above decided by the fallback rule (``FallbackScaledUp``, ...)
+ActuationFailed  Warning   ``act``: an actuator refused a change (its error in the message)
+===============  ========  ==============================================================
 
 ``shadow`` and dry runs write no Events: they change nothing, and a shadow controller must
 not be mistaken for the one acting. Holds and kill-switch steps change nothing either.
@@ -28,8 +28,9 @@ not be mistaken for the one acting. Holds and kill-switch steps change nothing e
 decision of a reason creates an Event (``count`` 1); decisions of that reason within
 ``min_interval_s`` of the last write are held back and counted; the first one after it patches
 the same Event (``count`` += held back + 1, ``lastTimestamp``, the newest message). After
-``series_s`` (default 600 s) without that reason, the next one starts a new Event. :meth:`flush`
-(the loop calls it on stopping) writes what is held back. So a controller flapping every 5 s
+``series_s`` (default 600 s) without that reason, or after a write failed (the Event expired),
+the next one starts a new Event. :meth:`flush` (the loop calls it on stopping) writes what is
+held back. So a controller flapping every 5 s
 makes one write per 30 s per reason, and the count still says how many decisions there were.
 
 The Events API needs ``create`` and ``patch`` on ``events`` (core group) in the Deployment's
