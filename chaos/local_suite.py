@@ -97,6 +97,9 @@ class RealConfig:
     """CPU quota per replica in cores (a cgroup each, v1 or v2): one replica's knee is about 170 QPS."""
     cpu_us: int = 1000
     """CPU work per request (``gosvc serve --cpu-us``)."""
+    cpu_iters: int | None = None
+    """Spin iterations per request for every run; None: ``cpu_us`` at the fastest of three spin-loop
+    calibrations at the start of the suite (one per run let a neighbour's burst change the work)."""
     replicas: int = 2
     max_replicas: int = 4
     """Four replicas of 0.25 core fill the replicas' CPU (CPU 1 of a 2-vCPU host); the load generator,
@@ -176,15 +179,23 @@ def scale_scenario(spec: Scenario, factor: float) -> Scenario:
     return spec.model_copy(update={"load": load})
 
 
-def measure_replica_capacity(cfg: RealConfig) -> dict[str, Any]:
+def suite_bench(cfg: RealConfig) -> Bench:
+    """The flatness benchmark's plant with the suite's settings: its calibration and capacity probe."""
+    bench_cfg = FlatnessConfig(
+        split=cfg.cpu_split, max_replicas=cfg.max_replicas, replica_cpu=cfg.replica_cpu, cpu_us=cfg.cpu_us,
+        cpu_iters=cfg.cpu_iters, gosvc=cfg.gosvc,
+        layouts=(ISOLATED, SHARED) if cfg.cpu_split is not None else (SHARED,),
+    )  # fmt: skip
+    return Bench(bench_cfg, on_point=lambda msg: log.info("%s", msg))
+
+
+def measure_replica_capacity(bench: Bench) -> dict[str, Any]:
     """One replica's capacity, as the suite runs it (quota, work per request, CPU split): ``rlctl probe``'s
     ramp and knee (:func:`rlctl.boundary.probe.run_probe`) through the fault proxy, on one replica in
     the replicas' CPU set (:meth:`chaos.backends.local.isolation_bench.Bench.capacity`)."""
-    bench_cfg = FlatnessConfig(
-        split=cfg.cpu_split, max_replicas=cfg.max_replicas, replica_cpu=cfg.replica_cpu, cpu_us=cfg.cpu_us,
-        gosvc=cfg.gosvc, layouts=(ISOLATED, SHARED) if cfg.cpu_split is not None else (SHARED,),
-    )  # fmt: skip
-    return Bench(bench_cfg, on_point=lambda msg: log.info("%s", msg)).capacity()
+    if bench.cpu_iters is None:
+        bench.calibrate()
+    return bench.capacity()
 
 
 def size_scenarios(
@@ -243,17 +254,21 @@ def run_suite(
         )
     specs = {name: load_scenario(scenario_path(name)) for name in cfg.scenarios}
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.sizing not in SIZING_MODES:
+        raise ConfigError(f"--sizing {cfg.sizing!r}: choose {', '.join(SIZING_MODES)}")
+    bench = suite_bench(cfg)
     sizing: dict[str, Any] | None = None
+    capacity: dict[str, Any] = {}
+    with contextlib.ExitStack() as pinned:
+        if cfg.cpu_split is not None:
+            pinned.enter_context(HarnessIsolation(cfg.cpu_split, command="validate-real"))
+        cpu_iters = bench.calibrate()  # one work per request for every run of the suite
+        if cfg.sizing != "off" and cfg.replica_capacity_qps is None:
+            capacity = measure_replica_capacity(bench)
     if cfg.sizing != "off":
-        if cfg.sizing not in SIZING_MODES:
-            raise ConfigError(f"--sizing {cfg.sizing!r}: choose {', '.join(SIZING_MODES)}")
         if cfg.replica_capacity_qps is not None:
             capacity, source = {"capacity_qps": cfg.replica_capacity_qps}, "given by --replica-capacity"
         else:
-            with contextlib.ExitStack() as pinned:
-                if cfg.cpu_split is not None:
-                    pinned.enter_context(HarnessIsolation(cfg.cpu_split, command="validate-real"))
-                capacity = measure_replica_capacity(cfg)
             source = "measured by rlctl probe's ramp on one isolated replica"
         specs, per_scenario = size_scenarios(
             specs, float(capacity["capacity_qps"]), cfg.max_replicas, mode=cfg.sizing, source=source
@@ -269,6 +284,7 @@ def run_suite(
         "machine": machine(),
         "settings": {
             "replica_cpu_cores": cfg.replica_cpu, "cpu_us_per_request": cfg.cpu_us, "replicas": cfg.replicas,
+            "cpu_iters_per_request": cpu_iters, "cpu_iters_calibrations": bench.calibrated,
             "max_replicas": cfg.max_replicas, "interval_s": cfg.interval_s, "repeats": cfg.repeats,
             "controllers": controllers, "scenarios": list(cfg.scenarios),
             "cpu_split": cfg.cpu_split.to_dict() if cfg.cpu_split is not None else None,
@@ -299,7 +315,7 @@ def run_suite(
                     LocalConfig(
                         gosvc=cfg.gosvc, replica_cpu=cfg.replica_cpu or None, cpu_us=cfg.cpu_us,
                         interval_s=cfg.interval_s, initial_knobs=knobs, bounds=bounds,
-                        log_dir=run_dir / "logs", seed=rep, cpu_split=cfg.cpu_split,
+                        log_dir=run_dir / "logs", seed=rep, cpu_split=cfg.cpu_split, cpu_iters=cpu_iters,
                     )
                 )  # fmt: skip
                 if on_start is not None:

@@ -60,6 +60,9 @@ class LocalConfig(LiveConfig):
     """CPU quota per replica in cores, through its own CPU cgroup (v1 or v2); None: no cgroup."""
     cpu_us: int = 200
     """CPU work per request (``gosvc serve --cpu-us``)."""
+    cpu_iters: int | None = None
+    """Spin iterations per request (``gosvc serve --cpu-iters``), fixed for the run; None: ``cpu_us`` as
+    the first replica's spin-loop calibration converts it."""
     serve_args: tuple[str, ...] = ()
     """Extra ``gosvc serve`` flags for every replica."""
     loss_mode: str = "drop"
@@ -198,6 +201,7 @@ class _LocalRun(LiveRun):
             serve_args=cfg.serve_args, log_dir=self.log_dir,
             cpus=cfg.cpu_split.replica_list if cfg.cpu_split is not None and cfg.replica_cpu else None,
         )  # fmt: skip
+        self.replicas.cpu_iters = cfg.cpu_iters
         self.replicas.setup()
         self.replicas.scale_to(self.knobs.replicas)
         self.faults = LocalFaults(
