@@ -327,6 +327,8 @@ def control_plan(
         return ControlPlan(spec, policy=spec.artifact, guard=cfg)
     hpa = None
     if spec is not None and spec.param is not None:
-        hpa = HPAConfig(target_cpu=spec.param, sync_s=interval_s, min_replicas=bounds.min_replicas,
+        # sync_s half the interval: the rule syncs on every step even when a scraped sample's
+        # timestamp comes a little early (with sync_s == interval it skipped every other step).
+        hpa = HPAConfig(target_cpu=spec.param, sync_s=0.5 * interval_s, min_replicas=bounds.min_replicas,
                         max_replicas=bounds.max_replicas, metric_lag_s=0.0)  # fmt: skip
     return ControlPlan(spec, hpa=hpa, guard=cfg)

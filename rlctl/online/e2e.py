@@ -230,7 +230,7 @@ def run_once(cfg: E2EConfig, *, controlled: bool, policy_url: str | None, work: 
             bounds = KnobBounds(min_replicas=1, max_replicas=cfg.max_replicas)
             # The rule on the loop's own fresh scrape (no metrics-server age); a local replica
             # serves when set_replicas returns (GoService.start waits for it), so it is Ready at once.
-            hpa = HPAConfig(target_cpu=cfg.hpa_target_cpu, sync_s=cfg.interval_s, downscale_window_s=60.0,
+            hpa = HPAConfig(target_cpu=cfg.hpa_target_cpu, sync_s=0.5 * cfg.interval_s, downscale_window_s=60.0,
                             min_replicas=1, max_replicas=cfg.max_replicas,
                             metric_window_s=2 * cfg.interval_s, metric_lag_s=0.0, pod_ready_s=0.0)  # fmt: skip
             config = ControlConfig("e2e", interval_s=cfg.interval_s, slo_p99_ms=cfg.slo_p99_ms, hpa=hpa,

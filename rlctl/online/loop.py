@@ -154,7 +154,12 @@ class ControlConfig:
         """
         b = self.safety.bounds
         cfg = self.hpa or HPAConfig(
-            sync_s=self.interval_s, min_replicas=b.min_replicas, max_replicas=b.max_replicas, metric_lag_s=0.0
+            # Half the interval: synced on every step even when a scraped sample's timestamp comes
+            # a little early (with sync_s == interval the rule skipped every other step then).
+            sync_s=0.5 * self.interval_s,
+            min_replicas=b.min_replicas,
+            max_replicas=b.max_replicas,
+            metric_lag_s=0.0,
         )
         if self.mode != "act":
             cfg = dataclasses.replace(cfg, sync_s=min(cfg.sync_s, 0.5 * self.interval_s), behavior=False)

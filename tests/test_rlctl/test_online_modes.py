@@ -153,7 +153,9 @@ def test_the_advice_does_not_flap_with_the_telemetry_clock(fake: FakeKubeAPI) ->
         return hot()
 
     loop, _ = make_loop(fake, "advise", scrape=slightly_early)
-    assert loop.config.hpa_config().sync_s == 0.1 and ControlConfig("svc", interval_s=0.2).hpa_config().sync_s == 0.2
+    # The same in act mode (the rule keeps its behavior there): it syncs on every step too.
+    act = ControlConfig("svc", interval_s=0.2).hpa_config()
+    assert loop.config.hpa_config().sync_s == 0.1 and act.sync_s == 0.1 and act.behavior
     wanted = []
     for _ in range(6):
         loop.step()
