@@ -190,6 +190,9 @@ def bench_isolation(
     per_replica_qps: float | None = typer.Option(
         None, "--per-replica-qps", min=1.0, max=1e6, help="Use this load per replica instead of probing capacity."
     ),
+    capacity_probes: int = typer.Option(
+        1, "--capacity-probes", min=1, max=9, help="Capacity probes of one replica; the median knee counts."
+    ),
     point_s: float = typer.Option(20.0, "--point-s", min=3.0, max=3600.0, help="Measured seconds per point."),
     warmup_s: float = typer.Option(3.0, "--warmup-s", min=0.0, max=600.0, help="Seconds dropped before each point."),
     repeats: int = typer.Option(3, "--repeats", min=1, max=100, help="Repeats (n order shuffled, layouts alternated)."),
@@ -215,7 +218,7 @@ def bench_isolation(
         raise ConfigError("--replica-cpus off: the benchmark compares the split with the shared layout; give CPUs")
     cfg = FlatnessConfig(
         split=split, max_replicas=max_replicas, cpu_us=cpu_us, cpu_iters=cpu_iters, fraction=fraction,
-        per_replica_qps=per_replica_qps,
+        per_replica_qps=per_replica_qps, capacity_probes=capacity_probes,
         point_s=point_s, warmup_s=warmup_s, repeats=repeats, layouts=tuple(layout) or ("isolated", "shared"),
         gosvc=str(gosvc) if gosvc else None, seed=seed,
     )  # fmt: skip

@@ -73,6 +73,9 @@ class FlatnessConfig:
     ``calibrations`` spin-loop calibrations (a neighbour's burst only slows a calibration down, which
     would make every request of the run cheaper; the 19:08 run calibrated 36 % low)."""
     calibrations: int = 3
+    capacity_probes: int = 1
+    """Probes of one replica's capacity; the median knee is the capacity (a neighbour's burst during a
+    probe's ramp moves its knee)."""
     fraction: float = 0.5
     """Load per replica as a fraction of one isolated replica's measured capacity."""
     per_replica_qps: float | None = None
@@ -234,6 +237,18 @@ class Bench:
         return self.cpu_iters
 
     def capacity(self) -> dict[str, Any]:
+        """The median of ``capacity_probes`` knees of one replica (:meth:`probe_capacity`)."""
+        probes = [self.probe_capacity() for _ in range(max(1, self.cfg.capacity_probes))]
+        knees = sorted(float(p["capacity_qps"]) for p in probes)
+        out = dict(probes[0]) if len(probes) == 1 else {"probes": probes}
+        out |= {"capacity_qps": statistics.median(knees), "knees_qps": knees}
+        if len(probes) > 1:
+            self.on_point(
+                f"capacity: median of {len(knees)} knees {[round(k) for k in knees]}: {out['capacity_qps']:.0f}"
+            )
+        return out
+
+    def probe_capacity(self) -> dict[str, Any]:
         """One replica's knee (isolated when there is a split) by ``rlctl probe``'s ramp, through the proxy."""
         cfg = self.cfg
         top = cfg.quota_cores * 1e6 / cfg.cpu_us  # requests/s the quota allows at best
