@@ -47,7 +47,7 @@ all owned streams, also claiming entries a live replica has held longer than ``d
 
 **One decision path, batched.** Per service the replica keeps a
 :class:`~rlctl.online.loop.ControlLoop` (its window, safety layer, HPA fallback, SLO guard) and
-decides through that loop's own steps (``_decide``, ``_shield``, ``_actuate``); only the
+decides through that loop's own steps (``decide``, ``shield``, ``actuate``); only the
 policy call is batched: the windows of every service with new telemetry go to the policy in
 one call (:class:`InProcessBatch`: one forward pass of :class:`~rlctl.online.policy.PolicyModel`;
 :class:`HttpBatch`: one ``POST /act/many`` to the Ray Serve deployment, whose ``@serve.batch``
@@ -100,7 +100,7 @@ from rlctl.contract import (
 )
 from rlctl.errors import ConfigError, TelemetryError
 from rlctl.online.actuators import Actuators
-from rlctl.online.loop import ControlConfig, ControllerMetrics, ControlLoop, _knobs_from_sample
+from rlctl.online.loop import ControlConfig, ControllerMetrics, ControlLoop, knobs_from_sample
 from rlctl.online.policy import (
     ActManyResponse,
     Decision,
@@ -643,7 +643,7 @@ class FleetReplica:
             window = loop.window_array()
             current, _errors = loop.actuators.read(loop.known_knobs)
             if window is not None:
-                current = np.where(np.isfinite(current), current, _knobs_from_sample(window[-1]))
+                current = np.where(np.isfinite(current), current, knobs_from_sample(window[-1]))
             loop.known_knobs = current
             if window is not None:
                 services.append(s)
@@ -675,14 +675,14 @@ class FleetReplica:
         """The loop's own decision steps for one service (policy answer already primed)."""
         loop = self.loops[service]
         t0 = time.monotonic()
-        # _decide, _shield and _actuate are the loop's step without its I/O; knobs nobody could
-        # read came from the newest sample by the loop's rule (_knobs_from_sample) in decide().
+        # decide, shield and actuate are the loop's step without its I/O; knobs nobody could
+        # read came from the newest sample by the loop's rule (knobs_from_sample) in decide().
         window = loop.window_array()
         current = loop.known_knobs
-        reason, cause, detail, controller, target, _decision = loop._decide(window, current, now_wall, None, None)
+        reason, cause, detail, controller, target, _decision = loop.decide(window, current, now_wall, None, None)
         if loop.guard is not None and window is not None and reason in ("policy", "fallback", "hpa"):
-            target, controller, detail = loop._shield(window, current, target, controller, detail)
-        safe, _notes, _applied, actuation = loop._actuate(reason, current, target, t0)
+            target, controller, detail = loop.shield(window, current, target, controller, detail)
+        safe, _notes, _applied, actuation = loop.actuate(reason, current, target, t0)
         if self.config.safety.dry_run and reason not in ("hold", "killswitch"):
             reason = "dry-run"
         self.primed.answers.pop(service, None)

@@ -247,7 +247,7 @@ def _fmt_knob(v: float) -> str:
     return f"{v:g}" if math.isfinite(v) else "?"
 
 
-def _knobs_from_sample(row: FloatArray) -> FloatArray:
+def knobs_from_sample(row: FloatArray) -> FloatArray:
     """The knobs a telemetry sample reports (unknown ones NaN)."""
     out = np.full(len(KNOB_FIELDS), np.nan)
     out[KNOB_COL["replicas"]] = row[COL["replicas"]]
@@ -389,18 +389,18 @@ class ControlLoop:
         # Knobs nobody could read yet come from the telemetry, then from the contract defaults.
         window = self.window_array()
         if window is not None:
-            self.known_knobs = np.where(np.isfinite(current), current, _knobs_from_sample(window[-1]))
+            self.known_knobs = np.where(np.isfinite(current), current, knobs_from_sample(window[-1]))
             current = self.known_knobs
 
-        reason, cause, detail, controller, target, decision = self._decide(window, current, now_wall,
+        reason, cause, detail, controller, target, decision = self.decide(window, current, now_wall,
                                                                            scrape_err, redis_err)  # fmt: skip
         if self.guard is not None and window is not None and reason in ("policy", "fallback", "hpa"):
-            target, controller, detail = self._shield(window, current, target, controller, detail)
+            target, controller, detail = self.shield(window, current, target, controller, detail)
         # Replicas that missed a knob change or became ready since get the current knobs (act mode only).
         writes = cfg.mode == "act" and not cfg.safety.dry_run and reason not in ("hold", "killswitch")
         reconcile = getattr(self.actuators, "reconcile", None)  # the chaos backend's actuators have none
         reconciled = reconcile() if writes and reconcile is not None else {}
-        safe, notes, applied, actuation = self._actuate(reason, current, target, t0)
+        safe, notes, applied, actuation = self.actuate(reason, current, target, t0)
         actuation = {**reconciled, **actuation}
         if cfg.safety.dry_run and reason not in ("hold", "killswitch"):
             detail = f"would: {reason}{f' ({cause})' if cause else ''}: {detail}"
@@ -451,7 +451,7 @@ class ControlLoop:
                 log.exception("%s: recording the decision as an Event failed", service)
         return result
 
-    def _decide(
+    def decide(
         self,
         window: FloatArray | None,
         current: FloatArray,
@@ -459,7 +459,7 @@ class ControlLoop:
         scrape_err: str | None,
         redis_err: str | None,
     ) -> tuple[str, str, str, str, FloatArray, Decision | None]:
-        """``(reason, cause, detail, controller, target, policy decision or None)``."""
+        """One step's decision, without I/O (the fleet calls it per service): ``(reason, cause, detail, controller, target, policy decision or None)``."""
         cfg = self.config
         hold = current.copy()
 
@@ -491,7 +491,7 @@ class ControlLoop:
         self.metrics.policy_seconds.labels(cfg.service).observe(time.monotonic() - t)
         return "policy", "", f"action {decision.action}", decision.policy, decision.target_knobs, decision
 
-    def _shield(
+    def shield(
         self, window: FloatArray, current: FloatArray, target: FloatArray, controller: str, detail: str
     ) -> tuple[FloatArray, str, str]:
         """The decision under the SLO guard; the audit says when the guard raised the replicas."""
@@ -510,7 +510,7 @@ class ControlLoop:
     def _hpa(self, window: FloatArray, current: FloatArray) -> FloatArray:
         return self.hpa.decide(window[None], current[None])[0]
 
-    def _actuate(
+    def actuate(
         self, reason: str, current: FloatArray, target: FloatArray, t0: float
     ) -> tuple[FloatArray, list[str], FloatArray, dict[str, str]]:
         """Safety-limit ``target`` and actuate it; returns (safe, notes, knobs now, results)."""
