@@ -459,7 +459,10 @@ class ControlLoop:
         scrape_err: str | None,
         redis_err: str | None,
     ) -> tuple[str, str, str, str, FloatArray, Decision | None]:
-        """One step's decision, without I/O (the fleet calls it per service): ``(reason, cause, detail, controller, target, policy decision or None)``."""
+        """One step's decision, without I/O (the fleet calls it per service).
+
+        Returns ``(reason, cause, detail, controller, target, policy decision or None)``.
+        """
         cfg = self.config
         hold = current.copy()
 
