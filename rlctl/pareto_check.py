@@ -58,6 +58,7 @@ from rlctl.harness.testbed import TESTBED_SERVE_FLAGS, TestBed, parse_loadgen
 # The neighbours' CPU as the calibration's steps measure it: busy host CPU minus ours.
 from rlctl.harness.testbed import _children_cpu_s as children_cpu_s
 from rlctl.harness.testbed import _host_busy_s as host_busy_s
+from rlctl.machine import cpu_model
 from rlctl.telemetry.scrape import Scraper
 
 log = logging.getLogger(__name__)
@@ -441,10 +442,4 @@ def summarise(points: Sequence[CheckPoint], trials: Sequence[Trial], slo_p99_ms:
 
 def machine() -> dict[str, Any]:
     """The CPU model and count, for the figures."""
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpu_model": model, "cpus": os.cpu_count(), "loadavg_end": _loadavg()}
+    return {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "loadavg_end": _loadavg()}

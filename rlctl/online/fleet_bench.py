@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from rlctl import machine
 from rlctl.contract import COL, N_TELEMETRY, Knobs, TelemetrySample
 from rlctl.harness.process import Managed, spawn
 from rlctl.online.fleet import decisions_stream, events_stream, group_name, members_key, services_key
@@ -62,18 +63,9 @@ PRODUCER_CHUNK = 100
 GOALS = {"services": 1000, "interval_s": 5.0, "decision_p99_s": 0.5, "samples_lost": 0, "double_acted": 0}
 
 
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} vCPUs"
-    except OSError:
-        pass
-    return f"unknown, {os.cpu_count()} vCPUs"
+    """The CPU model and count, as the results write it."""
+    return f"{machine.cpu_model()}, {os.cpu_count()} vCPUs"
 
 
 class Telemetry:
@@ -163,7 +155,7 @@ def run_fleet(
     names = [f"r{i}" for i in range(replicas)]
     gen = Telemetry(services, interval_s)
     svc = [f"svc-{i:05d}" for i in range(services)]
-    load_before = load_average()
+    load_before = machine.load_average()
     with tempfile.TemporaryDirectory(prefix="rlctl-fleet-") as tmp, RedisServer() as server:
         store = TelemetryStore(server.url, maxlen=1_000_000, timeout_s=30.0)
         r = store.redis
@@ -239,7 +231,7 @@ def run_fleet(
         "phases": phases,
         "warmup_ticks": warmup_ticks, **result, "pending_after": pending_after,
         "policy": _policy_note(policy, policy_url),
-        "load_average_before": load_before, "load_average_after": load_average(),
+        "load_average_before": load_before, "load_average_after": machine.load_average(),
     }  # fmt: skip
 
 
