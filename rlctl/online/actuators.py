@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -206,22 +207,30 @@ class ProcessReplicaActuator:
         self.on_change = on_change
         self.start_timeout_s = start_timeout_s
         self.replicas: list[Any] = []
+        # The loop and a telemetry source read the replicas from different threads; a read
+        # during a scale waits for it (a dead replica was dropped twice without this).
+        self._lock = threading.RLock()
 
     def _alive(self) -> list[Any]:
-        dead = [r for r in self.replicas if not r.alive()]
-        for r in dead:
-            log.warning("replica %s exited with %s; dropping it", r.info.get("addr"), r.proc.returncode)
-            self.replicas.remove(r)
-        return self.replicas
+        with self._lock:
+            dead = [r for r in self.replicas if not r.alive()]
+            for r in dead:
+                log.warning("replica %s exited with %s; dropping it", r.info.get("addr"), r.proc.returncode)
+                self.replicas.remove(r)
+            return list(self.replicas)
 
     def get_replicas(self) -> int:
         return len(self._alive())
 
     def set_replicas(self, n: int) -> int:
-
         if n < 0:
             raise ActuatorError(f"replicas must be >= 0, not {n}")
-        alive = self._alive()
+        with self._lock:
+            return self._set_replicas(n)
+
+    def _set_replicas(self, n: int) -> int:
+        self._alive()
+        alive = self.replicas
         changed = False
         while len(alive) < n:
             try:
@@ -252,9 +261,10 @@ class ProcessReplicaActuator:
         return [r.admin_url for r in self._alive()]
 
     def close(self) -> None:
-        for r in self.replicas:
-            r.stop()
-        self.replicas.clear()
+        with self._lock:
+            for r in self.replicas:
+                r.stop()
+            self.replicas.clear()
 
     def __enter__(self) -> ProcessReplicaActuator:
         return self

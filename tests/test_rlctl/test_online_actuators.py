@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,35 @@ def test_process_replica_actuator_starts_and_stops_real_processes(tmp_path: Path
         assert replicas.get_replicas() == 0
         assert replicas.set_replicas(1) == 1
     assert replicas.get_replicas() == 0
+
+
+@pytest.mark.real  # gosvc replicas
+def test_a_dead_replica_is_dropped_once_when_threads_read_at_the_same_time(tmp_path: Path) -> None:
+    # The loop and a telemetry source read the replicas from two threads: each read drops a
+    # replica that died; without the lock two readers removed the same one (ValueError).
+    with ProcessReplicaActuator(["--cpu-us", "10", "--gomaxprocs", "1"], token_file=token_file(tmp_path)) as replicas:
+        assert replicas.set_replicas(3) == 3
+        for _ in range(3):
+            replicas.replicas[0].kill()
+            start = threading.Barrier(8)
+            errors: list[BaseException] = []
+            counts: list[int] = []
+
+            def read(start: threading.Barrier, counts: list[int], errors: list[BaseException]) -> None:
+                start.wait()
+                try:
+                    counts.append(replicas.get_replicas())
+                    replicas.metrics_urls()
+                except BaseException as exc:  # what a reader would have died of
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=read, args=(start, counts, errors)) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            assert errors == [] and counts == [2] * 8
+            assert replicas.set_replicas(3) == 3
 
 
 @pytest.mark.real  # gosvc replicas
