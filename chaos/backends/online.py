@@ -44,6 +44,7 @@ from rlctl.online.policy import Decision, HttpPolicy
 from rlctl.online.procs import RedisServer, free_port
 from rlctl.online.safety import SafetyConfig
 from rlctl.online.store import TelemetryStore
+from rlctl.rules import SafetyRule
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,17 @@ class OnlinePath:
 
     :param policies: artifacts to serve (``default`` or folders); Ray Serve serves the first.
     :param num_cpus: CPUs Ray may use.
+    :param rules: boundary rules the safety layer enforces (``rlctl chaos run --rules``).
     """
 
-    def __init__(self, policies: list[str], *, num_cpus: int = 1, serve_port: int | None = None) -> None:
+    def __init__(
+        self,
+        policies: list[str],
+        *,
+        num_cpus: int = 1,
+        serve_port: int | None = None,
+        rules: tuple[SafetyRule, ...] = (),
+    ) -> None:
         if len(set(policies)) > 1:
             raise ConfigError(
                 f"--online serves one policy per experiment, got {sorted(set(policies))}; run them one at a time"
@@ -113,6 +122,7 @@ class OnlinePath:
         self.policies = policies
         self.num_cpus = num_cpus
         self.serve_port = serve_port
+        self.rules = rules
         self.redis: Any = None
         self.serve: Any = None
         self.store_url = ""
@@ -159,7 +169,9 @@ class OnlinePath:
                 guard = inner.config
         else:
             policy = RulePolicy(inner)
-        return OnlineController(inner, policy, self.store_url, bounds=bounds, interval_s=interval_s, guard=guard)
+        return OnlineController(
+            inner, policy, self.store_url, bounds=bounds, interval_s=interval_s, guard=guard, rules=self.rules
+        )
 
 
 _SERIAL = itertools.count(1)
@@ -182,9 +194,11 @@ class OnlineController(Controller):
         bounds: KnobBounds,
         interval_s: float,
         guard: GuardConfig | None = None,
+        rules: tuple[SafetyRule, ...] = (),
     ) -> None:
         self.inner = inner
         self.guard = guard
+        self.rules = rules
         self.name = inner.name
         self.policy = policy
         self.redis_url = redis_url
@@ -207,7 +221,7 @@ class OnlineController(Controller):
         # A process-wide serial: two controllers with one name reset in the same second get two streams.
         self.service = f"chaos-{safe_name}-{int(time.time())}-{next(_SERIAL)}"
         allow = tuple(k for k in bounds.allow if k in LOCAL_KNOBS)
-        safety = SafetyConfig(bounds=dataclasses.replace(bounds, allow=allow))
+        safety = SafetyConfig(bounds=dataclasses.replace(bounds, allow=allow), rules=self.rules)
         config = ControlConfig(service=self.service, interval_s=interval_s, safety=safety, guard=self.guard)
         store = TelemetryStore(self.redis_url, consumer=self.service)
         self.actuators = BackendActuators()

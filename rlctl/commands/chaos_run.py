@@ -112,6 +112,12 @@ def run(
         help="local/k8s: decide through the production path (telemetry -> Redis -> Ray Serve for ppo: "
         "or the baseline's rule -> safety -> actuators) instead of an in-process call.",
     ),
+    rules: Path | None = typer.Option(
+        None,
+        "--rules",
+        help="With --online: a boundary rule library (rlctl rules learn) the safety layer enforces, "
+        "as rlctl control --rules does.",
+    ),
 ) -> None:
     """Run SCENARIO once per --controller on a backend and report them side by side."""
     from rich.console import Console
@@ -133,6 +139,11 @@ def run(
         raise ConfigError(f"--replicas {initial_replicas} must be between 1 and --max-replicas {max_replicas}")
     if online and backend == "sim":
         raise ConfigError("--online needs a live backend (local or k8s): the simulator has no telemetry to stream")
+    if rules is not None and not online:
+        raise ConfigError(f"--rules {rules}: only the online path runs the safety layer; add --online")
+    from rlctl.rules import load_safety_rules
+
+    safety_rules = load_safety_rules(rules) if rules is not None else ()  # before anything starts
     spec = load_scenario(scenario)
     controllers = check_controller_names(controller or ["hpa-tuned"], where=backend)
     rid = check_run_id(run_id) if run_id else new_run_id()
@@ -204,7 +215,8 @@ def run(
                 resolve_controller(name, ctx)  # a missing artifact or an oracle off the simulator fails here
             _print_plan(console, spec.name, chosen, controllers, rid, lines)
             return
-        _execute(console, spec, scenario, chosen, ctx, controllers, rid, report_dir, out, online=online)
+        _execute(console, spec, scenario, chosen, ctx, controllers, rid, report_dir, out, online=online,
+                 rules=safety_rules)  # fmt: skip
 
 
 def _print_plan(console: Any, name: str, backend: Any, controllers: list[str], rid: str, lines: list[str]) -> None:
@@ -226,6 +238,7 @@ def _execute(
     out: Any,
     *,
     online: bool = False,
+    rules: tuple[Any, ...] = (),
 ) -> None:
     import contextlib
 
@@ -261,7 +274,7 @@ def _execute(
 
                 policies = served_policies(controllers)
                 console.print("starting redis-server" + (" and Ray Serve" if policies else "") + " for the online path")
-                path = stack.enter_context(OnlinePath(policies))
+                path = stack.enter_context(OnlinePath(policies, rules=rules))
 
                 def wrap(inner: Any, name: str) -> Any:
                     return path.controller(inner, name, bounds=ctx.bounds, interval_s=backend.config.interval_s)

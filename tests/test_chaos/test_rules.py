@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import invoke_rlctl
-from online_support import gosvc
+from online_support import gosvc, redis_server
 
+from chaos.backends.online import OnlineController, RulePolicy
 from chaos.backends.sim import SimBackend, SimConfig
 from chaos.learn import LearnSettings, read_observations, update
 from chaos.runner import build_report, write_report
 from chaos.spec import scenario_from_dict
 from policies.baselines import StaticController
-from rlctl.contract import KNOB_COL, Knobs, TelemetrySample
+from rlctl.contract import KNOB_COL, KnobBounds, Knobs, TelemetrySample
 from rlctl.errors import ConfigError
 from rlctl.online.actuators import Actuators, AdminKnobsActuator
 from rlctl.online.loop import ControlConfig, ControlLoop
@@ -274,3 +275,49 @@ def test_rule_learned_from_sim_runs_blocks_the_action_in_the_online_loop(library
     allowed = loop.step()
     assert allowed.applied[g] == 1 and admin.get()["gomaxprocs"] == 1
     assert not any("forbids" in n for n in allowed.notes)
+
+
+# --------------------------------------------------------------------------- chaos run --online --rules
+
+
+class WantsOneProcController(StaticController):
+    """A controller (the chaos runner's interface) that asks for GOMAXPROCS=1 every interval."""
+
+    name = "wants-one-proc"
+
+    def decide(self, windows: np.ndarray, knobs: np.ndarray) -> np.ndarray:
+        out = np.asarray(knobs, dtype=np.float64).copy()
+        out[:, KNOB_COL["gomaxprocs"]] = 1
+        return out
+
+
+def _stressed_window(throttled: float) -> np.ndarray:
+    row = sample(cfs_throttled_fraction=throttled, timestamp_s=time.time(), replicas=2, gomaxprocs=2)
+    return np.repeat(row[None, :, :], 3, axis=1)
+
+
+@pytest.mark.real  # redis-server
+def test_a_live_chaos_runs_online_path_enforces_the_rules(library: Path, tmp_path: Path) -> None:
+    """`rlctl chaos run --online --rules`: the run's safety layer refuses what the rule forbids."""
+    bounds = KnobBounds(max_replicas=4, max_gomaxprocs=4)
+    knobs = Knobs(replicas=2, gomaxprocs=2).to_array()[None]
+    g = KNOB_COL["gomaxprocs"]
+    with redis_server(tmp_path / "redis") as server:
+        out = {}
+        for name, rules in (("plain", ()), ("ruled", load_safety_rules(library))):
+            inner = WantsOneProcController(Knobs(replicas=2, gomaxprocs=2))
+            ctl = OnlineController(inner, RulePolicy(inner), server.url, bounds=bounds, interval_s=5.0, rules=rules)
+            ctl.reset(1, bounds, 5.0)
+            out[name] = ctl.decide(_stressed_window(0.4), knobs)[0]
+    assert out["plain"][g] == 1, "without the library the move goes through (the test could fail)"
+    assert out["ruled"][g] == 2, "under the detected CPU stress the rule keeps GOMAXPROCS off 1"
+
+
+def test_chaos_run_rules_need_the_online_path_and_a_good_file(library: Path, tmp_path: Path) -> None:
+    scenario = Path(__file__).resolve().parents[2] / "chaos" / "scenarios" / "local-three-faults.yaml"
+    result = invoke_rlctl("chaos", "run", str(scenario), "--backend", "local", "--rules", str(library))
+    assert result.returncode == 2 and "--rules" in result.stderr and "add --online" in result.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema: nope\n")
+    result = invoke_rlctl("chaos", "run", str(scenario), "--backend", "local", "--online", "--rules", str(bad))
+    assert result.returncode == 2 and "bad.yaml" in result.stderr, result.stderr
