@@ -54,11 +54,7 @@ from rlctl.harness import cgroup as harness_cgroup
 from rlctl.harness.admin import AdminClient
 from rlctl.harness.process import Managed, spawn
 from rlctl.harness.testbed import TESTBED_SERVE_FLAGS, TestBed, parse_loadgen
-
-# The neighbours' CPU as the calibration's steps measure it: busy host CPU minus ours.
-from rlctl.harness.testbed import _children_cpu_s as children_cpu_s
-from rlctl.harness.testbed import _host_busy_s as host_busy_s
-from rlctl.machine import cpu_model
+from rlctl.machine import children_cpu_s, cpu_model, host_busy_s  # neighbours' CPU = busy host CPU minus ours
 from rlctl.telemetry.scrape import Scraper
 
 log = logging.getLogger(__name__)

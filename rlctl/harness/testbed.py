@@ -69,6 +69,7 @@ from rlctl.harness import cgroup as harness_cgroup
 from rlctl.harness.cgroup import Cgroup
 from rlctl.harness.process import Managed, find_gosvc, spawn
 from rlctl.harness.process import run as harness_run
+from rlctl.machine import children_cpu_s, host_busy_s
 from rlctl.telemetry.scrape import Scraper, counter_delta
 
 logger = logging.getLogger(__name__)
@@ -240,12 +241,12 @@ class Runner:
         """One loadgen run of ``duration_s`` at ``qps``, with server counters around it."""
         argv = self.argv(qps, duration_s)
         before = _snapshot(self.config.metrics_url)
-        busy0, child0, t0 = _host_busy_s(), _children_cpu_s(), time.monotonic()
+        busy0, child0, t0 = host_busy_s(), children_cpu_s(), time.monotonic()
         try:
             proc = harness_run("loadgen", argv, timeout_s=duration_s + 3 * self.config.timeout_s + 15, command=COMMAND)
         except subprocess.TimeoutExpired:
             raise TelemetryError(f"load generator did not finish: {shlex.join(argv)}") from None
-        busy1, child1, t1 = _host_busy_s(), _children_cpu_s(), time.monotonic()
+        busy1, child1, t1 = host_busy_s(), children_cpu_s(), time.monotonic()
         after = _snapshot(self.config.metrics_url)
         if proc.returncode != 0:
             error = ConfigError if proc.returncode == 2 else TelemetryError
@@ -296,25 +297,6 @@ def parse_loadgen(stdout: str, target_qps: float, server: ServerStats | None = N
         server=server or ServerStats(),
         duration_s=duration,
     )
-
-
-def _host_busy_s() -> float:
-    """CPU seconds the whole host has been busy (``/proc/stat``: all but idle and iowait)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()[1:]
-    except OSError:
-        return NAN
-    ticks = [int(v) for v in fields]
-    busy = sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def _children_cpu_s() -> float:
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from rlctl.harness.isolation import HarnessIsolation, active
 from rlctl.harness.journal import Journal, revert_journal, using
 from rlctl.harness.process import find_gosvc
 from rlctl.harness.process import run as harness_run
+from rlctl.machine import cpu_busy_s, load_average
 
 log = logging.getLogger(__name__)
 
@@ -152,23 +153,6 @@ class _Plant:
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
 
-def _loadavg() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
-
-
-def _cpu_busy_s() -> dict[int, float]:
-    """Busy seconds of every CPU so far (``/proc/stat``: all but idle and iowait)."""
-    out: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *fields = line.split()
-            if name.startswith("cpu") and name[3:].isdigit():
-                ticks = [int(v) for v in fields]
-                out[int(name[3:])] = (sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)) / tick
-    return out
-
-
 def _replicas_cpu_s(mgr: ReplicaManager) -> float:
     return sum(process_cpu_seconds(r.proc.pid) or 0.0 for r in mgr.live() if r.proc is not None)
 
@@ -268,13 +252,13 @@ class Bench:
         out = {k: report.get(k) for k in ("knee_qps", "knee_qps_second_method", "max_qps_at_slo", "stopped_at_qps",
                                           "stopped_by")}  # fmt: skip
         out |= {"capacity_qps": float(knee), "ramp": str(ramp), "quota_cores": cfg.quota_cores, "layout": layout,
-                "cpu_us": cfg.cpu_us, "loadavg_after": _loadavg()}  # fmt: skip
+                "cpu_us": cfg.cpu_us, "loadavg_after": load_average()}  # fmt: skip
         self.on_point(f"capacity of one {layout} replica: {float(knee):.0f} qps (probe knee)")
         return out
 
     def point(self, layout: str, n: int, rate: float, repeat: int) -> Point:
         cfg = self.cfg
-        before, started = _loadavg(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        before, started = load_average(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with self.plant(layout, n) as (proxy, mgr):
             iso = active()
             argv = [
@@ -283,9 +267,9 @@ class Bench:
                 "--timeout", f"{cfg.request_timeout_s:g}s", "--poisson", "--seed", str(cfg.seed + repeat),
                 "--max-inflight", "2000",
             ]  # fmt: skip
-            busy0, rep0, own0, t0 = _cpu_busy_s(), _replicas_cpu_s(mgr), _own_cpu_s(proxy), time.monotonic()
+            busy0, rep0, own0, t0 = cpu_busy_s(), _replicas_cpu_s(mgr), _own_cpu_s(proxy), time.monotonic()
             proc = harness_run("loadgen", argv, timeout_s=cfg.warmup_s + cfg.point_s + 30)
-            busy1, rep1, own1, t1 = _cpu_busy_s(), _replicas_cpu_s(mgr), _own_cpu_s(proxy), time.monotonic()
+            busy1, rep1, own1, t1 = cpu_busy_s(), _replicas_cpu_s(mgr), _own_cpu_s(proxy), time.monotonic()
         busy = {str(c): round((busy1[c] - busy0[c]) / (t1 - t0), 3) for c in sorted(busy1) if c in busy0}
         replicas_cores = max(0.0, rep1 - rep0) / (t1 - t0)
         ours = replicas_cores + max(0.0, own1 - own0) / (t1 - t0)
@@ -311,7 +295,7 @@ class Bench:
             error_rate=round(sum(float(x["errors"]) for x in steady) / offered, 5) if offered else 0.0,
             seconds=len(steady), cpu_busy=busy, replicas_cores=round(replicas_cores, 3),
             foreign_cores_on_replica_cpus=foreign, foreign_cores=foreign_all,
-            loadavg_before=before, loadavg_after=_loadavg(), started=started,
+            loadavg_before=before, loadavg_after=load_average(), started=started,
             harness=iso.detail if iso is not None and layout == ISOLATED else "shared with the replicas",
         )  # fmt: skip
         self.on_point(
@@ -329,7 +313,7 @@ class Bench:
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         started = time.time()
-        load_start = _loadavg()
+        load_start = load_average()
         self.calibrate()
         cap: dict[str, Any]
         if cfg.per_replica_qps is not None:
@@ -357,7 +341,7 @@ class Bench:
             "per_replica_qps": round(rate, 2),
             "capacity": cap,
             "loadavg_start": load_start,
-            "loadavg_end": _loadavg(),
+            "loadavg_end": load_average(),
             "duration_s": round(time.time() - started, 1),
             "cpu_iters_per_request": self.cpu_iters,
             "cpu_iters_calibrations": self.calibrated,
