@@ -74,3 +74,17 @@ def tiny_artifact(out: Path, seed: int = 0) -> Path:
 
 def finite(x: float) -> bool:
     return math.isfinite(x)
+
+
+class MemoryReplicas:
+    """Replica count in memory (the process actuator has its own tests; here speed matters)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def get_replicas(self) -> int:
+        return self.n
+
+    def set_replicas(self, n: int) -> int:
+        self.n = n
+        return n

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import invoke_rlctl
-from online_support import gosvc, redis_server
+from online_support import MemoryReplicas, gosvc, redis_server
 
 from chaos.backends.online import OnlineController, RulePolicy
 from chaos.backends.sim import SimBackend, SimConfig
@@ -217,18 +217,6 @@ def test_safety_layer_forbids_the_rule_only_while_the_fault_is_detected(library:
 
 
 # --------------------------------------------------------------------------- end to end, real gosvc
-
-
-class MemoryReplicas:
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def get_replicas(self) -> int:
-        return self.n
-
-    def set_replicas(self, n: int) -> int:
-        self.n = n
-        return n
 
 
 class WantsOneProc:

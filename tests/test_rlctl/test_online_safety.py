@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from online_support import gosvc
+from online_support import MemoryReplicas, gosvc
 
 from rlctl.contract import (
     COL,
@@ -198,20 +198,6 @@ def test_config_errors_name_the_fix() -> None:
 
 
 # --------------------------------------------------------------------------- end to end on a real service
-
-
-class MemoryReplicas:
-    """Replica count in memory (the process actuator has its own tests; here speed matters)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def get_replicas(self) -> int:
-        return self.n
-
-    def set_replicas(self, n: int) -> int:
-        self.n = n
-        return n
 
 
 class AdversarialPolicy:
