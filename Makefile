@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed system gosvc
 
 system:
-	@missing=""; for b in redis-server stress-ng ipmitool promtool; do command -v $$b >/dev/null || missing=1; done; \
+	@missing=""; for b in redis-server stress-ng ipmitool promtool prometheus; do command -v $$b >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	fi
